@@ -1,0 +1,79 @@
+import { AjvCompiler } from '@fastify/ajv-compiler'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import fp from 'fastify-plugin'
+import type { Logger } from 'pino'
+import configPlugin, { type Config } from './plugins/config.js'
+import errors, { frameworkErrors, genReqId } from './plugins/errors.js'
+import cors from './plugins/external/cors.js'
+import openapi from './plugins/external/openapi.js'
+import health from './plugins/health.js'
+import privacy from './plugins/privacy.js'
+import schemas from './plugins/schemas.js'
+import healthRoutes from './routes/health/index.js'
+
+/** JSON bodies are small (a chat message, a settings context); images come through multipart with their own limits. */
+export const JSON_BODY_LIMIT = 256 * 1024
+
+const AJV_OPTIONS = { allErrors: true, removeAdditional: false, useDefaults: true }
+
+/**
+ * Bodies are validated as sent (a number is not a string), while querystring, params and headers,
+ * which are text on the wire, are coerced to the declared types.
+ */
+type ExternalSchemas = Parameters<ReturnType<typeof AjvCompiler>>[0]
+
+function buildValidator (externalSchemas: ExternalSchemas, serverOptions: { plugins: [] }) {
+  const options = { plugins: serverOptions.plugins }
+  const strict = AjvCompiler()(externalSchemas, { ...options, customOptions: { ...AJV_OPTIONS, coerceTypes: false } })
+  const coercing = AjvCompiler()(externalSchemas, { ...options, customOptions: { ...AJV_OPTIONS, coerceTypes: 'array' } })
+  return (route: { httpPart?: string }) => route.httpPart === 'body' ? strict(route) : coercing(route)
+}
+
+/** Fastify's own options, shared by the server and the tests; the logger instance comes from the caller. */
+export function fastifyOptions (config: Config, loggerInstance: Logger): FastifyServerOptions & { loggerInstance: Logger } {
+  return {
+    loggerInstance,
+    // Fastify's own request lines carry the raw URL; the privacy plugin writes one line per request instead.
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'requestId' }),
+    requestIdHeader: false,
+    genReqId,
+    // Fastify accepts a hop count at run time; its types list only the other forms.
+    trustProxy: trustProxy(config.TRUST_PROXY) as boolean | string,
+    bodyLimit: JSON_BODY_LIMIT,
+    frameworkErrors,
+    schemaController: { compilersFactory: { buildValidator: buildValidator as never } },
+    ajv: { customOptions: AJV_OPTIONS, plugins: [] }
+  }
+}
+
+export function trustProxy (value: string): boolean | number | string {
+  if (value === 'true') return true
+  if (value === 'false') return false
+  return /^[0-9]+$/.test(value) ? Number(value) : value
+}
+
+/** The whole service as one plugin: third-party configuration, then our plugins, then routes. */
+async function app (fastify: FastifyInstance, opts: { config: Config }) {
+  const server = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  await server.register(configPlugin, { config: opts.config })
+  await server.register(errors)
+  await server.register(privacy)
+  await server.register(health)
+  await server.register(schemas)
+  // Hooks above are in place before any encapsulated third-party plugin (swagger-ui) registers routes.
+  await server.register(openapi)
+  await server.register(cors)
+
+  await server.register(healthRoutes, { prefix: '/health' })
+}
+
+const appPlugin = fp(app, { name: 'app', fastify: '5.x' })
+export default appPlugin
+
+/** A ready-to-register Fastify instance with the whole app; `extra` adds process options (https, timeouts). */
+export async function buildApp (config: Config, loggerInstance: Logger, extra: Partial<FastifyServerOptions> = {}) {
+  const fastify = Fastify({ ...fastifyOptions(config, loggerInstance), ...extra })
+  await fastify.register(appPlugin, { config })
+  return fastify
+}

@@ -1,0 +1,37 @@
+import swagger, { type FastifyDynamicSwaggerOptions } from '@fastify/swagger'
+import swaggerUi, { type FastifySwaggerUiOptions } from '@fastify/swagger-ui'
+import fp from 'fastify-plugin'
+
+/** Version of the HTTP contract (not of the package): bumped when the contract changes. */
+export const API_VERSION = '1.0.0'
+
+/** The contract, generated from the route schemas; shared schemas keep their `$id` as component names. */
+export const swaggerOptions: FastifyDynamicSwaggerOptions = {
+  openapi: {
+    openapi: '3.1.0',
+    info: {
+      title: 'portal-ai-api',
+      version: API_VERSION,
+      description: 'The AI layer of the LightLane portal: Settings Assistant chat and background removal, ' +
+        'on behalf of a signed-in, licensed user. Every error uses the ErrorResponse envelope.'
+    },
+    tags: [
+      { name: 'health', description: 'Liveness and readiness; no authentication.' }
+    ]
+  },
+  refResolver: {
+    buildLocalReference: (json, _baseUri, _fragment, i) => typeof json.$id === 'string' ? json.$id : `def-${i}`
+  }
+}
+
+/** Swagger UI at /docs, over the same document as /openapi.json. */
+export const swaggerUiOptions: FastifySwaggerUiOptions = {
+  routePrefix: '/docs',
+  uiConfig: { deepLinking: true, displayRequestDuration: true, tryItOutEnabled: false }
+}
+
+export default fp(async function openapi (app) {
+  await app.register(swagger, swaggerOptions)
+  await app.register(swaggerUi, swaggerUiOptions)
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+}, { name: 'openapi', fastify: '5.x', dependencies: ['schemas'] })

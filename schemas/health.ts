@@ -1,0 +1,26 @@
+import Type, { type Static } from 'typebox'
+
+export const HealthLive = Type.Object({
+  status: Type.Literal('ok')
+}, { $id: 'HealthLive', title: 'HealthLive', description: 'The process is up and serving HTTP.', examples: [{ status: 'ok' }] })
+
+export const CheckResult = Type.Object({
+  status: Type.Union([Type.Literal('ok'), Type.Literal('failing')]),
+  durationMs: Type.Number({ description: 'How long the check took.' }),
+  reason: Type.Optional(Type.String({ description: 'Why it fails, in a word or code (never connection details).' }))
+}, { $id: 'CheckResult', title: 'CheckResult' })
+
+export const HealthReady = Type.Object({
+  status: Type.Union([Type.Literal('ready'), Type.Literal('not_ready'), Type.Literal('draining')], {
+    description: '`draining`: the instance is shutting down and takes no new work.'
+  }),
+  checks: Type.Record(Type.String(), Type.Unsafe<Static<typeof CheckResult>>(Type.Ref('CheckResult')), {
+    description: 'Each dependency checked, by name (database, redis, providers…). Providers are never called.'
+  })
+}, {
+  $id: 'HealthReady',
+  title: 'HealthReady',
+  description: 'Whether this instance can serve feature calls now.',
+  examples: [{ status: 'ready', checks: { database: { status: 'ok', durationMs: 1.2 } } }]
+})
+export type HealthReadyBody = Static<typeof HealthReady>

@@ -1,0 +1,5 @@
+import { ErrorCode, ErrorResponse } from './errors.js'
+import { CheckResult, HealthLive, HealthReady } from './health.js'
+
+/** Named components: added once with `addSchema`, referred to by `$ref`, published under components.schemas. */
+export const sharedSchemas = [ErrorCode, ErrorResponse, HealthLive, CheckResult, HealthReady]

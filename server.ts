@@ -1,0 +1,68 @@
+import { readFileSync } from 'node:fs'
+import closeWithGrace from 'close-with-grace'
+import type { FastifyServerOptions } from 'fastify'
+import pino from 'pino'
+import { buildApp } from './app.js'
+import { ConfigError, loadConfig, type Config } from './plugins/config.js'
+import { loggerOptions } from './plugins/privacy.js'
+
+/** How long in-flight requests (streams included) get to finish after SIGTERM/SIGINT. */
+const SHUTDOWN_GRACE_MS = 10_000
+/** An idle socket is closed after this; streams send data well within it. */
+const CONNECTION_TIMEOUT_MS = 120_000
+/** The whole request must arrive within this (a 12 MB upload at ~200 KB/s). */
+const REQUEST_TIMEOUT_MS = 60_000
+/** Longer than the usual load balancer idle timeout (60 s), so the balancer closes first. */
+const KEEP_ALIVE_TIMEOUT_MS = 72_000
+
+function fail (message: string): never {
+  process.stderr.write(`portal-ai-api: ${message}\n`)
+  process.exit(1)
+}
+
+function tlsOptions (config: Config): Partial<FastifyServerOptions> {
+  if (config.TLS_CERT_FILE === undefined || config.TLS_KEY_FILE === undefined) return {}
+  const read = (name: 'TLS_CERT_FILE' | 'TLS_KEY_FILE') => {
+    try {
+      return readFileSync(config[name] as string)
+    } catch (err) {
+      return fail(`${name} cannot be read (${String((err as NodeJS.ErrnoException).code)}): ${config[name] as string}`)
+    }
+  }
+  return { https: { cert: read('TLS_CERT_FILE'), key: read('TLS_KEY_FILE') } } as Partial<FastifyServerOptions>
+}
+
+async function main () {
+  let config: Config
+  try {
+    config = loadConfig(process.env)
+  } catch (err) {
+    // loadConfig throws only ConfigError: a list of problems written for the operator.
+    fail((err as ConfigError).message)
+  }
+
+  // A person at a terminal gets readable lines; anything else (a container, a file) gets JSON.
+  /* c8 ignore next -- the tests read the server's output through a pipe, never a terminal */
+  const destination = process.stdout.isTTY ? pino.transport({ target: 'pino-pretty' }) : pino.destination(1)
+  const logger = pino(loggerOptions(config), destination)
+
+  const app = await buildApp(config, logger, {
+    ...tlsOptions(config),
+    connectionTimeout: CONNECTION_TIMEOUT_MS,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS
+  })
+
+  closeWithGrace({ delay: SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
+    /* c8 ignore next -- only an uncaught exception or unhandled rejection gets here, which no code path raises on purpose */
+    if (err !== undefined) app.log.error({ err }, 'fatal error, shutting down')
+    else app.log.info({ signal }, 'shutting down: draining in-flight requests')
+    app.readiness.drain()
+    await app.close()
+  })
+
+  const address = await app.listen({ port: config.PORT, host: config.HOST })
+  app.log.info(`API reference (Swagger UI) at ${address}/docs`)
+}
+
+await main()

@@ -1,0 +1,72 @@
+import { readFileSync } from 'node:fs'
+import SwaggerParser from '@apidevtools/swagger-parser'
+import t from 'tap'
+import { ENV_DOC_FILE, generateEnvDoc, generateOpenApi, OPENAPI_FILE } from '../scripts/contract.js'
+import { swaggerOptions } from '../plugins/external/openapi.js'
+import { errorResponses } from '../schemas/errors.js'
+import { build } from './helper.js'
+
+interface OpenApiDoc {
+  openapi: string
+  paths: Record<string, Record<string, { operationId?: string, responses: Record<string, { content?: Record<string, { schema: unknown }> }> }>>
+  components: { schemas: Record<string, unknown> }
+}
+
+t.test('openapi/openapi.json is what the code generates (run `npm run openapi` after changing a route)', async (t) => {
+  const committed = readFileSync(OPENAPI_FILE, 'utf8')
+  const generated = await generateOpenApi()
+  t.ok(committed === generated,
+    'openapi/openapi.json is stale: the route schemas changed. Run `npm run openapi` and commit openapi/openapi.json.')
+})
+
+t.test('the committed contract is a valid OpenAPI 3.1 document', async (t) => {
+  const doc = JSON.parse(readFileSync(OPENAPI_FILE, 'utf8')) as OpenApiDoc
+  const validated = await SwaggerParser.validate(structuredClone(doc) as never) as unknown as OpenApiDoc
+  t.equal(validated.openapi, '3.1.0')
+  const operationIds = Object.values(doc.paths).flatMap((ops) => Object.values(ops).map((op) => op.operationId))
+  t.ok(operationIds.every((id) => typeof id === 'string'), 'every operation has an operationId')
+  t.equal(new Set(operationIds).size, operationIds.length, 'operationIds are unique')
+})
+
+t.test('shared schemas are named components referenced by $ref, not inlined copies', async (t) => {
+  const doc = JSON.parse(readFileSync(OPENAPI_FILE, 'utf8')) as OpenApiDoc
+  for (const name of ['ErrorCode', 'ErrorResponse', 'HealthLive', 'HealthReady']) {
+    t.ok(doc.components.schemas[name], `${name} is a component`)
+  }
+  const ready = doc.paths['/health/ready']?.get?.responses
+  t.same(ready?.['200']?.content?.['application/json']?.schema, { $ref: '#/components/schemas/HealthReady' })
+  t.same(ready?.['503']?.content?.['application/json']?.schema, { $ref: '#/components/schemas/HealthReady' })
+  t.notMatch(JSON.stringify(doc.paths), /"anyOf"/, 'the error code union is not copied into the paths')
+})
+
+t.test('the served /openapi.json is the committed contract, and /docs serves Swagger UI', async (t) => {
+  const { app } = await build(t)
+  const served = await app.inject({ url: '/openapi.json' })
+  t.equal(served.statusCode, 200)
+  t.same(served.json(), JSON.parse(readFileSync(OPENAPI_FILE, 'utf8')))
+  const docs = await app.inject({ url: '/docs' })
+  t.equal(docs.statusCode, 200)
+  t.match(docs.headers['content-type'], /text\/html/)
+  t.match(docs.body, /swagger/i)
+})
+
+t.test('docs/env.md is what `npm run docs` generates from the config schema', async (t) => {
+  const committed = readFileSync(ENV_DOC_FILE, 'utf8')
+  t.ok(committed === generateEnvDoc(), 'docs/env.md is stale: run `npm run docs` and commit docs/env.md.')
+  for (const name of ['PORT', 'DATABASE_URL', 'OPENAI_API_KEY', 'BG_REMOVAL_PROVIDERS', 'PORTAL_JWKS_URL']) {
+    t.match(committed, `| \`${name}\` |`)
+  }
+})
+
+t.test('a shared schema without $id would get a generated component name', async (t) => {
+  const build = swaggerOptions.refResolver?.buildLocalReference
+  t.equal(build?.({ $id: 'Named' }, {}, '', 0), 'Named')
+  t.equal(build?.({ type: 'string' }, {}, '', 3), 'def-3')
+})
+
+t.test('errorResponses groups codes by status and always includes INTERNAL_ERROR', async (t) => {
+  const responses = errorResponses('UNAUTHENTICATED', 'TOKEN_EXPIRED', 'QUOTA_EXCEEDED', 'UNAUTHENTICATED') as unknown as Record<number, { $ref: string, description: string }>
+  t.same(Object.keys(responses), ['401', '402', '500'])
+  t.same(responses[401], { $ref: 'ErrorResponse', description: 'Error envelope with code UNAUTHENTICATED or TOKEN_EXPIRED.' })
+  t.equal(responses[500]?.description, 'Error envelope with code INTERNAL_ERROR.')
+})

@@ -1,0 +1,100 @@
+import { spawn, spawnSync } from 'node:child_process'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { once } from 'node:events'
+import t, { type Test } from 'tap'
+import { TEST_SECRETS } from './helper.js'
+
+/**
+ * The real entry point, run from source with the TypeScript loader this test runs under, so the child's
+ * coverage maps onto the same sources (`npm start` runs the same file compiled).
+ */
+const SERVER = [...process.execArgv, 'server.ts']
+const root = new URL('..', import.meta.url)
+
+function baseEnv (extra: Record<string, string>): NodeJS.ProcessEnv {
+  const { PATH, HOME } = process.env
+  return { PATH, HOME, DATA_DIR: mkdtempSync(join(tmpdir(), 'portal-ai-api-server-')), ...extra }
+}
+
+t.test('PORT=abc stops startup with exit code 1 and names PORT', async (t) => {
+  const run = spawnSync(process.execPath, SERVER, { cwd: root, env: baseEnv({ PORT: 'abc' }), encoding: 'utf8' })
+  t.equal(run.status, 1)
+  t.match(run.stderr, /PORT must be a whole number from 0 to 65535/)
+  t.notMatch(run.stderr, /abc/)
+})
+
+t.test('two bad variables are both named in one run', async (t) => {
+  const run = spawnSync(process.execPath, SERVER, { cwd: root, env: baseEnv({ PORT: 'abc', LOG_LEVEL: 'loud' }), encoding: 'utf8' })
+  t.equal(run.status, 1)
+  t.match(run.stderr, /2 problems/)
+  t.match(run.stderr, /PORT must be/)
+  t.match(run.stderr, /LOG_LEVEL must be/)
+})
+
+t.test('an unreadable TLS file stops startup naming the variable', async (t) => {
+  const run = spawnSync(process.execPath, SERVER, {
+    cwd: root,
+    env: baseEnv({ TLS_CERT_FILE: '/nonexistent/cert.pem', TLS_KEY_FILE: '/nonexistent/key.pem' }),
+    encoding: 'utf8'
+  })
+  t.equal(run.status, 1)
+  t.match(run.stderr, /TLS_CERT_FILE cannot be read \(ENOENT\)/)
+})
+
+/** Starts the server on a free port and resolves with its address once it listens. */
+async function start (t: Test, env: Record<string, string>) {
+  const child = spawn(process.execPath, SERVER, { cwd: root, env: baseEnv({ PORT: '0', ...env }), stdio: ['ignore', 'pipe', 'pipe'] })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  const lines: Array<Record<string, unknown>> = []
+  let stderr = ''
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
+  const address = await new Promise<string>((resolve, reject) => {
+    let buffer = ''
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      buffer += chunk
+      let newline: number
+      while ((newline = buffer.indexOf('\n')) >= 0) {
+        const line = JSON.parse(buffer.slice(0, newline)) as Record<string, unknown>
+        buffer = buffer.slice(newline + 1)
+        lines.push(line)
+        const match = /^Server listening at (\S+)$/.exec(String(line.msg))
+        if (match?.[1] !== undefined) resolve(match[1])
+      }
+    })
+    child.once('exit', (code) => reject(new Error(`server exited (${String(code)}) before listening: ${stderr}`)))
+  })
+  return { child, lines, address }
+}
+
+t.test('the server starts, serves readiness and /docs, and shuts down cleanly on SIGTERM', async (t) => {
+  const { child, lines, address } = await start(t, TEST_SECRETS)
+  t.match(address, /^http:\/\/127\.0\.0\.1:\d+$/)
+  const ready = await fetch(`${address}/health/ready`)
+  t.equal(ready.status, 200)
+  t.same(await ready.json(), { status: 'ready', checks: {} })
+  const docs = await fetch(`${address}/docs`, { redirect: 'follow' })
+  t.equal(docs.status, 200)
+  child.kill('SIGTERM')
+  const [code] = await once(child, 'exit') as [number | null]
+  t.equal(code, 0)
+  t.ok(lines.some((l) => l.msg === 'shutting down: draining in-flight requests' && l.signal === 'SIGTERM'))
+  t.ok(lines.some((l) => typeof l.msg === 'string' && l.msg.startsWith('API reference (Swagger UI) at')))
+  const text = JSON.stringify(lines)
+  for (const secret of Object.values(TEST_SECRETS)) t.notOk(text.includes(secret), 'no secret in the logs')
+})
+
+t.test('TLS_CERT_FILE and TLS_KEY_FILE serve HTTPS', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portal-ai-api-tls-'))
+  const cert = join(dir, 'cert.pem')
+  const key = join(dir, 'key.pem')
+  const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert,
+    '-days', '1', '-subj', '/CN=localhost'], { encoding: 'utf8' })
+  t.equal(made.status, 0, 'openssl made a self-signed certificate')
+  const { child, address } = await start(t, { ...TEST_SECRETS, TLS_CERT_FILE: cert, TLS_KEY_FILE: key })
+  t.match(address, /^https:\/\//)
+  child.kill('SIGINT')
+  const [code] = await once(child, 'exit') as [number | null]
+  t.equal(code, 0)
+})
