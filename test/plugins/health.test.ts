@@ -1,6 +1,6 @@
 import t from 'tap'
-import { createReadiness } from '../plugins/health.js'
-import { build } from './helper.js'
+import { createReadiness } from '../../plugins/health.js'
+import { build } from '../helper.js'
 
 t.test('GET /health/live', async (t) => {
   const { app } = await build(t)

@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify'
 import t from 'tap'
 import Type from 'typebox'
-import { createHasher, serializeError } from '../plugins/privacy.js'
-import { AppError } from '../plugins/errors.js'
-import { build, TEST_SECRETS } from './helper.js'
+import { createHasher, serializeError } from '../../plugins/privacy.js'
+import { AppError } from '../../plugins/errors.js'
+import { build, TEST_SECRETS } from '../helper.js'
 
 const CANARY = {
   authorization: 'Bearer canary-authorization-7f3a91',

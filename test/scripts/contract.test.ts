@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs'
 import SwaggerParser from '@apidevtools/swagger-parser'
 import t from 'tap'
-import { ENV_DOC_FILE, generateEnvDoc, generateOpenApi, OPENAPI_FILE } from '../scripts/contract.js'
-import { swaggerOptions } from '../plugins/external/openapi.js'
-import { errorResponses } from '../schemas/errors.js'
-import { build } from './helper.js'
+import { ENV_DOC_FILE, generateEnvDoc, generateOpenApi, OPENAPI_FILE } from '../../scripts/contract.js'
+import { swaggerOptions } from '../../plugins/external/openapi.js'
+import { errorResponses } from '../../schemas/errors.js'
+import { build } from '../helper.js'
 
 interface OpenApiDoc {
   openapi: string

@@ -1,8 +1,8 @@
 import type { FastifyInstance } from 'fastify'
 import t from 'tap'
 import Type from 'typebox'
-import { AppError } from '../plugins/errors.js'
-import { build } from './helper.js'
+import { AppError } from '../../plugins/errors.js'
+import { build } from '../helper.js'
 
 /** Routes that exercise the error paths; registered on the real app, after every plugin. */
 async function errorRoutes (app: FastifyInstance) {

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { build } from './helper.js'
+import { build } from '../../helper.js'
 
 t.test('no cross-origin browser access unless CORS_ORIGINS lists the origin', async (t) => {
   const { app } = await build(t)

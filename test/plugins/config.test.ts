@@ -2,8 +2,8 @@ import { mkdirSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileS
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { trustProxy } from '../app.js'
-import { ConfigError, loadConfig, parseEnv } from '../plugins/config.js'
+import { trustProxy } from '../../app.js'
+import { ConfigError, loadConfig, parseEnv } from '../../plugins/config.js'
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'portal-ai-api-config-'))
 
