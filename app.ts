@@ -10,7 +10,15 @@ import openapi from './plugins/external/openapi.js'
 import health from './plugins/health.js'
 import privacy from './plugins/privacy.js'
 import schemas from './plugins/schemas.js'
+import store, { type Store } from './plugins/store/index.js'
+import auth from './plugins/auth/index.js'
+import entitlements from './plugins/entitlements.js'
+import audit from './plugins/audit.js'
+import rateLimit from './plugins/rate-limit.js'
+import aiTokens from './plugins/external/jwt.js'
 import healthRoutes from './routes/health/index.js'
+import aiRoutes from './routes/v1/ai/index.js'
+import adminRoutes from './routes/v1/admin/index.js'
 
 /** JSON bodies are small (a chat message, a settings context); images come through multipart with their own limits. */
 export const JSON_BODY_LIMIT = 256 * 1024
@@ -53,8 +61,14 @@ export function trustProxy (value: string): boolean | number | string {
   return /^[0-9]+$/.test(value) ? Number(value) : value
 }
 
+export interface AppOptions {
+  config: Config
+  /** A store made by the caller (the tests share one per file); otherwise the app opens its own. */
+  store?: Store
+}
+
 /** The whole service as one plugin: third-party configuration, then our plugins, then routes. */
-async function app (fastify: FastifyInstance, opts: { config: Config }) {
+async function app (fastify: FastifyInstance, opts: AppOptions) {
   const server = fastify.withTypeProvider<TypeBoxTypeProvider>()
   await server.register(configPlugin, { config: opts.config })
   await server.register(errors)
@@ -64,16 +78,25 @@ async function app (fastify: FastifyInstance, opts: { config: Config }) {
   // Hooks above are in place before any encapsulated third-party plugin (swagger-ui) registers routes.
   await server.register(openapi)
   await server.register(cors)
+  await server.register(aiTokens)
+  await server.register(store, { store: opts.store })
+  // Rate limits before auth: the per-address limit of POST /v1/ai/tokens must count failed attempts too.
+  await server.register(rateLimit)
+  await server.register(auth)
+  await server.register(entitlements)
+  await server.register(audit)
 
   await server.register(healthRoutes, { prefix: '/health' })
+  await server.register(aiRoutes, { prefix: '/v1/ai' })
+  await server.register(adminRoutes, { prefix: '/v1/admin' })
 }
 
 const appPlugin = fp(app, { name: 'app', fastify: '5.x' })
 export default appPlugin
 
 /** A ready-to-register Fastify instance with the whole app; `extra` adds process options (https, timeouts). */
-export async function buildApp (config: Config, loggerInstance: Logger, extra: Partial<FastifyServerOptions> = {}) {
+export async function buildApp (config: Config, loggerInstance: Logger, extra: Partial<FastifyServerOptions> = {}, store?: Store) {
   const fastify = Fastify({ ...fastifyOptions(config, loggerInstance), ...extra })
-  await fastify.register(appPlugin, { config })
+  await fastify.register(appPlugin, { config, store })
   return fastify
 }

@@ -2,7 +2,7 @@ import { createHmac } from 'node:crypto'
 import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { LoggerOptions } from 'pino'
-import type { PrincipalValue } from '../schemas/principal.js'
+import type { Principal } from '../schemas/principal.js'
 import type { Config } from './config.js'
 
 const REDACTED = '[REDACTED]'
@@ -72,7 +72,7 @@ declare module 'fastify' {
   }
   interface FastifyRequest {
     /** Who the request acts for; the auth plugin fills it. Logged by id only. */
-    principal: PrincipalValue | null
+    principal: Principal | null
   }
 }
 

@@ -1,5 +1,7 @@
+import { adminSchemas } from './admin.js'
 import { ErrorCode, ErrorResponse } from './errors.js'
 import { CheckResult, HealthLive, HealthReady } from './health.js'
+import { identitySchemas } from './identity.js'
 
 /** Named components: added once with `addSchema`, referred to by `$ref`, published under components.schemas. */
-export const sharedSchemas = [ErrorCode, ErrorResponse, HealthLive, CheckResult, HealthReady]
+export const sharedSchemas = [ErrorCode, ErrorResponse, HealthLive, CheckResult, HealthReady, ...identitySchemas, ...adminSchemas]

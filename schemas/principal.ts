@@ -1,10 +1,19 @@
-import Type, { type Static } from 'typebox'
+import type { FeatureId } from '../plugins/features.js'
 
-/** Who a request acts for, once authenticated. */
-export const Principal = Type.Object({
-  userId: Type.String({ description: 'The portal user id (`sub`).' }),
-  plan: Type.String({ description: 'The plan the user is licensed for.' }),
-  mode: Type.Union([Type.Literal('live'), Type.Literal('test')], { description: '`test` calls go to sandbox providers only.' }),
-  credential: Type.Union([Type.Literal('portal'), Type.Literal('api-key'), Type.Literal('ai-token'), Type.Literal('admin')])
-}, { $id: 'Principal', title: 'Principal' })
-export type PrincipalValue = Static<typeof Principal>
+export type Mode = 'live' | 'test'
+
+/** Who a request acts for, once authenticated: set by the auth plugin, logged by user id only. */
+export interface Principal {
+  /** The portal user id (`sub`). */
+  userId: string
+  plan: string
+  /** `test` calls go to sandbox providers only and are metered apart. */
+  mode: Mode
+  credential: 'portal' | 'api-key' | 'ai-token'
+  /** Features this credential may use (for an AI token, the scope it was minted with). */
+  features: FeatureId[]
+  /** The API key used, for audit and lastUsedAt. */
+  keyId?: string
+  /** The AI token's `jti`. */
+  tokenId?: string
+}

@@ -1,6 +1,7 @@
 import pino from 'pino'
 import { buildApp } from '../app.js'
 import { CONFIG_VARIABLES, ConfigSchema, expectation, loadConfig } from '../plugins/config.js'
+import { createEmbeddedStore } from '../plugins/store/index.js'
 
 /** Where the committed contract and the generated variable reference live. */
 export const OPENAPI_FILE = new URL('../openapi/openapi.json', import.meta.url)
@@ -20,12 +21,14 @@ const GENERATOR_ENV = {
 /** The OpenAPI document exactly as the running service serves it at /openapi.json, as committed text. */
 export async function generateOpenApi (): Promise<string> {
   const config = loadConfig(GENERATOR_ENV)
-  const app = await buildApp(config, pino({ level: 'silent' }))
+  const store = await createEmbeddedStore('memory://')
+  const app = await buildApp(config, pino({ level: 'silent' }), {}, store)
   try {
     await app.ready()
     return JSON.stringify(app.swagger(), null, 2) + '\n'
   } finally {
     await app.close()
+    await store.close()
   }
 }
 

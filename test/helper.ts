@@ -1,9 +1,11 @@
+import { randomBytes } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import pino from 'pino'
-import type { Test } from 'tap'
+import tap, { type Test } from 'tap'
 import { buildApp } from '../app.js'
 import { loadConfig, type Config } from '../plugins/config.js'
 import { loggerOptions } from '../plugins/privacy.js'
+import { createEmbeddedStore, createPostgresStore, migrate, type Store } from '../plugins/store/index.js'
 
 /** Secrets of the test configuration: long enough to pass validation, recognisable in a leak. */
 export const TEST_SECRETS = {
@@ -25,19 +27,89 @@ export class LogCapture {
   find (msg: string) { return this.entries.filter((e) => e.msg === msg) }
 }
 
+/** PostgreSQL when TEST_DATABASE_URL is set (a schema of its own per test file), else embedded PGlite in memory. */
+export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL === '' ? undefined : process.env.TEST_DATABASE_URL
+
+/** A new, migrated store: PostgreSQL in a fresh schema, or in-memory PGlite. Dropped and closed by the caller. */
+export async function createTestStore (): Promise<{ store: Store, url?: string, drop: () => Promise<void> }> {
+  if (TEST_DATABASE_URL === undefined) {
+    const store = await createEmbeddedStore('memory://')
+    await migrate(store)
+    return { store, drop: async () => store.close() }
+  }
+  const schema = `test_${randomBytes(6).toString('hex')}`
+  const admin = createPostgresStore(TEST_DATABASE_URL)
+  await admin.exec(`CREATE SCHEMA ${schema}`)
+  const url = new URL(TEST_DATABASE_URL)
+  url.searchParams.set('options', `-c search_path=${schema}`)
+  const store = createPostgresStore(url.toString())
+  await migrate(store)
+  return {
+    store,
+    url: url.toString(),
+    drop: async () => {
+      await store.close()
+      await admin.exec(`DROP SCHEMA ${schema} CASCADE`)
+      await admin.close()
+    }
+  }
+}
+
+let shared: ReturnType<typeof createTestStore> | undefined
+/** One store per test file (starting PGlite takes seconds); tests keep apart by using their own user ids. */
+export async function sharedStore (): Promise<Store> {
+  if (shared === undefined) {
+    shared = createTestStore()
+    const { drop } = await shared
+    tap.teardown(drop)
+  }
+  return (await shared).store
+}
+
 export interface BuildOptions {
   env?: Record<string, string>
   /** Extra plugins registered after the app (test-only routes, for example). */
   register?: (app: FastifyInstance) => Promise<void> | void
+  /** Another store than the file's shared one. */
+  store?: Store
 }
 
 /** The whole app with the test configuration, its log lines captured, closed when the test ends. */
 export async function build (t: Test, opts: BuildOptions = {}) {
   const config = testConfig(opts.env)
   const logs = new LogCapture()
-  const app = await buildApp(config, pino(loggerOptions(config), logs))
+  const store = opts.store ?? await sharedStore()
+  const app = await buildApp(config, pino(loggerOptions(config), logs), {}, store)
   if (opts.register !== undefined) await opts.register(app)
   await app.ready()
   t.teardown(() => app.close())
-  return { app, logs, config }
+  return { app, logs, config, store }
+}
+
+/** A user id no other test uses. */
+export const newUserId = (label = 'user') => `${label}-${randomBytes(6).toString('hex')}`
+
+/** Admin API call headers. */
+export const adminHeaders = { authorization: `Bearer ${TEST_SECRETS.ADMIN_TOKEN}` }
+
+/** A user with a license and an API key; returns the key. */
+export async function userWithKey (app: FastifyInstance, opts: { plan?: string, mode?: 'live' | 'test', status?: string } = {}) {
+  const userId = newUserId()
+  const license = await app.inject({ method: 'PUT', url: `/v1/admin/licenses/${userId}`, headers: adminHeaders, payload: { plan: opts.plan ?? 'pro', status: opts.status ?? 'active' } })
+  if (license.statusCode !== 200) throw new Error(`license: ${license.body}`)
+  const created = await app.inject({ method: 'POST', url: '/v1/admin/keys', headers: adminHeaders, payload: { userId, mode: opts.mode ?? 'test' } })
+  if (created.statusCode !== 201) throw new Error(`key: ${created.body}`)
+  return { userId, key: (created.json() as { key: string, id: string }).key, keyId: (created.json() as { id: string }).id }
+}
+
+/** Mints an AI token with a credential; returns the token response body. */
+export async function mint (app: FastifyInstance, credential: string, features?: string[]) {
+  const res = await app.inject({
+    method: 'POST',
+    url: '/v1/ai/tokens',
+    headers: { authorization: `Bearer ${credential}` },
+    ...(features === undefined ? {} : { payload: { features } })
+  })
+  if (res.statusCode !== 201) throw new Error(`mint: ${res.statusCode} ${res.body}`)
+  return res.json() as { token: string, plan: string, features: string[], mode: string, expiresIn: number, expiresAt: string }
 }

@@ -16,8 +16,18 @@ export const swaggerOptions: FastifyDynamicSwaggerOptions = {
         'on behalf of a signed-in, licensed user. Every error uses the ErrorResponse envelope.'
     },
     tags: [
-      { name: 'health', description: 'Liveness and readiness; no authentication.' }
-    ]
+      { name: 'health', description: 'Liveness and readiness; no authentication.' },
+      { name: 'tokens', description: 'AI tokens: exchange a portal credential or an API key for a short-lived AI token.' },
+      { name: 'admin', description: 'Licenses, API keys and audit, behind ADMIN_TOKEN. The CLI is a client of these routes.' }
+    ],
+    components: {
+      securitySchemes: {
+        aiToken: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'AI token from POST /v1/ai/tokens.' },
+        portalToken: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'The portal\'s own access token.' },
+        apiKey: { type: 'http', scheme: 'bearer', description: 'An API key `pak_live_…` or `pak_test_…`.' },
+        adminToken: { type: 'http', scheme: 'bearer', description: 'ADMIN_TOKEN of the deployment.' }
+      }
+    }
   },
   refResolver: {
     buildLocalReference: (json, _baseUri, _fragment, i) => typeof json.$id === 'string' ? json.$id : `def-${i}`

@@ -56,7 +56,7 @@ t.test('the request line names the route pattern and the principal when known', 
   const { app, logs } = await build(t, {
     register: (app) => {
       app.get('/test/items/:id', async (request) => {
-        request.principal = { userId: 'user-42', plan: 'pro', mode: 'live', credential: 'ai-token' }
+        request.principal = { userId: 'user-42', plan: 'pro', mode: 'live', credential: 'ai-token', features: [] }
         return { ok: true }
       })
     }

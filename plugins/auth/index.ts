@@ -1,0 +1,131 @@
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import type { Mode, Principal } from '../../schemas/principal.js'
+import { AppError } from '../errors.js'
+import { isFeatureId } from '../features.js'
+import { createApiKeys, LAST_USED_FLUSH_MS } from './api-keys.js'
+import { createPortalVerifier } from './portal.js'
+
+/**
+ * How a route authenticates: `ai-token` (feature routes and the rest of /v1/ai), `credential` (a portal
+ * token or an API key, only to mint AI tokens) or `admin` (ADMIN_TOKEN). Routes with `feature` need `ai-token`.
+ */
+export type AuthKind = 'ai-token' | 'credential' | 'admin'
+
+/** The identity behind a portal token or an API key, before a license is checked. */
+export interface Credential {
+  kind: 'portal' | 'api-key'
+  userId: string
+  mode: Mode
+  keyId?: string
+  /** The portal token's claims (for ENTITLEMENTS_SOURCE=claims). */
+  claims?: Record<string, unknown>
+}
+
+interface AiClaims { sub: string, plan: string, features: unknown, mode: Mode, jti: string }
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    auth?: AuthKind
+  }
+  interface FastifyRequest {
+    credential: Credential | null
+  }
+  interface FastifyInstance {
+    apiKeys: ReturnType<typeof createApiKeys>
+  }
+}
+
+const BEARER = /^Bearer ([\x21-\x7e]{1,4096})$/
+
+function bearer (request: FastifyRequest, expected: string): string {
+  const header = request.headers.authorization
+  const match = typeof header === 'string' ? BEARER.exec(header) : null
+  if (match?.[1] === undefined) {
+    throw new AppError('UNAUTHENTICATED', `Send \`Authorization: Bearer <${expected}>\`.`, undefined, { 'www-authenticate': 'Bearer' })
+  }
+  return match[1]
+}
+
+const digest = (value: string) => createHash('sha256').update(value).digest()
+
+/** Portal tokens, API keys, AI tokens and the admin token; sets `request.principal` or `request.credential`. */
+export default fp(async function auth (app) {
+  const apiKeys = createApiKeys(app.store)
+  const verifyPortal = createPortalVerifier(app.config)
+  const adminDigest = digest(app.config.ADMIN_TOKEN)
+  app.decorate('apiKeys', apiKeys)
+  app.decorateRequest('credential', null)
+
+  // lastUsedAt is coalesced: one batched write per interval, and a last one at shutdown.
+  const flush = () => apiKeys.flushLastUsed().catch((err: unknown) => app.log.warn({ err }, 'could not record API key use'))
+  const timer = setInterval(flush, LAST_USED_FLUSH_MS).unref()
+  app.addHook('preClose', async () => {
+    clearInterval(timer)
+    await flush()
+  })
+
+  async function aiToken (request: FastifyRequest) {
+    const token = bearer(request, 'AI token')
+    let claims: AiClaims
+    try {
+      claims = app.jwt.verify<AiClaims>(token)
+    } catch (err) {
+      if ((err as { code?: string }).code === 'FAST_JWT_EXPIRED') {
+        throw new AppError('TOKEN_EXPIRED', 'The AI token has expired: mint a new one at POST /v1/ai/tokens.')
+      }
+      throw new AppError('UNAUTHENTICATED', 'This route needs an AI token from POST /v1/ai/tokens (a portal token or an API key is not accepted here).')
+    }
+    const features = Array.isArray(claims.features) ? claims.features.filter((f): f is string => typeof f === 'string').filter(isFeatureId) : []
+    const principal: Principal = {
+      userId: claims.sub,
+      plan: claims.plan,
+      mode: claims.mode === 'test' ? 'test' : 'live',
+      credential: 'ai-token',
+      features,
+      tokenId: claims.jti
+    }
+    request.principal = principal
+  }
+
+  async function credential (request: FastifyRequest) {
+    const token = bearer(request, 'portal access token or API key')
+    if (token.startsWith('pak_')) {
+      const key = await apiKeys.verify(token)
+      if (key === null) throw new AppError('UNAUTHENTICATED', 'The API key is unknown or revoked.')
+      request.credential = { kind: 'api-key', userId: key.userId, mode: key.mode, keyId: key.id }
+      return
+    }
+    if (verifyPortal === null) {
+      throw new AppError('UNAUTHENTICATED', 'Portal tokens are not accepted by this deployment (no PORTAL_JWKS_URL or PORTAL_JWT_SECRET): use an API key.')
+    }
+    const claims = await verifyPortal(token)
+    if (typeof claims.sub !== 'string' || claims.sub === '') throw new AppError('UNAUTHENTICATED', 'The portal token has no subject.')
+    request.credential = { kind: 'portal', userId: claims.sub, mode: 'live', claims }
+  }
+
+  async function admin (request: FastifyRequest) {
+    const token = bearer(request, 'admin token')
+    if (!timingSafeEqual(digest(token), adminDigest)) throw new AppError('UNAUTHENTICATED', 'The admin token is not valid.')
+  }
+
+  const checks: Record<AuthKind, (request: FastifyRequest, reply: FastifyReply) => Promise<void>> = {
+    'ai-token': aiToken,
+    credential,
+    admin
+  }
+
+  app.addHook('onReady', async () => {
+    if (await apiKeys.count() > 0) return
+    app.log.info('No API keys yet. For a test key: `portal-ai-api licenses grant --user qa-user --plan pro` then ' +
+      '`portal-ai-api keys create --user qa-user --mode test` (or `npm run cli -- …`).')
+  })
+
+  app.addHook('onRoute', (route) => {
+    const kind = route.config?.auth ?? (route.config?.feature === undefined ? undefined : 'ai-token')
+    if (kind === undefined) return
+    route.config = { ...route.config, auth: kind }
+    route.onRequest = [...[route.onRequest ?? []].flat(), checks[kind]]
+  })
+}, { name: 'auth', fastify: '5.x', dependencies: ['config', 'store', 'ai-tokens', 'privacy'] })

@@ -1,0 +1,69 @@
+import rateLimit, { type RateLimitOptions } from '@fastify/rate-limit'
+import type { FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { Redis } from 'ioredis'
+import { AppError } from './errors.js'
+
+const MINUTE_MS = 60_000
+/** Minting tokens, per client address, before authentication: slows down key guessing. */
+export const TOKEN_MINT_PER_MINUTE_PER_IP = 30
+/** Other AI-token routes (entitlements, usage, catalog), per user. */
+export const READ_ROUTES_PER_MINUTE = 120
+const REDIS_CONNECT_TIMEOUT_MS = 2_000
+
+/** The principal's key: one bucket per user and mode (test calls never use up live limits). */
+const principalKey = (request: FastifyRequest) =>
+  request.principal === null ? `ip:${request.ip}` : `${request.principal.mode}:${request.principal.userId}`
+
+/**
+ * Rate limits from policy data: per address on POST /v1/ai/tokens (before authentication), per user and
+ * feature from the plan on feature routes, per user on the other AI-token routes. Limits are shared through
+ * Redis when REDIS_URL is set; when Redis fails, calls pass (quotas in the database still hold) and it is logged.
+ */
+export default fp(async function rateLimits (app) {
+  app.addHook('onRoute', (route) => {
+    const config = route.config ?? {}
+    if (config.rateLimit !== undefined) return
+    let policy: RateLimitOptions | undefined
+    if (config.auth === 'credential') {
+      policy = { hook: 'onRequest', max: TOKEN_MINT_PER_MINUTE_PER_IP, keyGenerator: (request) => `ip:${request.ip}` }
+    } else if (config.feature !== undefined) {
+      const feature = config.feature
+      policy = {
+        hook: 'preParsing',
+        keyGenerator: (request) => `${principalKey(request)}:${feature}`,
+        max: (request) => request.principal === null
+          ? 1
+          : app.entitlements.featurePlan(request.principal.plan, feature)?.rateLimitPerMinute ?? 1
+      }
+    } else if (config.auth === 'ai-token') {
+      policy = { hook: 'preParsing', max: READ_ROUTES_PER_MINUTE, keyGenerator: principalKey }
+    }
+    if (policy !== undefined) route.config = { ...config, rateLimit: { timeWindow: MINUTE_MS, ...policy } }
+  })
+
+  let redis: Redis | undefined
+  if (app.config.REDIS_URL !== undefined) {
+    redis = new Redis(app.config.REDIS_URL, {
+      connectTimeout: REDIS_CONNECT_TIMEOUT_MS,
+      maxRetriesPerRequest: 1,
+      enableOfflineQueue: false,
+      lazyConnect: false
+    })
+    // ioredis reconnects by itself; the error is logged without the URL (it may hold a password).
+    redis.on('error', (err: Error & { code?: string }) => app.log.warn({ code: err.code }, 'redis connection error'))
+    const client = redis
+    app.addHook('onClose', async () => { client.disconnect() })
+    app.readiness.add('redis', async () => { await client.ping() })
+  }
+
+  await app.register(rateLimit, {
+    global: false,
+    redis,
+    nameSpace: 'portal-ai-api:rl:',
+    skipOnError: true,
+    errorResponseBuilder: (_request, context) => new AppError('RATE_LIMITED',
+      `Too many requests: at most ${context.max} per minute. Retry after ${context.after}.`,
+      { limit: context.max, retryAfterSeconds: Math.ceil(context.ttl / 1000) })
+  })
+}, { name: 'rate-limit', fastify: '5.x', dependencies: ['config', 'health', 'errors'] })

@@ -1,0 +1,58 @@
+/**
+ * Versioned SQL migrations, one dialect for both backends (PGlite is PostgreSQL compiled to WASM).
+ * Append only: a released migration is never edited; a change is a new entry with the next id.
+ */
+export interface Migration { id: number, name: string, sql: string }
+
+export const MIGRATIONS: Migration[] = [
+  {
+    id: 1,
+    name: 'identity-and-licensing',
+    sql: `
+CREATE TABLE licenses (
+  user_id     text PRIMARY KEY,
+  plan        text NOT NULL,
+  status      text NOT NULL CHECK (status IN ('active', 'suspended', 'expired')),
+  valid_until timestamptz,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- An API key is stored only as its SHA-256; prefix is the first characters, enough to recognise it.
+CREATE TABLE api_keys (
+  id           text PRIMARY KEY,
+  user_id      text NOT NULL,
+  mode         text NOT NULL CHECK (mode IN ('live', 'test')),
+  name         text,
+  prefix       text NOT NULL,
+  key_hash     text NOT NULL UNIQUE,
+  created_at   timestamptz NOT NULL DEFAULT now(),
+  last_used_at timestamptz,
+  revoked_at   timestamptz
+);
+CREATE INDEX api_keys_user_id ON api_keys (user_id, created_at);
+
+-- Who did what to what, when; never content, never a key.
+CREATE TABLE audit_events (
+  id         bigserial PRIMARY KEY,
+  at         timestamptz NOT NULL DEFAULT now(),
+  actor      text NOT NULL,
+  action     text NOT NULL,
+  target     text,
+  outcome    text NOT NULL,
+  request_id text,
+  details    jsonb
+);
+CREATE INDEX audit_events_actor ON audit_events (actor, id);
+CREATE INDEX audit_events_action ON audit_events (action, id);
+
+CREATE FUNCTION audit_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'audit_events is append-only';
+END
+$$;
+CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events
+  FOR EACH ROW EXECUTE FUNCTION audit_events_append_only();
+`
+  }
+]
