@@ -76,7 +76,8 @@ export default fp(async function audit (app) {
   const trail = createAudit(app.store)
   app.decorate('audit', trail)
 
-  app.addHook('onResponse', async (request) => {
+  // Written before the answer leaves, so a client that sees the denial can find its row.
+  app.addHook('onSend', async (request) => {
     const code = request.errorCode
     if (code === null || !DENIAL_CODES.has(code) || request.routeOptions.config.auth === undefined) return
     const userId = request.principal?.userId ?? request.credential?.userId

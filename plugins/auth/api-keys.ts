@@ -36,8 +36,14 @@ export interface ApiKeyRecord {
 }
 
 interface KeyRow {
-  id: string, user_id: string, mode: Mode, name: string | null, prefix: string,
-  created_at: Date, last_used_at: Date | null, revoked_at: Date | null
+  id: string,
+  user_id: string,
+  mode: Mode,
+  name: string | null,
+  prefix: string,
+  created_at: Date,
+  last_used_at: Date | null,
+  revoked_at: Date | null
 }
 const COLUMNS = 'id, user_id, mode, name, prefix, created_at, last_used_at, revoked_at'
 const toRecord = (row: KeyRow): ApiKeyRecord => ({
