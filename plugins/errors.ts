@@ -61,13 +61,23 @@ const STATUS_FALLBACK: Record<number, [ErrorCodeName, string]> = {
 const INTERNAL: Envelope = { status: 500, code: 'INTERNAL_ERROR', message: 'Internal server error. Quote the requestId when reporting it.' }
 
 /** An ajv error as Fastify passes it: ajv always sets `message` (messages are on by default). */
-interface ValidationIssue { instancePath: string, message: string, params: Record<string, unknown> }
+interface ValidationIssue { instancePath: string, keyword: string, message: string, params: Record<string, unknown> }
 
+/**
+ * One entry per failing field. A union of literals (an enum) fails once per branch: those collapse into
+ * "must be one of …".
+ */
 function validationEnvelope (issues: ValidationIssue[], location: string): Envelope {
-  const fields = issues.map((issue) => {
+  const byPath = new Map<string, ValidationIssue[]>()
+  for (const issue of issues) {
     const missing = issue.params.missingProperty
-    const path = typeof missing === 'string' ? `${issue.instancePath}/${missing}` : issue.instancePath
-    return { location, path: path === '' ? '/' : path, message: issue.message }
+    const path = (typeof missing === 'string' ? `${issue.instancePath}/${missing}` : issue.instancePath) || '/'
+    byPath.set(path, [...(byPath.get(path) ?? []), issue])
+  }
+  const fields = [...byPath].map(([path, list]) => {
+    const allowed = list.filter((i) => i.keyword === 'const').map((i) => String(i.params.allowedValue))
+    const isEnum = allowed.length > 0 && list.every((i) => i.keyword === 'const' || i.keyword === 'anyOf')
+    return { location, path, message: isEnum ? `must be one of ${allowed.join(', ')}` : (list[0] as ValidationIssue).message }
   })
   return {
     status: 400,

@@ -2,6 +2,8 @@ import rateLimit, { type RateLimitOptions } from '@fastify/rate-limit'
 import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { Redis } from 'ioredis'
+import type { FeaturePlanValue } from '../schemas/plans.js'
+import type { Principal } from '../schemas/principal.js'
 import { AppError } from './errors.js'
 
 const MINUTE_MS = 60_000
@@ -11,9 +13,11 @@ export const TOKEN_MINT_PER_MINUTE_PER_IP = 30
 export const READ_ROUTES_PER_MINUTE = 120
 const REDIS_CONNECT_TIMEOUT_MS = 2_000
 
-/** The principal's key: one bucket per user and mode (test calls never use up live limits). */
-const principalKey = (request: FastifyRequest) =>
-  request.principal === null ? `ip:${request.ip}` : `${request.principal.mode}:${request.principal.userId}`
+/** The principal's key (auth has run): one bucket per user and mode, so test calls never use up live limits. */
+const principalKey = (request: FastifyRequest) => {
+  const principal = request.principal as Principal
+  return `${principal.mode}:${principal.userId}`
+}
 
 /**
  * Rate limits from policy data: per address on POST /v1/ai/tokens (before authentication), per user and
@@ -23,7 +27,6 @@ const principalKey = (request: FastifyRequest) =>
 export default fp(async function rateLimits (app) {
   app.addHook('onRoute', (route) => {
     const config = route.config ?? {}
-    if (config.rateLimit !== undefined) return
     let policy: RateLimitOptions | undefined
     if (config.auth === 'credential') {
       policy = { hook: 'onRequest', max: TOKEN_MINT_PER_MINUTE_PER_IP, keyGenerator: (request) => `ip:${request.ip}` }
@@ -32,9 +35,8 @@ export default fp(async function rateLimits (app) {
       policy = {
         hook: 'preParsing',
         keyGenerator: (request) => `${principalKey(request)}:${feature}`,
-        max: (request) => request.principal === null
-          ? 1
-          : app.entitlements.featurePlan(request.principal.plan, feature)?.rateLimitPerMinute ?? 1
+        // The entitlement check ran before (onRequest), so the plan has this feature.
+        max: (request) => (app.entitlements.featurePlan((request.principal as Principal).plan, feature) as FeaturePlanValue).rateLimitPerMinute
       }
     } else if (config.auth === 'ai-token') {
       policy = { hook: 'preParsing', max: READ_ROUTES_PER_MINUTE, keyGenerator: principalKey }
@@ -47,12 +49,16 @@ export default fp(async function rateLimits (app) {
     redis = new Redis(app.config.REDIS_URL, {
       connectTimeout: REDIS_CONNECT_TIMEOUT_MS,
       maxRetriesPerRequest: 1,
-      enableOfflineQueue: false,
-      lazyConnect: false
+      enableOfflineQueue: false
     })
     // ioredis reconnects by itself; the error is logged without the URL (it may hold a password).
     redis.on('error', (err: Error & { code?: string }) => app.log.warn({ code: err.code }, 'redis connection error'))
     const client = redis
+    // Start counting from the first request: wait for the connection, or its first failure (then fail open).
+    await new Promise((resolve) => {
+      client.once('ready', resolve)
+      client.once('error', resolve)
+    })
     app.addHook('onClose', async () => { client.disconnect() })
     app.readiness.add('redis', async () => { await client.ping() })
   }
