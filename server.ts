@@ -46,12 +46,18 @@ async function main () {
   const destination = process.stdout.isTTY ? pino.transport({ target: 'pino-pretty' }) : pino.destination(1)
   const logger = pino(loggerOptions(config), destination)
 
-  const app = await buildApp(config, logger, {
-    ...tlsOptions(config),
-    connectionTimeout: CONNECTION_TIMEOUT_MS,
-    requestTimeout: REQUEST_TIMEOUT_MS,
-    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS
-  })
+  let app: Awaited<ReturnType<typeof buildApp>>
+  try {
+    app = await buildApp(config, logger, {
+      ...tlsOptions(config),
+      connectionTimeout: CONNECTION_TIMEOUT_MS,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS
+    })
+  } catch (err) {
+    // A plans file with problems, or a database that cannot be reached or migrated: say so and stop.
+    return fail((err as Error).name === 'ConfigError' ? (err as Error).message : `startup failed: ${(err as Error).message}`)
+  }
 
   closeWithGrace({ delay: SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
     /* c8 ignore next -- only an uncaught exception or unhandled rejection gets here, which no code path raises on purpose */
@@ -61,7 +67,13 @@ async function main () {
     await app.close()
   })
 
-  const address = await app.listen({ port: config.PORT, host: config.HOST })
+  let address: string
+  try {
+    address = await app.listen({ port: config.PORT, host: config.HOST })
+  } catch (err) {
+    await app.close()
+    return fail(`cannot listen on ${config.HOST}:${config.PORT} (${String((err as NodeJS.ErrnoException).code)}): is another process using the port? Set PORT.`)
+  }
   app.log.info(`API reference (Swagger UI) at ${address}/docs`)
 }
 

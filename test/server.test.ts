@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process'
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { once } from 'node:events'
@@ -67,6 +67,29 @@ async function start (t: Test, env: Record<string, string>) {
   })
   return { child, lines, address }
 }
+
+t.test('a bad plans file or an unreachable database stops startup with a clear message', async (t) => {
+  const plans = join(mkdtempSync(join(tmpdir(), 'plans-')), 'plans.json')
+  writeFileSync(plans, JSON.stringify({ plans: { pro: { name: 'Pro', features: { 'mind-reading': { quota: { limit: 1, period: 'day' }, rateLimitPerMinute: 1 } } } } }))
+  const badPlans = spawnSync(process.execPath, SERVER, { cwd: root, env: baseEnv({ ...TEST_SECRETS, PLANS_FILE: plans }), encoding: 'utf8' })
+  t.equal(badPlans.status, 1)
+  t.match(badPlans.stderr, /PLANS_FILE \/plans\/pro\/features\/mind-reading: no such feature/)
+
+  const noDb = spawnSync(process.execPath, SERVER, { cwd: root, env: baseEnv({ ...TEST_SECRETS, DATABASE_URL: 'postgres://127.0.0.1:1/none' }), encoding: 'utf8' })
+  t.equal(noDb.status, 1)
+  t.match(noDb.stderr, /^portal-ai-api: startup failed: .*ECONNREFUSED/)
+})
+
+t.test('a port in use stops startup naming it', async (t) => {
+  const { createServer } = await import('node:net')
+  const blocker = createServer().listen(0, '127.0.0.1')
+  await once(blocker, 'listening')
+  t.teardown(() => blocker.close())
+  const port = String((blocker.address() as { port: number }).port)
+  const run = spawnSync(process.execPath, SERVER, { cwd: root, env: baseEnv({ ...TEST_SECRETS, PORT: port }), encoding: 'utf8' })
+  t.equal(run.status, 1)
+  t.match(run.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port} \\(EADDRINUSE\\)`))
+})
 
 t.test('the server starts, serves readiness and /docs, and shuts down cleanly on SIGTERM', async (t) => {
   const { child, lines, address } = await start(t, TEST_SECRETS)

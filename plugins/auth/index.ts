@@ -118,8 +118,8 @@ export default fp(async function auth (app) {
 
   app.addHook('onReady', async () => {
     if (await apiKeys.count() > 0) return
-    app.log.info('No API keys yet. For a test key: `portal-ai-api licenses grant --user qa-user --plan pro` then ' +
-      '`portal-ai-api keys create --user qa-user --mode test` (or `npm run cli -- …`).')
+    app.log.info('No API keys yet. For a test key, in another terminal: `npm run cli -- licenses grant --user qa-user --plan pro` ' +
+      'then `npm run cli -- keys create --user qa-user --mode test`.')
   })
 
   app.addHook('onRoute', (route) => {

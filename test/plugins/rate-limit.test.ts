@@ -6,7 +6,7 @@ import { build, mint, userWithKey } from '../helper.js'
 
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
 /** A client address of its own per test, so buckets never mix (also across runs sharing Redis). */
-const newIp = () => `10.${randomInt(256)}.${randomInt(256)}.${randomInt(1, 255)}`
+const newIp = () => `127.${randomInt(256)}.${randomInt(256)}.${randomInt(1, 255)}`
 
 async function featureRoute (app: FastifyInstance) {
   app.post('/v1/ai/test-feature', { config: { feature: 'background-removal' } }, async () => ({ ok: true }))

@@ -1,0 +1,188 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { parseArgs } from 'node:util'
+
+/**
+ * `portal-ai-api` — the operator's command line. Every command but `migrate` is a client of the admin API
+ * of a running server (the embedded database belongs to that one process).
+ */
+export const USAGE = `Usage: portal-ai-api <command> [options]
+
+Commands:
+  migrate                                              apply database migrations
+  licenses grant --user ID --plan PLAN [--until ISO]   create or replace a user's license
+  licenses suspend --user ID                           suspend it (AI tokens stop being minted)
+  keys create --user ID --mode live|test [--name L]    print a new API key (shown once)
+  keys list --user ID                                  list a user's keys
+  keys revoke KEY_ID                                   revoke a key
+
+Options:
+  --url URL    server to talk to (default http://127.0.0.1:$PORT, PORT defaulting to 3000)
+  --json       print one JSON object on stdout and nothing else
+  -h, --help   this help
+
+The admin token comes from ADMIN_TOKEN, or from DATA_DIR/secrets.json (written by the embedded server
+on its first start) on the same machine.`
+
+export interface CliIo {
+  env: NodeJS.ProcessEnv
+  stdout: (text: string) => void
+  stderr: (text: string) => void
+  fetch: typeof fetch
+}
+
+class CliError extends Error {
+  constructor (message: string, readonly exitCode = 1) { super(message) }
+}
+
+function adminToken (env: NodeJS.ProcessEnv): string {
+  if (env.ADMIN_TOKEN !== undefined && env.ADMIN_TOKEN !== '') return env.ADMIN_TOKEN
+  const file = join(resolve(env.DATA_DIR ?? './data'), 'secrets.json')
+  try {
+    const saved = JSON.parse(readFileSync(file, 'utf8')) as { adminToken?: unknown }
+    if (typeof saved.adminToken === 'string') return saved.adminToken
+  } catch {}
+  throw new CliError(`No admin token: set ADMIN_TOKEN, or run this where the embedded server keeps ${file}.`)
+}
+
+interface ErrorBody { error?: { code?: string, message?: string, requestId?: string } }
+
+async function call (io: CliIo, base: string, method: string, path: string, body?: unknown): Promise<unknown> {
+  let res: Response
+  try {
+    res = await io.fetch(new URL(path, base), {
+      method,
+      headers: { authorization: `Bearer ${adminToken(io.env)}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(15_000)
+    })
+  } catch (err) {
+    if (err instanceof CliError) throw err
+    throw new CliError(`Cannot reach the server at ${base}: is it running (npm start)? Use --url to point elsewhere.`)
+  }
+  const text = await res.text()
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(text)
+  } catch {
+    throw new CliError(`The server at ${base} answered ${res.status} with something that is not JSON: is it portal-ai-api?`)
+  }
+  if (!res.ok) {
+    const error = (parsed as ErrorBody).error
+    throw new CliError(`${error?.code ?? `HTTP ${res.status}`}: ${error?.message ?? 'request failed'}${error?.requestId === undefined ? '' : ` (request ${error.requestId})`}`)
+  }
+  return parsed
+}
+
+function need (value: string | undefined, flag: string): string {
+  if (value === undefined || value === '') throw new CliError(`Missing ${flag}.\n\n${USAGE}`, 2)
+  return value
+}
+
+interface Key { id: string, userId: string, mode: string, name: string | null, prefix: string, createdAt: string, lastUsedAt: string | null, revokedAt: string | null, key?: string }
+interface License { userId: string, plan: string, status: string, validUntil: string | null }
+
+const describeLicense = (l: License) =>
+  `${l.userId}: plan ${l.plan}, ${l.status}${l.validUntil === null ? '' : `, until ${l.validUntil}`}`
+
+export async function runCli (argv: string[], io: CliIo): Promise<number> {
+  try {
+    const { values, positionals } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        url: { type: 'string' },
+        json: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+        user: { type: 'string' },
+        plan: { type: 'string' },
+        until: { type: 'string' },
+        mode: { type: 'string' },
+        name: { type: 'string' }
+      }
+    })
+    const [command, sub, arg] = positionals
+    if (values.help || command === undefined) {
+      io.stdout(`${USAGE}\n`)
+      return values.help ? 0 : 2
+    }
+    const base = values.url ?? `http://127.0.0.1:${io.env.PORT ?? '3000'}`
+    const print = (json: unknown, human: string) => io.stdout(values.json ? `${JSON.stringify(json)}\n` : `${human}\n`)
+
+    switch (`${command} ${sub ?? ''}`.trim()) {
+      case 'migrate': {
+        const { loadConfig } = await import('./plugins/config.js')
+        const { createStore, migrate } = await import('./plugins/store/index.js')
+        const store = await createStore(loadConfig(io.env))
+        try {
+          const applied = await migrate(store)
+          print({ applied, store: store.kind }, applied.length === 0 ? 'The database is up to date.' : `Applied migrations ${applied.join(', ')}.`)
+        } finally {
+          await store.close()
+        }
+        return 0
+      }
+      case 'licenses grant': {
+        const user = need(values.user, '--user')
+        const license = await call(io, base, 'PUT', `/v1/admin/licenses/${encodeURIComponent(user)}`,
+          { plan: need(values.plan, '--plan'), status: 'active', validUntil: values.until ?? null }) as License
+        print(license, `Granted: ${describeLicense(license)}`)
+        return 0
+      }
+      case 'licenses suspend': {
+        const path = `/v1/admin/licenses/${encodeURIComponent(need(values.user, '--user'))}`
+        const current = await call(io, base, 'GET', path) as License
+        const license = await call(io, base, 'PUT', path, { plan: current.plan, status: 'suspended', validUntil: current.validUntil }) as License
+        print(license, `Suspended: ${describeLicense(license)}`)
+        return 0
+      }
+      case 'keys create': {
+        const mode = need(values.mode, '--mode')
+        if (mode !== 'live' && mode !== 'test') throw new CliError('--mode must be live or test.', 2)
+        const key = await call(io, base, 'POST', '/v1/admin/keys',
+          { userId: need(values.user, '--user'), mode, ...(values.name === undefined ? {} : { name: values.name }) }) as Key
+        print(key, `Created ${key.mode} key ${key.id} for ${key.userId}:\n\n  ${key.key as string}\n\nStore it now: it is not shown again.`)
+        return 0
+      }
+      case 'keys list': {
+        const list = await call(io, base, 'GET', `/v1/admin/keys?userId=${encodeURIComponent(need(values.user, '--user'))}`) as { keys: Key[] }
+        const lines = list.keys.map((k) => [k.id, k.prefix + '…', k.mode, k.name ?? '-', k.createdAt, k.lastUsedAt ?? 'never',
+          k.revokedAt === null ? 'active' : `revoked ${k.revokedAt}`].join('  '))
+        print(list, lines.length === 0 ? 'No keys.' : ['id  prefix  mode  name  created  last used  state', ...lines].join('\n'))
+        return 0
+      }
+      case 'keys revoke': {
+        const key = await call(io, base, 'DELETE', `/v1/admin/keys/${encodeURIComponent(need(arg, 'KEY_ID'))}`) as Key
+        print(key, `Revoked ${key.id} (${key.prefix}…) of ${key.userId}.`)
+        return 0
+      }
+      default:
+        throw new CliError(`Unknown command: ${positionals.join(' ')}\n\n${USAGE}`, 2)
+    }
+  } catch (err) {
+    if (err instanceof CliError) {
+      io.stderr(`portal-ai-api: ${err.message}\n`)
+      return err.exitCode
+    }
+    if ((err as Error).name === 'ConfigError') {
+      io.stderr(`portal-ai-api: ${(err as Error).message}\n`)
+      return 1
+    }
+    const code = (err as { code?: string }).code
+    if (code?.startsWith('ERR_PARSE_ARGS') === true) {
+      io.stderr(`portal-ai-api: ${(err as Error).message}\n\n${USAGE}\n`)
+      return 2
+    }
+    io.stderr(`portal-ai-api: failed: ${(err as Error).message}\n`)
+    return 1
+  }
+}
+
+/* c8 ignore start -- the process entry point; the tests call runCli and also spawn this file */
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const io: CliIo = { env: process.env, stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s), fetch }
+  process.exitCode = await runCli(process.argv.slice(2), io)
+}
+/* c8 ignore stop */
