@@ -9,15 +9,15 @@ export interface AuditEventInput {
   actor: string
   action: AuditAction
   /** What was acted on: `user:<id>`, `key:<id>`, or a route. */
-  target?: string | null
+  target: string
   /** `ok`, or the error code of a denial. */
   outcome: 'ok' | ErrorCodeName
-  requestId?: string | null
+  requestId: string
   /** Ids, plan names, features, modes; never content and never a key. */
   details?: Record<string, unknown> | null
 }
 
-export interface AuditEvent extends Required<AuditEventInput> { id: string, at: string }
+export interface AuditEvent extends Omit<Required<AuditEventInput>, 'target' | 'requestId'> { id: string, at: string, target: string | null, requestId: string | null }
 
 interface AuditRow { id: string, at: Date, actor: string, action: AuditAction, target: string | null, outcome: AuditEvent['outcome'], request_id: string | null, details: Record<string, unknown> | null }
 
@@ -32,7 +32,7 @@ export function createAudit (db: Queryable) {
     async record (event: AuditEventInput): Promise<void> {
       await db.query(
         'INSERT INTO audit_events (actor, action, target, outcome, request_id, details) VALUES ($1, $2, $3, $4, $5, $6)',
-        [event.actor, event.action, event.target ?? null, event.outcome, event.requestId ?? null, event.details ?? null])
+        [event.actor, event.action, event.target, event.outcome, event.requestId, event.details ?? null])
     },
 
     /** Newest first; `before` is the cursor (an event id) of the next page. */

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import fp from 'fastify-plugin'
 import Value from 'typebox/value'
 import defaultPlans from '../defaults/plans.json' with { type: 'json' }
-import { PlansFile, type FeaturePlanValue, type PlansFileValue } from '../schemas/plans.js'
+import { PLAN_ID_PATTERN, PlansFile, type FeaturePlanValue, type PlansFileValue } from '../schemas/plans.js'
 import type { Principal } from '../schemas/principal.js'
 import { ConfigError } from './config.js'
 import { AppError } from './errors.js'
@@ -26,6 +26,7 @@ export function loadPlans (file?: string): PlansFileValue {
   const problems = Value.Errors(PlansFile, raw).map((e) => `PLANS_FILE ${e.instancePath === '' ? '(top level)' : e.instancePath} ${e.message}.`)
   if (problems.length === 0) {
     for (const [planId, plan] of Object.entries((raw as PlansFileValue).plans)) {
+      if (!PLAN_ID_PATTERN.test(planId)) problems.push(`PLANS_FILE /plans/${planId}: a plan id is 1 to 32 lowercase letters, digits or dashes, starting with a letter.`)
       for (const feature of Object.keys(plan.features)) {
         if (!isFeatureId(feature)) problems.push(`PLANS_FILE /plans/${planId}/features/${feature}: no such feature (known: ${Object.keys(FEATURES).join(', ')}).`)
       }
@@ -103,8 +104,7 @@ export function createEntitlements (db: Queryable, plans: PlansFileValue, source
     },
 
     /** The check a feature route runs: the token's scope and the plan both include the feature. */
-    check (principal: Principal | null, feature: FeatureId) {
-      if (principal === null) throw new AppError('UNAUTHENTICATED', 'An AI token is required.')
+    check (principal: Principal, feature: FeatureId) {
       if (!principal.features.includes(feature) || !planFeatures(principal.plan).includes(feature)) {
         throw new AppError('NOT_ENTITLED', `This token does not include the feature ${feature}.`, { feature, plan: principal.plan })
       }
@@ -133,7 +133,7 @@ export default fp(async function entitlements (app) {
     const feature = route.config?.feature
     if (feature === undefined) return
     // After authentication (the auth plugin's onRoute hook ran first and put its check in onRequest).
-    const check = async (request: { principal: Principal | null }) => { app.entitlements.check(request.principal, feature) }
-    route.onRequest = [...[route.onRequest ?? []].flat(), check]
+    const check = async (request: { principal: Principal | null }) => { app.entitlements.check(request.principal as Principal, feature) }
+    route.onRequest = [route.onRequest, check].flat().filter((hook) => hook !== undefined)
   })
 }, { name: 'entitlements', fastify: '5.x', dependencies: ['config', 'store'] })

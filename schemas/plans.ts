@@ -11,9 +11,12 @@ export type FeaturePlanValue = Static<typeof FeaturePlan>
 
 /** The plans file (PLANS_FILE, default defaults/plans.json): plan → features → quota and rate limit. */
 export const PlansFile = Type.Object({
-  plans: Type.Record(Type.String({ pattern: '^[a-z][a-z0-9-]{0,31}$' }), Type.Object({
+  plans: Type.Record(Type.String(), Type.Object({
     name: Type.String({ minLength: 1, maxLength: 80 }),
     features: Type.Record(Type.String(), FeaturePlan)
   }, { additionalProperties: false }), { minProperties: 1 })
 }, { additionalProperties: false })
 export type PlansFileValue = Static<typeof PlansFile>
+
+/** Plan ids appear in tokens and URLs: short, lowercase. */
+export const PLAN_ID_PATTERN = /^[a-z][a-z0-9-]{0,31}$/

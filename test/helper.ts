@@ -30,17 +30,23 @@ export class LogCapture {
 /** PostgreSQL when TEST_DATABASE_URL is set (a schema of its own per test file), else embedded PGlite in memory. */
 export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL === '' ? undefined : process.env.TEST_DATABASE_URL
 
+/** The PostgreSQL of tests that need one whatever the default backend (this machine kind runs it). */
+export const POSTGRES_URL = TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+
+export type Backend = 'embedded' | 'postgres'
+export const DEFAULT_BACKEND: Backend = TEST_DATABASE_URL === undefined ? 'embedded' : 'postgres'
+
 /** A new, migrated store: PostgreSQL in a fresh schema, or in-memory PGlite. Dropped and closed by the caller. */
-export async function createTestStore (): Promise<{ store: Store, url?: string, drop: () => Promise<void> }> {
-  if (TEST_DATABASE_URL === undefined) {
+export async function createTestStore (backend: Backend = DEFAULT_BACKEND): Promise<{ store: Store, url?: string, drop: () => Promise<void> }> {
+  if (backend === 'embedded') {
     const store = await createEmbeddedStore('memory://')
     await migrate(store)
     return { store, drop: async () => store.close() }
   }
   const schema = `test_${randomBytes(6).toString('hex')}`
-  const admin = createPostgresStore(TEST_DATABASE_URL)
+  const admin = createPostgresStore(POSTGRES_URL)
   await admin.exec(`CREATE SCHEMA ${schema}`)
-  const url = new URL(TEST_DATABASE_URL)
+  const url = new URL(POSTGRES_URL)
   url.searchParams.set('options', `-c search_path=${schema}`)
   const store = createPostgresStore(url.toString())
   await migrate(store)

@@ -126,6 +126,6 @@ export default fp(async function auth (app) {
     const kind = route.config?.auth ?? (route.config?.feature === undefined ? undefined : 'ai-token')
     if (kind === undefined) return
     route.config = { ...route.config, auth: kind }
-    route.onRequest = [...[route.onRequest ?? []].flat(), checks[kind]]
+    route.onRequest = [route.onRequest, checks[kind]].flat().filter((hook) => hook !== undefined)
   })
 }, { name: 'auth', fastify: '5.x', dependencies: ['config', 'store', 'ai-tokens', 'privacy'] })

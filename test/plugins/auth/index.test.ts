@@ -101,6 +101,8 @@ t.test('security: AI tokens on feature routes', async (t) => {
   const outOfScope = await call(narrowed.token)
   t.equal(outOfScope.statusCode, 403)
   t.match(outOfScope.json().error, { code: 'NOT_ENTITLED', details: { feature: 'background-removal' } })
+  const retired = app.jwt.sign({ sub: userId, plan: 'retired', features: ['background-removal'], mode: 'test', jti: 'j-4' })
+  t.equal(code(await call(retired)), 'NOT_ENTITLED', 'a plan no longer offered has no features')
   const oddClaims = app.jwt.sign({ sub: userId, plan: 'pro', features: 'background-removal', mode: 'other', jti: 'j-3' })
   t.equal(code(await call(oddClaims)), 'NOT_ENTITLED', 'features that are not a list give no feature')
 })
