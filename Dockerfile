@@ -21,7 +21,9 @@ WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ./
-RUN mkdir -p /data && chown node:node /data
+# The CLI as `portal-ai-api` (docker exec … portal-ai-api keys create …).
+RUN chmod +x dist/cli.js && ln -s /app/dist/cli.js /usr/local/bin/portal-ai-api \
+ && mkdir -p /data && chown node:node /data
 USER node
 VOLUME ["/data"]
 EXPOSE 3000

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs'
+import { readFileSync, realpathSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -181,7 +181,8 @@ export async function runCli (argv: string[], io: CliIo): Promise<number> {
 }
 
 /* c8 ignore start -- the process entry point; the tests call runCli and also spawn this file */
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+// Run as a program (also through a bin symlink, hence realpath), not when imported by the tests.
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
   const io: CliIo = { env: process.env, stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s), fetch }
   process.exitCode = await runCli(process.argv.slice(2), io)
 }

@@ -68,7 +68,7 @@ export const ConfigSchema = Type.Object({
   PORTAL_JWT_SECRET: secret({ 'x-group': 'Portal identity', description: 'HS256 secret of portal access tokens (at least 32 characters). Set this or PORTAL_JWKS_URL.' }),
   PORTAL_JWT_ISSUER: Type.Optional(Type.String({ minLength: 1, 'x-group': 'Portal identity', description: 'Expected `iss` of portal access tokens.' })),
   PORTAL_JWT_AUDIENCE: Type.Optional(Type.String({ minLength: 1, 'x-group': 'Portal identity', description: 'Expected `aud` of portal access tokens.' })),
-  ENTITLEMENTS_SOURCE: oneOf(['db', 'claims'] as const, 'db', { 'x-group': 'Portal identity', description: '`db`: plans come from the licenses table; `claims`: from a claim in the portal token.' }),
+  ENTITLEMENTS_SOURCE: oneOf(['db', 'claims'] as const, 'db', { 'x-group': 'Portal identity', description: '`db`: plans come from the licenses table; `claims`: from the `plan` claim of the portal token (API keys still use the licenses table).' }),
   PLANS_FILE: Type.Optional(Type.String({ minLength: 1, 'x-group': 'Portal identity', description: 'JSON file of plans → features → quotas and rate limits. Unset: the bundled plans.' })),
 
   OPENAI_API_KEY: Type.Optional(Type.String({ minLength: 1, 'x-secret': true, 'x-group': 'Settings Assistant (OpenAI)', description: 'Key of the live chat provider.' })),

@@ -31,8 +31,8 @@ function pgliteQueryable (db: PGlite | Transaction): Queryable {
   return {
     async query<Row>(sql: string, params?: unknown[]) {
       const result = await db.query<Row>(sql, params)
-      // PGlite reports affectedRows 0 for a SELECT: count returned rows, else written rows (as pg does).
-      return { rows: result.rows, rowCount: result.rows.length > 0 ? result.rows.length : result.affectedRows ?? 0 }
+      // PGlite sets affectedRows on every result, 0 for a SELECT: count returned rows, else written rows (as pg does).
+      return { rows: result.rows, rowCount: result.rows.length > 0 ? result.rows.length : result.affectedRows as number }
     },
     async exec (sql: string) { await db.exec(sql) }
   }
@@ -77,17 +77,22 @@ export function createPostgresStore (url: string): Store {
     ...queryable(pool),
     async transaction (fn) {
       const client = await pool.connect()
+      // A checked-out client whose connection drops emits 'error' (maybe after we are done with it): without a
+      // listener that would crash the process. The failing query rejects anyway, which the caller handles.
+      if (client.listenerCount('error') === 0) client.on('error', () => {})
+      let result
       try {
         await client.query('BEGIN')
-        const result = await fn(queryable(client))
+        result = await fn(queryable(client))
         await client.query('COMMIT')
-        return result
       } catch (err) {
-        await client.query('ROLLBACK').catch(() => {})
+        // A connection that cannot even roll back (it died) is discarded, not returned to the pool.
+        const broken = await client.query('ROLLBACK').then(() => undefined, (rollbackError: unknown) => rollbackError as Error)
+        client.release(broken)
         throw err
-      } finally {
-        client.release()
       }
+      client.release()
+      return result
     },
     close: async () => { await pool.end() }
   }

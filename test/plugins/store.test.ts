@@ -52,6 +52,7 @@ for (const backend of ['embedded', 'postgres'] as const) {
     t.equal(rowCount, 1)
     const updated = await store.query('UPDATE tx_test SET v = 3')
     t.equal(updated.rowCount, 1, 'rowCount counts written rows')
+    t.equal((await store.query("SET application_name = 'portal-ai-api-test'")).rowCount, 0, 'a statement without rows counts 0')
   })
 }
 
@@ -72,6 +73,9 @@ t.test('with DATABASE_URL the store is PostgreSQL, and a lost connection does no
   t.teardown(() => store.close())
   t.equal(store.kind, 'postgres')
   t.same((await store.query('SELECT 1 AS one')).rows, [{ one: 1 }])
+  // A connection that dies inside a transaction: the error comes through and the pool stays usable.
+  await t.rejects(store.transaction(async (tx) => { await tx.query('SELECT pg_terminate_backend(pg_backend_pid())') }))
+  t.same((await store.query('SELECT 2 AS two')).rows, [{ two: 2 }])
   // An idle pooled connection killed by the server (a restart) is replaced; the next query works.
   const { rows } = await store.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')
   const killer = await createStore({ DATABASE_URL: POSTGRES_URL, DATA_DIR: 'unused' })
