@@ -54,5 +54,53 @@ $$;
 CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events
   FOR EACH ROW EXECUTE FUNCTION audit_events_append_only();
 `
+  },
+  {
+    id: 2,
+    name: 'metering',
+    sql: `
+-- One counter row per user, mode, feature and quota period: used (settled) and reserved (in flight).
+CREATE TABLE quota_usage (
+  user_id      text NOT NULL,
+  mode         text NOT NULL CHECK (mode IN ('live', 'test')),
+  feature      text NOT NULL,
+  period_start timestamptz NOT NULL,
+  used         bigint NOT NULL DEFAULT 0 CHECK (used >= 0),
+  reserved     bigint NOT NULL DEFAULT 0 CHECK (reserved >= 0),
+  PRIMARY KEY (user_id, mode, feature, period_start)
+);
+
+-- A reservation taken before a provider call; settled or released after it, or expired by a sweep.
+CREATE TABLE quota_reservations (
+  id           text PRIMARY KEY,
+  user_id      text NOT NULL,
+  mode         text NOT NULL,
+  feature      text NOT NULL,
+  period_start timestamptz NOT NULL,
+  units        bigint NOT NULL CHECK (units > 0),
+  request_id   text,
+  expires_at   timestamptz NOT NULL,
+  created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX quota_reservations_expires_at ON quota_reservations (expires_at);
+
+-- One row per settled call; never content.
+CREATE TABLE usage_ledger (
+  id             bigserial PRIMARY KEY,
+  at             timestamptz NOT NULL DEFAULT now(),
+  user_id        text NOT NULL,
+  mode           text NOT NULL,
+  feature        text NOT NULL,
+  provider       text NOT NULL,
+  model          text,
+  units_in       bigint NOT NULL DEFAULT 0,
+  units_out      bigint NOT NULL DEFAULT 0,
+  units          bigint NOT NULL,
+  cost_micro_usd bigint NOT NULL DEFAULT 0,
+  request_id     text,
+  estimated      boolean NOT NULL DEFAULT false
+);
+CREATE INDEX usage_ledger_user ON usage_ledger (user_id, mode, id);
+`
   }
 ]

@@ -1,0 +1,124 @@
+import { randomUUID } from 'node:crypto'
+import { AppError } from './errors.js'
+import type { FeatureId } from './features.js'
+import type { Mode } from '../schemas/principal.js'
+import type { Store } from './store/index.js'
+
+/** A reservation not settled within this is taken for a crashed process and released by the sweep. */
+export const RESERVATION_TTL_MS = 5 * 60_000
+
+export interface QuotaKey { userId: string, mode: Mode, feature: FeatureId }
+export interface QuotaLimit { limit: number, period: 'day' | 'month' }
+export interface Reservation extends QuotaKey { id: string, units: number, periodStart: Date, resetsAt: Date }
+export interface Settlement {
+  provider: string
+  model?: string | null
+  unitsIn?: number
+  unitsOut?: number
+  /** Units charged against the quota. */
+  units: number
+  costMicroUsd?: number
+  requestId?: string | null
+  /** The provider sent no usage: the units were counted by us. */
+  estimated?: boolean
+}
+
+/** Start and end of the UTC quota period holding `now`. */
+export function quotaPeriod (period: 'day' | 'month', now: Date): { start: Date, end: Date } {
+  const y = now.getUTCFullYear()
+  const m = now.getUTCMonth()
+  const d = now.getUTCDate()
+  return period === 'day'
+    ? { start: new Date(Date.UTC(y, m, d)), end: new Date(Date.UTC(y, m, d + 1)) }
+    : { start: new Date(Date.UTC(y, m, 1)), end: new Date(Date.UTC(y, m + 1, 1)) }
+}
+
+interface CounterRow { used: string, reserved: string }
+
+/**
+ * Quotas that hold under concurrency and across instances: a reservation is one conditional UPDATE of the
+ * counter row (PostgreSQL serialises writers on that row), so no two calls can spend the same units.
+ */
+export function createMetering (store: Store, clock: () => Date = () => new Date()) {
+  return {
+    /** Reserves `units` or throws QUOTA_EXCEEDED with limit, used and resetsAt. */
+    async reserve (key: QuotaKey, quota: QuotaLimit, units: number, requestId: string | null = null): Promise<Reservation> {
+      const now = clock()
+      const { start, end } = quotaPeriod(quota.period, now)
+      return store.transaction(async (tx) => {
+        await tx.query(`INSERT INTO quota_usage (user_id, mode, feature, period_start) VALUES ($1, $2, $3, $4)
+          ON CONFLICT DO NOTHING`, [key.userId, key.mode, key.feature, start])
+        const { rows } = await tx.query<CounterRow>(`UPDATE quota_usage SET reserved = reserved + $5
+          WHERE user_id = $1 AND mode = $2 AND feature = $3 AND period_start = $4 AND used + reserved + $5 <= $6
+          RETURNING used, reserved`, [key.userId, key.mode, key.feature, start, units, quota.limit])
+        if (rows.length === 0) {
+          const current = await tx.query<CounterRow>(`SELECT used, reserved FROM quota_usage
+            WHERE user_id = $1 AND mode = $2 AND feature = $3 AND period_start = $4`, [key.userId, key.mode, key.feature, start])
+          const row = current.rows[0] as CounterRow
+          throw new AppError('QUOTA_EXCEEDED', `The ${quota.period}ly quota of ${key.feature} is used up.`, {
+            limit: quota.limit,
+            used: Number(row.used) + Number(row.reserved),
+            resetsAt: end.toISOString()
+          }, { 'retry-after': String(Math.max(1, Math.ceil((end.getTime() - now.getTime()) / 1000))) })
+        }
+        const id = randomUUID()
+        await tx.query(`INSERT INTO quota_reservations (id, user_id, mode, feature, period_start, units, request_id, expires_at)
+          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+        [id, key.userId, key.mode, key.feature, start, units, requestId, new Date(now.getTime() + RESERVATION_TTL_MS)])
+        return { ...key, id, units, periodStart: start, resetsAt: end }
+      })
+    },
+
+    /** Turns a reservation into used units and one ledger row, in one transaction. False if it was already gone. */
+    async settle (reservation: Reservation, settlement: Settlement): Promise<boolean> {
+      return store.transaction(async (tx) => {
+        const { rows } = await tx.query<{ units: string }>('DELETE FROM quota_reservations WHERE id = $1 RETURNING units', [reservation.id])
+        const reserved = rows[0] === undefined ? 0 : Number(rows[0].units)
+        await tx.query(`UPDATE quota_usage SET reserved = reserved - $5, used = used + $6
+          WHERE user_id = $1 AND mode = $2 AND feature = $3 AND period_start = $4`,
+        [reservation.userId, reservation.mode, reservation.feature, reservation.periodStart, reserved, settlement.units])
+        await tx.query(`INSERT INTO usage_ledger (user_id, mode, feature, provider, model, units_in, units_out, units,
+          cost_micro_usd, request_id, estimated) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+        [reservation.userId, reservation.mode, reservation.feature, settlement.provider, settlement.model ?? null,
+          settlement.unitsIn ?? 0, settlement.unitsOut ?? 0, settlement.units, settlement.costMicroUsd ?? 0,
+          settlement.requestId ?? null, settlement.estimated ?? false])
+        return rows.length > 0
+      })
+    },
+
+    /** Gives the reserved units back (the call failed before the provider charged). */
+    async release (reservation: Reservation): Promise<void> {
+      await store.transaction(async (tx) => {
+        const { rows } = await tx.query<{ units: string }>('DELETE FROM quota_reservations WHERE id = $1 RETURNING units', [reservation.id])
+        if (rows[0] === undefined) return
+        await tx.query(`UPDATE quota_usage SET reserved = reserved - $5
+          WHERE user_id = $1 AND mode = $2 AND feature = $3 AND period_start = $4`,
+        [reservation.userId, reservation.mode, reservation.feature, reservation.periodStart, Number(rows[0].units)])
+      })
+    },
+
+    /** Releases reservations left by a crashed process; returns how many. */
+    async releaseExpired (): Promise<number> {
+      return store.transaction(async (tx) => {
+        const { rows } = await tx.query<{ user_id: string, mode: string, feature: string, period_start: Date, units: string }>(
+          'DELETE FROM quota_reservations WHERE expires_at < $1 RETURNING user_id, mode, feature, period_start, units', [clock()])
+        for (const row of rows) {
+          await tx.query(`UPDATE quota_usage SET reserved = reserved - $5
+            WHERE user_id = $1 AND mode = $2 AND feature = $3 AND period_start = $4`,
+          [row.user_id, row.mode, row.feature, row.period_start, Number(row.units)])
+        }
+        return rows.length
+      })
+    },
+
+    /** Used and reserved units of the current period. */
+    async usage (key: QuotaKey, quota: QuotaLimit): Promise<{ used: number, reserved: number, resetsAt: Date }> {
+      const { start, end } = quotaPeriod(quota.period, clock())
+      const { rows } = await store.query<CounterRow>(`SELECT used, reserved FROM quota_usage
+        WHERE user_id = $1 AND mode = $2 AND feature = $3 AND period_start = $4`, [key.userId, key.mode, key.feature, start])
+      return { used: Number(rows[0]?.used ?? 0), reserved: Number(rows[0]?.reserved ?? 0), resetsAt: end }
+    }
+  }
+}
+
+export type Metering = ReturnType<typeof createMetering>

@@ -1,0 +1,98 @@
+import t from 'tap'
+import { createMetering, quotaPeriod, RESERVATION_TTL_MS, type QuotaKey } from '../../plugins/metering.js'
+import { createPostgresStore } from '../../plugins/store/index.js'
+import { createTestStore, newUserId } from '../helper.js'
+
+const quota = { limit: 50, period: 'day' as const }
+const keyFor = (mode: 'live' | 'test' = 'live'): QuotaKey => ({ userId: newUserId(), mode, feature: 'background-removal' })
+
+t.test('quota periods are UTC days and months', async (t) => {
+  const now = new Date('2026-03-31T22:30:00.000Z')
+  t.same(quotaPeriod('day', now), { start: new Date('2026-03-31T00:00:00Z'), end: new Date('2026-04-01T00:00:00Z') })
+  t.same(quotaPeriod('month', now), { start: new Date('2026-03-01T00:00:00Z'), end: new Date('2026-04-01T00:00:00Z') })
+})
+
+for (const backend of ['embedded', 'postgres'] as const) {
+  t.test(`${backend}: reserve, settle, release and QUOTA_EXCEEDED`, async (t) => {
+    const { store, drop } = await createTestStore(backend)
+    t.teardown(drop)
+    const metering = createMetering(store)
+    const key = keyFor()
+    const small = { limit: 3, period: 'month' as const }
+
+    t.match(await metering.usage(key, small), { used: 0, reserved: 0 }, 'no calls yet')
+    const first = await metering.reserve(key, small, 1, 'req-1')
+    t.same(await metering.usage(key, small), { used: 0, reserved: 1, resetsAt: first.resetsAt })
+    t.equal(await metering.settle(first, { provider: 'sandbox', units: 1, requestId: 'req-1' }), true)
+    const failed = await metering.reserve(key, small, 1)
+    await metering.release(failed)
+    await metering.release(failed)
+    t.match(await metering.usage(key, small), { used: 1, reserved: 0 }, 'a failed call leaves used quota unchanged')
+
+    await metering.reserve(key, small, 2)
+    const err = await metering.reserve(key, small, 1).catch((e: unknown) => e)
+    t.match(err, { code: 'QUOTA_EXCEEDED', statusCode: 402, details: { limit: 3, used: 3, resetsAt: first.resetsAt.toISOString() } })
+    t.match((err as { headers: Record<string, string> }).headers['retry-after'], /^\d+$/)
+
+    const test = await metering.reserve({ ...key, mode: 'test' }, small, 3)
+    t.equal(test.units, 3, 'test mode has its own bucket')
+
+    const { rows } = await store.query<{ provider: string, units: string, request_id: string, estimated: boolean }>(
+      'SELECT provider, units, request_id, estimated FROM usage_ledger WHERE user_id = $1', [key.userId])
+    t.match(rows, [{ provider: 'sandbox', request_id: 'req-1', estimated: false }])
+    t.equal(Number(rows[0]?.units), 1)
+  })
+
+  t.test(`${backend}: reservations of a crashed process expire and are released; a late settle still lands`, async (t) => {
+    const { store, drop } = await createTestStore(backend)
+    t.teardown(drop)
+    let now = new Date()
+    const metering = createMetering(store, () => now)
+    const key = keyFor()
+    const lost = await metering.reserve(key, quota, 5)
+    t.equal(await metering.releaseExpired(), 0)
+    now = new Date(now.getTime() + RESERVATION_TTL_MS + 1000)
+    t.equal(await metering.releaseExpired(), 1)
+    t.match(await metering.usage(key, quota), { used: 0, reserved: 0 })
+    t.equal(await metering.settle(lost, { provider: 'openai', model: 'gpt-4o-mini', unitsIn: 10, unitsOut: 4, units: 14, estimated: true }), false)
+    t.match(await metering.usage(key, quota), { used: 14, reserved: 0 }, 'what was generated is charged, never zero')
+    const { rows } = await store.query('SELECT model, estimated FROM usage_ledger WHERE user_id = $1', [key.userId])
+    t.same(rows, [{ model: 'gpt-4o-mini', estimated: true }])
+  })
+}
+
+t.test('concurrency on PostgreSQL: two instances, 200 calls against a quota of 50', async (t) => {
+  const { store, url, drop } = await createTestStore('postgres')
+  t.teardown(drop)
+  const second = createPostgresStore(url as string)
+  t.teardown(() => second.close())
+  const instances = [createMetering(store), createMetering(second)]
+  const key = keyFor()
+  const results = await Promise.allSettled(Array.from({ length: 200 }, async (_, i) => {
+    const metering = instances[i % 2] as ReturnType<typeof createMetering>
+    const reservation = await metering.reserve(key, quota, 1, `req-${i}`)
+    await metering.settle(reservation, { provider: 'sandbox', units: 1, requestId: `req-${i}` })
+  }))
+  t.equal(results.filter((r) => r.status === 'fulfilled').length, 50)
+  const rejected = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected')
+  t.equal(rejected.length, 150)
+  t.ok(rejected.every((r) => (r.reason as { code: string }).code === 'QUOTA_EXCEEDED'))
+  const ledger = await store.query<{ n: number }>('SELECT count(*)::int AS n FROM usage_ledger WHERE user_id = $1', [key.userId])
+  t.equal(ledger.rows[0]?.n, 50)
+  t.match(await instances[0]?.usage(key, quota), { used: 50, reserved: 0 })
+})
+
+t.test('concurrency on the embedded store: 200 calls against a quota of 50', async (t) => {
+  const { store, drop } = await createTestStore('embedded')
+  t.teardown(drop)
+  const metering = createMetering(store)
+  const key = keyFor()
+  const results = await Promise.allSettled(Array.from({ length: 200 }, async (_, i) => {
+    const reservation = await metering.reserve(key, quota, 1)
+    await metering.settle(reservation, { provider: 'sandbox', units: 1, requestId: `req-${i}` })
+  }))
+  t.equal(results.filter((r) => r.status === 'fulfilled').length, 50)
+  const ledger = await store.query<{ n: number }>('SELECT count(*)::int AS n FROM usage_ledger WHERE user_id = $1', [key.userId])
+  t.equal(ledger.rows[0]?.n, 50)
+  t.match(await metering.usage(key, quota), { used: 50, reserved: 0 })
+})
