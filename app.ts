@@ -14,6 +14,7 @@ import store, { type Store } from './plugins/store/index.js'
 import auth from './plugins/auth/index.js'
 import entitlements from './plugins/entitlements.js'
 import audit from './plugins/audit.js'
+import metering from './plugins/metering.js'
 import rateLimit from './plugins/rate-limit.js'
 import aiTokens from './plugins/external/jwt.js'
 import healthRoutes from './routes/health/index.js'
@@ -85,6 +86,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await server.register(auth)
   await server.register(entitlements)
   await server.register(audit)
+  await server.register(metering)
 
   await server.register(healthRoutes, { prefix: '/health' })
   await server.register(aiRoutes, { prefix: '/v1/ai' })

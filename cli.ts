@@ -17,6 +17,7 @@ Commands:
   keys create --user ID --mode live|test [--name L]    print a new API key (shown once)
   keys list --user ID                                  list a user's keys
   keys revoke KEY_ID                                   revoke a key
+  usage --user ID [--mode live|test]                   usage of the current period
 
 Options:
   --url URL    server to talk to (default http://127.0.0.1:$PORT, PORT defaulting to 3000)
@@ -82,6 +83,12 @@ function need (value: string | undefined, flag: string): string {
 }
 
 interface Key { id: string, userId: string, mode: string, name: string | null, prefix: string, createdAt: string, lastUsedAt: string | null, revokedAt: string | null, key?: string }
+interface Usage {
+  userId: string,
+  plan: string,
+  mode: string,
+  features: Array<{ id: string, unit: string, period: string, limit: number, used: number, reserved: number, remaining: number, resetsAt: string }>
+}
 interface License { userId: string, plan: string, status: string, validUntil: string | null }
 
 const describeLicense = (l: License) =>
@@ -156,6 +163,14 @@ export async function runCli (argv: string[], io: CliIo): Promise<number> {
       case 'keys revoke': {
         const key = await call(io, base, 'DELETE', `/v1/admin/keys/${encodeURIComponent(need(arg, 'KEY_ID'))}`) as Key
         print(key, `Revoked ${key.id} (${key.prefix}…) of ${key.userId}.`)
+        return 0
+      }
+      case 'usage': {
+        const query = new URLSearchParams({ userId: need(values.user, '--user'), mode: values.mode ?? 'live' })
+        const usage = await call(io, base, 'GET', `/v1/admin/usage?${query.toString()}`) as Usage
+        const lines = usage.features.map((f) => `${f.id}: ${f.used} of ${f.limit} ${f.unit} used this ${f.period}` +
+          `${f.reserved > 0 ? ` (${f.reserved} in flight)` : ''}, ${f.remaining} left, resets ${f.resetsAt}`)
+        print(usage, [`${usage.userId} (${usage.plan}, ${usage.mode}):`, ...lines.map((l) => `  ${l}`)].join('\n'))
         return 0
       }
       default:

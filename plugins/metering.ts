@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import fp from 'fastify-plugin'
 import { AppError } from './errors.js'
 import type { FeatureId } from './features.js'
 import type { Mode } from '../schemas/principal.js'
@@ -34,6 +35,19 @@ export function quotaPeriod (period: 'day' | 'month', now: Date): { start: Date,
 }
 
 interface CounterRow { used: string, reserved: string }
+interface LedgerRow {
+  id: string,
+  at: Date,
+  feature: string,
+  provider: string,
+  model: string | null,
+  units_in: string,
+  units_out: string,
+  units: string,
+  cost_micro_usd: string,
+  request_id: string | null,
+  estimated: boolean
+}
 
 /**
  * Quotas that hold under concurrency and across instances: a reservation is one conditional UPDATE of the
@@ -111,6 +125,31 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
       })
     },
 
+    /** Ledger rows of a user and mode, newest first; `before` is the cursor (a row id) of the next page. */
+    async events (userId: string, mode: Mode, page: { before?: string, limit: number }) {
+      const params: unknown[] = [userId, mode, page.limit + 1]
+      if (page.before !== undefined) params.push(page.before)
+      const { rows } = await store.query<LedgerRow>(`SELECT * FROM usage_ledger WHERE user_id = $1 AND mode = $2
+        ${page.before === undefined ? '' : 'AND id < $4'} ORDER BY id DESC LIMIT $3`, params)
+      const shown = rows.slice(0, page.limit)
+      return {
+        events: shown.map((row) => ({
+          id: String(row.id),
+          at: row.at.toISOString(),
+          feature: row.feature,
+          provider: row.provider,
+          model: row.model,
+          unitsIn: Number(row.units_in),
+          unitsOut: Number(row.units_out),
+          units: Number(row.units),
+          costMicroUsd: Number(row.cost_micro_usd),
+          requestId: row.request_id,
+          estimated: row.estimated
+        })),
+        nextCursor: rows.length > page.limit ? String(shown[shown.length - 1]?.id) : null
+      }
+    },
+
     /** Used and reserved units of the current period. */
     async usage (key: QuotaKey, quota: QuotaLimit): Promise<{ used: number, reserved: number, resetsAt: Date }> {
       const { start, end } = quotaPeriod(quota.period, clock())
@@ -122,3 +161,24 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
 }
 
 export type Metering = ReturnType<typeof createMetering>
+
+/** How often expired reservations are swept (each instance; the statement is cheap and idempotent). */
+export const SWEEP_INTERVAL_MS = 60_000
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    metering: Metering
+  }
+}
+
+/** Quotas and the usage ledger; sweeps reservations that a crashed process left behind. */
+export default fp(async function metering (app) {
+  const metering = createMetering(app.store)
+  app.decorate('metering', metering)
+  const sweep = () => metering.releaseExpired().then(
+    (released) => { if (released > 0) app.log.warn({ released }, 'released expired quota reservations') },
+    (err: unknown) => app.log.warn({ err }, 'could not sweep quota reservations'))
+  const timer = setInterval(sweep, SWEEP_INTERVAL_MS).unref()
+  app.addHook('onReady', sweep)
+  app.addHook('onClose', async () => { clearInterval(timer) })
+}, { name: 'metering', fastify: '5.x', dependencies: ['store'] })

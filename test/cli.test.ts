@@ -60,6 +60,21 @@ t.test('licenses and keys through the admin API, human and --json output', async
   t.equal(suspended.stdout, `Suspended: ${user}: plan team, suspended, until 2030-01-01T00:00:00.000Z\n`)
 })
 
+t.test('usage of the current period', async (t) => {
+  const { app, url } = await listening(t)
+  const user = newUserId('cli')
+  await cli(['licenses', 'grant', '--user', user, '--plan', 'free', '--url', url])
+  const quota = { limit: 5, period: 'day' as const }
+  const done = await app.metering.reserve({ userId: user, mode: 'test', feature: 'background-removal' }, quota, 1)
+  await app.metering.settle(done, { provider: 'sandbox', units: 1 })
+  await app.metering.reserve({ userId: user, mode: 'test', feature: 'background-removal' }, quota, 1)
+  const human = await cli(['usage', '--user', user, '--mode', 'test', '--url', url])
+  t.equal(human.code, 0)
+  t.match(human.stdout, new RegExp(`^${user} \\(free, test\\):\n {2}settings-assistant: 0 of 20000 tokens used this day, 20000 left, resets \\S+\n {2}background-removal: 1 of 5 images used this day \\(1 in flight\\), 3 left, resets \\S+\n$`))
+  const json = JSON.parse((await cli(['usage', '--user', user, '--url', url, '--json'])).stdout)
+  t.match(json, { userId: user, mode: 'live', features: [{ used: 0 }, { used: 0 }] })
+})
+
 t.test('errors go to stderr with a non-zero exit code', async (t) => {
   const { url } = await listening(t)
   const notFound = await cli(['licenses', 'suspend', '--user', newUserId(), '--url', url])

@@ -2,12 +2,14 @@ import type { FastifyPluginAsync } from 'fastify'
 import audit from './audit.js'
 import keys from './keys.js'
 import licenses from './licenses.js'
+import usage from './usage.js'
 
 /** /v1/admin: licenses, API keys and the audit trail, behind ADMIN_TOKEN. The CLI is its client. */
 const admin: FastifyPluginAsync = async (app) => {
   await app.register(licenses)
   await app.register(keys)
   await app.register(audit)
+  await app.register(usage)
 }
 
 export default admin
