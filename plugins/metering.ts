@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { AppError } from './errors.js'
 import type { FeatureId } from './features.js'
-import type { Mode } from '../schemas/principal.js'
+import type { FeaturePlanValue } from '../schemas/plans.js'
+import type { Mode, Principal } from '../schemas/principal.js'
 import type { Store } from './store/index.js'
 
 /** A reservation not settled within this is taken for a crashed process and released by the sweep. */
@@ -10,7 +12,14 @@ export const RESERVATION_TTL_MS = 5 * 60_000
 
 export interface QuotaKey { userId: string, mode: Mode, feature: FeatureId }
 export interface QuotaLimit { limit: number, period: 'day' | 'month' }
-export interface Reservation extends QuotaKey { id: string, units: number, periodStart: Date, resetsAt: Date }
+export interface Reservation extends QuotaKey {
+  id: string
+  units: number
+  periodStart: Date
+  resetsAt: Date
+  /** Settled and in-flight units of the period right after this reservation (this one included). */
+  spent: number
+}
 export interface Settlement {
   provider: string
   model?: string | null
@@ -79,7 +88,8 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
         await tx.query(`INSERT INTO quota_reservations (id, user_id, mode, feature, period_start, units, request_id, expires_at)
           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
         [id, key.userId, key.mode, key.feature, start, units, requestId, new Date(now.getTime() + RESERVATION_TTL_MS)])
-        return { ...key, id, units, periodStart: start, resetsAt: end }
+        const counters = rows[0] as CounterRow
+        return { ...key, id, units, periodStart: start, resetsAt: end, spent: Number(counters.used) + Number(counters.reserved) }
       })
     },
 
@@ -162,12 +172,28 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
 
 export type Metering = ReturnType<typeof createMetering>
 
+/** From this share of the quota on, responses carry `X-Quota-Warning`. */
+export const QUOTA_WARNING_RATIO = 0.8
+
+/** A metered call of a feature route: settle it with what the provider charged, or release it. */
+export interface MeteredCall {
+  reservation: Reservation
+  settle: (settlement: Omit<Settlement, 'requestId'>) => Promise<void>
+  release: () => Promise<void>
+}
+
 /** How often expired reservations are swept (each instance; the statement is cheap and idempotent). */
 export const SWEEP_INTERVAL_MS = 60_000
 
 declare module 'fastify' {
   interface FastifyInstance {
     metering: Metering
+    /**
+     * Reserves `units` of the route's feature for the request's principal before a provider is called, and sets
+     * the X-Quota-* headers. QUOTA_EXCEEDED when the quota cannot cover it; PROVIDER_UNAVAILABLE (fail closed)
+     * when the database cannot be reached — the provider is then not called.
+     */
+    meter: (request: FastifyRequest, reply: FastifyReply, units: number) => Promise<MeteredCall>
   }
 }
 
@@ -180,5 +206,28 @@ export default fp(async function metering (app) {
     (err: unknown) => app.log.warn({ err }, 'could not sweep quota reservations'))
   const timer = setInterval(sweep, SWEEP_INTERVAL_MS).unref()
   app.addHook('onReady', sweep)
+
+  app.decorate('meter', async (request: FastifyRequest, reply: FastifyReply, units: number): Promise<MeteredCall> => {
+    const principal = request.principal as Principal
+    const feature = request.routeOptions.config.feature as FeatureId
+    const quota = (app.entitlements.featurePlan(principal.plan, feature) as FeaturePlanValue).quota
+    let reservation: Reservation
+    try {
+      reservation = await metering.reserve({ userId: principal.userId, mode: principal.mode, feature }, quota, units, request.id)
+    } catch (err) {
+      if (err instanceof AppError) throw err
+      request.log.error({ err }, 'quota reservation failed: refusing the call (fail closed)')
+      throw new AppError('PROVIDER_UNAVAILABLE', 'Usage metering is unavailable, so the call was not made: retry shortly.')
+    }
+    reply.header('x-quota-limit', String(quota.limit))
+    reply.header('x-quota-remaining', String(Math.max(0, quota.limit - reservation.spent)))
+    reply.header('x-quota-reset', reservation.resetsAt.toISOString())
+    if (reservation.spent >= quota.limit * QUOTA_WARNING_RATIO) reply.header('x-quota-warning', '80%')
+    return {
+      reservation,
+      settle: async (settlement) => { await metering.settle(reservation, { ...settlement, requestId: request.id }) },
+      release: async () => { await metering.release(reservation) }
+    }
+  })
   app.addHook('onClose', async () => { clearInterval(timer) })
-}, { name: 'metering', fastify: '5.x', dependencies: ['store'] })
+}, { name: 'metering', fastify: '5.x', dependencies: ['store', 'entitlements'] })
