@@ -44,6 +44,10 @@ export function quotaPeriod (period: 'day' | 'month', now: Date): { start: Date,
 }
 
 interface CounterRow { used: string, reserved: string }
+
+/** Returns reserved units ($5) to the counter row of a reservation. */
+const GIVE_BACK = `UPDATE quota_usage SET reserved = reserved - $5
+  WHERE user_id = $1 AND mode = $2 AND feature = $3 AND period_start = $4`
 interface LedgerRow {
   id: string,
   at: Date,
@@ -115,9 +119,8 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
       await store.transaction(async (tx) => {
         const { rows } = await tx.query<{ units: string }>('DELETE FROM quota_reservations WHERE id = $1 RETURNING units', [reservation.id])
         if (rows[0] === undefined) return
-        await tx.query(`UPDATE quota_usage SET reserved = reserved - $5
-          WHERE user_id = $1 AND mode = $2 AND feature = $3 AND period_start = $4`,
-        [reservation.userId, reservation.mode, reservation.feature, reservation.periodStart, Number(rows[0].units)])
+        await tx.query(GIVE_BACK,
+          [reservation.userId, reservation.mode, reservation.feature, reservation.periodStart, Number(rows[0].units)])
       })
     },
 
@@ -127,9 +130,8 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
         const { rows } = await tx.query<{ user_id: string, mode: string, feature: string, period_start: Date, units: string }>(
           'DELETE FROM quota_reservations WHERE expires_at < $1 RETURNING user_id, mode, feature, period_start, units', [clock()])
         for (const row of rows) {
-          await tx.query(`UPDATE quota_usage SET reserved = reserved - $5
-            WHERE user_id = $1 AND mode = $2 AND feature = $3 AND period_start = $4`,
-          [row.user_id, row.mode, row.feature, row.period_start, Number(row.units)])
+          await tx.query(GIVE_BACK,
+            [row.user_id, row.mode, row.feature, row.period_start, Number(row.units)])
         }
         return rows.length
       })

@@ -1,8 +1,8 @@
 import Type, { type Static } from 'typebox'
+import { isoTime } from './refs.js'
 import type { ModeSchema } from './identity.js'
 
-const ref = <T>(id: string) => Type.Unsafe<T>(Type.Ref(id))
-const isoTime = (description: string) => Type.String({ format: 'date-time', description })
+const refTo = <T>(id: string) => Type.Unsafe<T>(Type.Ref(id))
 const nullableTime = (description: string) => Type.Union([isoTime(description), Type.Null()], { description })
 
 export const UserId = Type.String({
@@ -42,7 +42,7 @@ export const License = Type.Object({
 
 export const CreateKeyRequest = Type.Object({
   userId: UserId,
-  mode: ref<Static<typeof ModeSchema>>('Mode'),
+  mode: refTo<Static<typeof ModeSchema>>('Mode'),
   name: Type.Optional(Type.String({ minLength: 1, maxLength: 80, description: 'A label to recognise the key.' }))
 }, {
   $id: 'CreateKeyRequest',
@@ -54,7 +54,7 @@ export const CreateKeyRequest = Type.Object({
 const apiKeyProperties = {
   id: Type.String({ description: 'Key id, used to revoke it.' }),
   userId: UserId,
-  mode: ref<Static<typeof ModeSchema>>('Mode'),
+  mode: refTo<Static<typeof ModeSchema>>('Mode'),
   name: Type.Union([Type.String(), Type.Null()]),
   prefix: Type.String({ description: 'The first characters of the key, to recognise it.' }),
   createdAt: isoTime('Creation time.'),
@@ -90,7 +90,7 @@ export const ApiKeyCreated = Type.Object({
 })
 
 export const ApiKeyList = Type.Object({
-  keys: Type.Array(ref<Static<typeof ApiKey>>('ApiKey'))
+  keys: Type.Array(refTo<Static<typeof ApiKey>>('ApiKey'))
 }, { $id: 'ApiKeyList', title: 'ApiKeyList', additionalProperties: false })
 
 export const AuditAction = Type.Union([
@@ -102,7 +102,7 @@ export const AuditEvent = Type.Object({
   id: Type.String({ description: 'Increasing id; also the pagination cursor.' }),
   at: isoTime('When it happened.'),
   actor: Type.String({ description: '`user:<id>`, `admin` or `anonymous`.' }),
-  action: ref<Static<typeof AuditAction>>('AuditAction'),
+  action: refTo<Static<typeof AuditAction>>('AuditAction'),
   target: Type.Union([Type.String(), Type.Null()], { description: '`user:<id>`, `key:<id>` or `METHOD /route`.' }),
   outcome: Type.String({ description: '`ok`, or the error code of a denial.' }),
   requestId: Type.Union([Type.String(), Type.Null()]),
@@ -110,7 +110,7 @@ export const AuditEvent = Type.Object({
 }, { $id: 'AuditEvent', title: 'AuditEvent', additionalProperties: false })
 
 export const AuditPage = Type.Object({
-  events: Type.Array(ref<Static<typeof AuditEvent>>('AuditEvent')),
+  events: Type.Array(refTo<Static<typeof AuditEvent>>('AuditEvent')),
   nextCursor: Type.Union([Type.String(), Type.Null()], { description: 'Pass as `cursor` for older events; null on the last page.' })
 }, { $id: 'AuditPage', title: 'AuditPage', additionalProperties: false })
 

@@ -1,7 +1,8 @@
 import Type, { type Static } from 'typebox'
+import { isoTime } from './refs.js'
 import { FEATURE_IDS, type FeatureId } from '../plugins/features.js'
 
-const ref = <T>(id: string) => Type.Unsafe<T>(Type.Ref(id))
+const refTo = <T>(id: string) => Type.Unsafe<T>(Type.Ref(id))
 
 export const FeatureIdSchema = Type.Union(FEATURE_IDS.map((id) => Type.Literal(id)), {
   $id: 'FeatureId',
@@ -15,10 +16,8 @@ export const ModeSchema = Type.Union([Type.Literal('live'), Type.Literal('test')
   description: '`live` calls reach real providers; `test` calls go to offline sandbox providers and are metered apart.'
 })
 
-const isoTime = (description: string) => Type.String({ format: 'date-time', description })
-
 export const TokenRequest = Type.Object({
-  features: Type.Optional(Type.Array(ref<FeatureId>('FeatureId'), {
+  features: Type.Optional(Type.Array(refTo<FeatureId>('FeatureId'), {
     minItems: 1,
     maxItems: FEATURE_IDS.length,
     uniqueItems: true,
@@ -37,8 +36,8 @@ export const TokenResponse = Type.Object({
   expiresIn: Type.Integer({ description: 'Seconds until the token expires.' }),
   expiresAt: isoTime('When the token expires; mint a new one before.'),
   plan: Type.String(),
-  features: Type.Array(ref<FeatureId>('FeatureId')),
-  mode: ref<Static<typeof ModeSchema>>('Mode')
+  features: Type.Array(refTo<FeatureId>('FeatureId')),
+  mode: refTo<Static<typeof ModeSchema>>('Mode')
 }, {
   $id: 'TokenResponse',
   title: 'TokenResponse',
@@ -55,7 +54,7 @@ export const TokenResponse = Type.Object({
 })
 
 export const FeatureEntitlement = Type.Object({
-  id: ref<FeatureId>('FeatureId'),
+  id: refTo<FeatureId>('FeatureId'),
   name: Type.String(),
   unit: Type.Union([Type.Literal('tokens'), Type.Literal('images'), Type.Literal('requests')], { description: 'What the quota counts.' }),
   quota: Type.Object({
@@ -70,8 +69,8 @@ export const Entitlements = Type.Object({
   userId: Type.String(),
   plan: Type.String(),
   planName: Type.String(),
-  mode: ref<Static<typeof ModeSchema>>('Mode'),
-  features: Type.Array(ref<Static<typeof FeatureEntitlement>>('FeatureEntitlement'), { description: 'The features this token may use.' })
+  mode: refTo<Static<typeof ModeSchema>>('Mode'),
+  features: Type.Array(refTo<Static<typeof FeatureEntitlement>>('FeatureEntitlement'), { description: 'The features this token may use.' })
 }, {
   $id: 'Entitlements',
   title: 'Entitlements',

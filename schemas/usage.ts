@@ -1,9 +1,7 @@
 import Type, { type Static } from 'typebox'
 import type { FeatureId } from '../plugins/features.js'
 import type { ModeSchema } from './identity.js'
-import { ref } from './refs.js'
-
-const isoTime = (description: string) => Type.String({ format: 'date-time', description })
+import { isoTime, ref } from './refs.js'
 
 export const FeatureUsage = Type.Object({
   id: Type.Unsafe<FeatureId>(Type.Ref('FeatureId')),
