@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { runCli, USAGE, type CliIo } from '../cli.js'
+import { createPostgresStore } from '../plugins/store/index.js'
 import { build, newUserId, TEST_SECRETS, TEST_DATABASE_URL } from './helper.js'
 
 /** Runs the CLI in-process against `url`, capturing its output. */
@@ -143,15 +144,23 @@ t.test('without DATA_DIR the admin token is looked for in ./data of the working 
 })
 
 t.test('migrate applies the migrations once, and reports a bad configuration', async (t) => {
-  const env = TEST_DATABASE_URL === undefined
-    ? { DATA_DIR: mkdtempSync(join(tmpdir(), 'cli-migrate-')) }
-    : { DATABASE_URL: TEST_DATABASE_URL, ...TEST_SECRETS }
-  const first = await cli(['migrate', '--json'], env)
+  // A database that has never been migrated: a new folder, or an empty schema of its own on PostgreSQL.
+  let env: NodeJS.ProcessEnv = { DATA_DIR: mkdtempSync(join(tmpdir(), 'cli-migrate-')) }
+  if (TEST_DATABASE_URL !== undefined) {
+    const schema = `cli_${newUserId('m').replace('-', '_')}`
+    const admin = createPostgresStore(TEST_DATABASE_URL)
+    await admin.exec(`CREATE SCHEMA ${schema}`)
+    t.teardown(async () => { await admin.exec(`DROP SCHEMA ${schema} CASCADE`); await admin.close() })
+    const url = new URL(TEST_DATABASE_URL)
+    url.searchParams.set('options', `-c search_path=${schema}`)
+    env = { DATABASE_URL: url.toString(), ...TEST_SECRETS }
+  }
+  const first = await cli(['migrate'], env)
   t.equal(first.code, 0)
-  t.match(JSON.parse(first.stdout), { applied: Array, store: TEST_DATABASE_URL === undefined ? 'embedded' : 'postgres' })
-  const second = await cli(['migrate'], env)
-  t.equal(second.stdout, 'The database is up to date.\n')
-  if (TEST_DATABASE_URL === undefined) t.same(JSON.parse(first.stdout).applied, [1, 2])
+  t.equal(first.stdout, 'Applied migrations 1, 2.\n')
+  const second = await cli(['migrate', '--json'], env)
+  t.same(JSON.parse(second.stdout), { applied: [], store: TEST_DATABASE_URL === undefined ? 'embedded' : 'postgres' })
+  t.equal((await cli(['migrate'], env)).stdout, 'The database is up to date.\n')
 
   const unreachable = await cli(['migrate'], { DATABASE_URL: 'postgres://127.0.0.1:1/none', ...TEST_SECRETS })
   t.equal(unreachable.code, 1)
