@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-import { readFileSync, realpathSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { realpathSync } from 'node:fs'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
+import { embeddedSecretsFile, loadConfig, parseEnv, readEmbeddedSecrets } from './plugins/config.js'
 
 /**
  * `portal-ai-api` — the operator's command line. Every command but `migrate` is a client of the admin API
@@ -40,12 +40,11 @@ class CliError extends Error {
 
 function adminToken (env: NodeJS.ProcessEnv): string {
   if (env.ADMIN_TOKEN !== undefined && env.ADMIN_TOKEN !== '') return env.ADMIN_TOKEN
-  const file = join(resolve(env.DATA_DIR ?? './data'), 'secrets.json')
-  try {
-    const saved = JSON.parse(readFileSync(file, 'utf8')) as { adminToken?: unknown }
-    if (typeof saved.adminToken === 'string') return saved.adminToken
-  } catch {}
-  throw new CliError(`No admin token: set ADMIN_TOKEN, or run this where the embedded server keeps ${file}.`)
+  // DATA_DIR and its default as the server reads them (an empty value counts as unset).
+  const dataDir = parseEnv({ DATA_DIR: env.DATA_DIR }).DATA_DIR
+  const saved = readEmbeddedSecrets(dataDir)
+  if (saved !== null) return saved.adminToken
+  throw new CliError(`No admin token: set ADMIN_TOKEN, or run this where the embedded server keeps ${embeddedSecretsFile(dataDir)}.`)
 }
 
 interface ErrorBody { error?: { code?: string, message?: string, requestId?: string } }
@@ -120,7 +119,6 @@ export async function runCli (argv: string[], io: CliIo): Promise<number> {
 
     switch (`${command} ${sub ?? ''}`.trim()) {
       case 'migrate': {
-        const { loadConfig } = await import('./plugins/config.js')
         const { createStore, migrate } = await import('./plugins/store/index.js')
         const store = await createStore(loadConfig(io.env))
         try {

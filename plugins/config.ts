@@ -155,22 +155,31 @@ export function parseEnv (env: NodeJS.ProcessEnv): Env {
 
 interface EmbeddedSecrets { aiTokenSecret: string, adminToken: string }
 
-/**
- * The embedded default keeps its generated secrets in DATA_DIR (mode 600), so tokens and the admin token
- * survive restarts and the CLI on the same machine can read the admin token.
- */
-export function embeddedSecrets (dataDir: string): EmbeddedSecrets {
-  const file = join(resolve(dataDir), EMBEDDED_SECRETS_FILE)
+export const embeddedSecretsFile = (dataDir: string) => join(resolve(dataDir), EMBEDDED_SECRETS_FILE)
+
+/** The secrets the embedded server wrote into DATA_DIR, or null when there are none (the CLI reads its admin token here). */
+export function readEmbeddedSecrets (dataDir: string): EmbeddedSecrets | null {
+  const file = embeddedSecretsFile(dataDir)
   try {
     const saved = JSON.parse(readFileSync(file, 'utf8')) as Partial<EmbeddedSecrets>
     if (typeof saved.aiTokenSecret === 'string' && typeof saved.adminToken === 'string') {
       return { aiTokenSecret: saved.aiTokenSecret, adminToken: saved.adminToken }
     }
+    return null
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-      throw new ConfigError([`${file} cannot be read as JSON (${(err as NodeJS.ErrnoException).code ?? 'invalid JSON'}): fix or delete it.`])
-    }
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
+    throw new ConfigError([`${file} cannot be read as JSON (${(err as NodeJS.ErrnoException).code ?? 'invalid JSON'}): fix or delete it.`])
   }
+}
+
+/**
+ * The embedded default keeps its generated secrets in DATA_DIR (mode 600), so tokens and the admin token
+ * survive restarts and the CLI on the same machine can read the admin token.
+ */
+export function embeddedSecrets (dataDir: string): EmbeddedSecrets {
+  const file = embeddedSecretsFile(dataDir)
+  const saved = readEmbeddedSecrets(dataDir)
+  if (saved !== null) return saved
   const created = { aiTokenSecret: randomBytes(32).toString('base64url'), adminToken: randomBytes(32).toString('base64url') }
   try {
     mkdirSync(resolve(dataDir), { recursive: true })

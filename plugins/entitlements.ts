@@ -36,13 +36,6 @@ export function loadPlans (file?: string): PlansFileValue {
   return raw as PlansFileValue
 }
 
-/** Start of the next quota period (UTC): the next day or the first of the next month. */
-export function periodEnd (period: 'day' | 'month', now = new Date()): Date {
-  return period === 'day'
-    ? new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1))
-    : new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1))
-}
-
 interface LicenseRow { user_id: string, plan: string, status: LicenseStatus, valid_until: Date | null, updated_at: Date }
 const toLicense = (row: LicenseRow): License => ({
   userId: row.user_id,
@@ -70,7 +63,7 @@ export function createEntitlements (db: Queryable, plans: PlansFileValue, source
 
     async putLicense (userId: string, input: { plan: string, status: LicenseStatus, validUntil?: string | null }): Promise<License> {
       if (plans.plans[input.plan] === undefined) {
-        throw new AppError('VALIDATION_ERROR', `No plan "${input.plan}": the plans are ${Object.keys(plans.plans).join(', ')}.`,
+        throw new AppError('VALIDATION_ERROR', `This plan is not configured: the plans are ${Object.keys(plans.plans).join(', ')}.`,
           { fields: [{ location: 'body', path: '/plan', message: 'is not a configured plan' }] })
       }
       const { rows } = await db.query<LicenseRow>(`
@@ -105,7 +98,7 @@ export function createEntitlements (db: Queryable, plans: PlansFileValue, source
 
     /** The check a feature route runs: the token's scope and the plan both include the feature. */
     check (principal: Principal, feature: FeatureId) {
-      if (!principal.features.includes(feature) || !planFeatures(principal.plan).includes(feature)) {
+      if (!principal.features.includes(feature) || plans.plans[principal.plan]?.features[feature] === undefined) {
         throw new AppError('NOT_ENTITLED', `This token does not include the feature ${feature}.`, { feature, plan: principal.plan })
       }
     }

@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { loadPlans, periodEnd } from '../../plugins/entitlements.js'
+import { loadPlans } from '../../plugins/entitlements.js'
 
 const planFile = (content: string) => {
   const file = join(mkdtempSync(join(tmpdir(), 'plans-')), 'plans.json')
@@ -33,12 +33,4 @@ t.test('a plans file is validated and every problem listed', async (t) => {
   t.throws(() => loadPlans(upper), { message: /PLANS_FILE \/plans\/Pro: a plan id is 1 to 32 lowercase letters/ })
   const unknown = planFile(JSON.stringify({ plans: { pro: { name: 'Pro', features: { 'mind-reading': { quota: { limit: 1, period: 'day' }, rateLimitPerMinute: 1 } } } } }))
   t.throws(() => loadPlans(unknown), { message: /\/plans\/pro\/features\/mind-reading: no such feature \(known: settings-assistant, background-removal\)/ })
-})
-
-t.test('quota periods end at the next UTC day or month', async (t) => {
-  const now = new Date('2026-12-31T23:59:59.000Z')
-  t.equal(periodEnd('day', now).toISOString(), '2027-01-01T00:00:00.000Z')
-  t.equal(periodEnd('month', now).toISOString(), '2027-01-01T00:00:00.000Z')
-  t.equal(periodEnd('month', new Date('2026-02-10T12:00:00Z')).toISOString(), '2026-03-01T00:00:00.000Z')
-  t.ok(periodEnd('day') > new Date())
 })

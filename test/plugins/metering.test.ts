@@ -10,6 +10,9 @@ t.test('quota periods are UTC days and months', async (t) => {
   const now = new Date('2026-03-31T22:30:00.000Z')
   t.same(quotaPeriod('day', now), { start: new Date('2026-03-31T00:00:00Z'), end: new Date('2026-04-01T00:00:00Z') })
   t.same(quotaPeriod('month', now), { start: new Date('2026-03-01T00:00:00Z'), end: new Date('2026-04-01T00:00:00Z') })
+  const newYearsEve = new Date('2026-12-31T23:59:59.000Z')
+  t.equal(quotaPeriod('day', newYearsEve).end.toISOString(), '2027-01-01T00:00:00.000Z')
+  t.equal(quotaPeriod('month', newYearsEve).end.toISOString(), '2027-01-01T00:00:00.000Z')
 })
 
 for (const backend of ['embedded', 'postgres'] as const) {

@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { periodEnd } from '../../../plugins/entitlements.js'
+import { quotaPeriod } from '../../../plugins/metering.js'
 import { FEATURES } from '../../../plugins/features.js'
 import { errorResponses } from '../../../schemas/errors.js'
 import { Entitlements } from '../../../schemas/identity.js'
@@ -31,7 +31,7 @@ const entitlements: FastifyPluginAsyncTypebox = async (app) => {
         id,
         name: FEATURES[id].name,
         unit: FEATURES[id].unit,
-        quota: { ...featurePlan.quota, resetsAt: periodEnd(featurePlan.quota.period, now).toISOString() },
+        quota: { ...featurePlan.quota, resetsAt: quotaPeriod(featurePlan.quota.period, now).end.toISOString() },
         rateLimitPerMinute: featurePlan.rateLimitPerMinute
       }]
     })

@@ -47,6 +47,10 @@ t.test('GET /v1/admin/usage reads any user\'s usage by mode', async (t) => {
   t.same((await app.inject({ url: `/v1/admin/usage?userId=${userId}&mode=test`, headers: adminHeaders })).json().events, [])
   const none = await app.inject({ url: `/v1/admin/usage?userId=${newUserId()}`, headers: adminHeaders })
   t.equal(none.statusCode, 404)
+  // A license of a plan taken out of the plans file since: no features, no crash.
+  const retired = newUserId()
+  await app.store.query("INSERT INTO licenses (user_id, plan, status) VALUES ($1, 'retired', 'active')", [retired])
+  t.match((await app.inject({ url: `/v1/admin/usage?userId=${retired}`, headers: adminHeaders })).json(), { plan: 'retired', features: [] })
 })
 
 t.test('the metering plugin releases reservations left by a crashed process at startup', async (t) => {
