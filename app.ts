@@ -17,6 +17,9 @@ import audit from './plugins/audit.js'
 import metering from './plugins/metering.js'
 import rateLimit from './plugins/rate-limit.js'
 import aiTokens from './plugins/external/jwt.js'
+import settingsAssistant from './plugins/settings-assistant.js'
+import openaiChat from './providers/openai-chat.js'
+import sandboxChat from './providers/sandbox-chat.js'
 import healthRoutes from './routes/health/index.js'
 import aiRoutes from './routes/v1/ai/index.js'
 import adminRoutes from './routes/v1/admin/index.js'
@@ -87,6 +90,9 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await server.register(entitlements)
   await server.register(audit)
   await server.register(metering)
+  await server.register(settingsAssistant)
+  await server.register(openaiChat)
+  await server.register(sandboxChat)
 
   await server.register(healthRoutes, { prefix: '/health' })
   await server.register(aiRoutes, { prefix: '/v1/ai' })

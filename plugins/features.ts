@@ -1,19 +1,69 @@
 /**
- * The feature registry (SPEC §8): every AI feature is one entry here. Entitlements, tokens, metering and the
- * generated docs read it; adding a feature means adding an entry and its route plugin.
+ * The feature registry (SPEC §8): every AI feature is one entry here. Entitlements, tokens, metering, the
+ * disclosure manifest (GET /v1/ai/features) and docs/privacy.md read it; adding a feature means adding an
+ * entry and its route plugin.
  */
+
+/** A provider a feature may send data to. `test` providers run inside the service and send nothing anywhere. */
+export const PROVIDERS = {
+  openai: { id: 'openai', name: 'OpenAI (or the OpenAI-compatible endpoint of OPENAI_BASE_URL)', location: 'external' },
+  removebg: { id: 'removebg', name: 'remove.bg (Kaleido AI)', location: 'external' },
+  rembg: { id: 'rembg', name: 'rembg, self-hosted by the operator (REMBG_URL)', location: 'operator' },
+  sandbox: { id: 'sandbox', name: 'Built-in sandbox (test mode; nothing leaves the service)', location: 'in-process' }
+} as const
+export type ProviderId = keyof typeof PROVIDERS
+
 export const FEATURES = {
   'settings-assistant': {
     id: 'settings-assistant',
     name: 'Settings Assistant',
     description: 'Chat that explains LightLane settings and suggests setting changes the app can apply in one click.',
-    unit: 'tokens'
+    unit: 'tokens',
+    endpoint: 'POST /v1/ai/settings-assistant/messages',
+    providers: { live: ['openai'], test: 'sandbox' },
+    /** Request fields that go to the live provider: exactly these, and nothing else of the request. */
+    sends: [
+      { field: 'message', note: 'The question, as the user\'s turn. With MODERATION=openai also to the OpenAI moderation endpoint first.' },
+      { field: 'history', note: 'Earlier turns, as sent by the app. With MODERATION=openai its user turns are also moderated.' },
+      { field: 'context.settings', note: 'Setting ids and current values, in a context message.' },
+      { field: 'context.appVersion', note: 'In the context message.' },
+      { field: 'context.platform', note: 'In the context message.' }
+    ],
+    serverAdds: [
+      'A keyed hash of the user id (HMAC-SHA-256 with USER_HASH_SECRET) as `safety_identifier`; never the id itself.',
+      'The system prompt, built by the service from the settings catalog; the client cannot set it.',
+      'The model (OPENAI_MODEL), a reply-length limit, one tool (suggest_settings) and `store: false`.'
+    ],
+    neverSent: ['The user id, e-mail or IP address', 'Tokens, API keys and request ids'],
+    logged: 'Request id, hashed ids, sizes, token counts, suggestion counts and timings; never the message, history or settings.',
+    stored: 'One usage-ledger row per call (feature, provider, model, token counts, cost, request id); never the text.',
+    limits: {
+      message: '1 to 2,000 characters',
+      history: 'At most 10 turns of at most 4,000 characters',
+      'context.settings': 'At most 40 settings',
+      reply: 'At most 800 tokens',
+      timeouts: 'First byte within 15 s, whole call within OPENAI_TIMEOUT_MS (60 s)'
+    }
   },
   'background-removal': {
     id: 'background-removal',
     name: 'Background removal',
     description: 'Cuts the subject of one image out of its background (a PNG cut-out or a mask).',
-    unit: 'images'
+    unit: 'images',
+    endpoint: 'POST /v1/ai/background-removal',
+    providers: { live: ['removebg', 'rembg'], test: 'sandbox' },
+    sends: [
+      { field: 'image', note: 'The one selected image, re-encoded with orientation applied and EXIF, XMP and GPS metadata stripped.' },
+      { field: 'output', note: 'Whether a cut-out or a mask is wanted.' }
+    ],
+    serverAdds: ['The provider\'s API key (remove.bg only) and its fixed options (size=auto, PNG out).'],
+    neverSent: ['The user id, e-mail or IP address', 'Image metadata (EXIF, XMP, GPS, camera, location)', 'Tokens and request ids'],
+    logged: 'Request id, hashed ids, byte sizes, dimensions, provider and timings; never the image.',
+    stored: 'One usage-ledger row per call (feature, provider, images, cost, request id); never the image.',
+    limits: {
+      image: 'PNG, JPEG or WebP, at most 12 MB and 25 megapixels',
+      timeouts: 'Each provider attempt within BG_REMOVAL_TIMEOUT_MS (30 s)'
+    }
   }
 } as const
 

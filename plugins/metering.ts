@@ -3,7 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { AppError } from './errors.js'
 import type { FeatureId } from './features.js'
-import type { FeaturePlanValue } from '../schemas/plans.js'
+import type { FeaturePlanValue, PlansFileValue } from '../schemas/plans.js'
 import type { Mode, Principal } from '../schemas/principal.js'
 import type { Store } from './store/index.js'
 
@@ -174,18 +174,34 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
 
 export type Metering = ReturnType<typeof createMetering>
 
+/** Cost of a settled call in micro-USD from the plans file's prices (`provider/model`, else `provider`; none: 0). */
+export function costMicroUsd (prices: PlansFileValue['prices'], s: Pick<Settlement, 'provider' | 'model' | 'unitsIn' | 'unitsOut'>): number {
+  const price = (s.model == null ? undefined : prices?.[`${s.provider}/${s.model}`]) ?? prices?.[s.provider]
+  if (price === undefined) return 0
+  return Math.round((s.unitsIn ?? 0) * (price.perInputUnit ?? 0) + (s.unitsOut ?? 0) * (price.perOutputUnit ?? 0) + (price.perCall ?? 0))
+}
+
 /** From this share of the quota on, responses carry `X-Quota-Warning`. */
 export const QUOTA_WARNING_RATIO = 0.8
 
 /** A metered call of a feature route: settle it with what the provider charged, or release it. */
 export interface MeteredCall {
   reservation: Reservation
-  settle: (settlement: Omit<Settlement, 'requestId'>) => Promise<void>
+  limit: number
+  /**
+   * Records what the provider charged (cost from the price table). Never throws: when the database cannot take
+   * it, the settlement is kept and retried until it can, so a charged call is never lost.
+   */
+  settle: (settlement: Omit<Settlement, 'requestId' | 'costMicroUsd'>) => Promise<void>
   release: () => Promise<void>
+  /** The quota as it reads once this call is settled with `units`. */
+  quotaAfter: (units: number) => { limit: number, used: number, remaining: number, resetsAt: string }
 }
 
 /** How often expired reservations are swept (each instance; the statement is cheap and idempotent). */
 export const SWEEP_INTERVAL_MS = 60_000
+/** How often settlements the database refused are tried again. */
+export const SETTLE_RETRY_MS = 5_000
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -196,18 +212,41 @@ declare module 'fastify' {
      * when the database cannot be reached — the provider is then not called.
      */
     meter: (request: FastifyRequest, reply: FastifyReply, units: number) => Promise<MeteredCall>
+    /** Settlements waiting for the database (normally none). */
+    pendingSettlements: () => number
   }
 }
 
 /** Quotas and the usage ledger; sweeps reservations that a crashed process left behind. */
 export default fp(async function metering (app) {
   const metering = createMetering(app.store)
+  const prices = app.entitlements.plans.prices
   app.decorate('metering', metering)
   const sweep = () => metering.releaseExpired().then(
     (released) => { if (released > 0) app.log.warn({ released }, 'released expired quota reservations') },
     (err: unknown) => app.log.warn({ err }, 'could not sweep quota reservations'))
   const timer = setInterval(sweep, SWEEP_INTERVAL_MS).unref()
   app.addHook('onReady', sweep)
+
+  // Settlements the database refused after the provider charged: kept and retried, in order, until recorded.
+  const pending: Array<{ reservation: Reservation, settlement: Settlement }> = []
+  let retryTimer: NodeJS.Timeout | undefined
+  async function flush () {
+    retryTimer = undefined
+    while (pending.length > 0) {
+      const next = pending[0] as (typeof pending)[number]
+      try {
+        await metering.settle(next.reservation, next.settlement)
+      } catch (err) {
+        app.log.warn({ err, pending: pending.length }, 'settlements still wait for the database')
+        retryTimer = setTimeout(flush, SETTLE_RETRY_MS).unref()
+        return
+      }
+      pending.shift()
+      app.log.info({ reservationId: next.reservation.id, requestId: next.settlement.requestId }, 'delayed settlement recorded')
+    }
+  }
+  app.decorate('pendingSettlements', () => pending.length)
 
   app.decorate('meter', async (request: FastifyRequest, reply: FastifyReply, units: number): Promise<MeteredCall> => {
     const principal = request.principal as Principal
@@ -227,9 +266,40 @@ export default fp(async function metering (app) {
     if (reservation.spent >= quota.limit * QUOTA_WARNING_RATIO) reply.header('x-quota-warning', '80%')
     return {
       reservation,
-      settle: async (settlement) => { await metering.settle(reservation, { ...settlement, requestId: request.id }) },
-      release: async () => { await metering.release(reservation) }
+      limit: quota.limit,
+      settle: async (input) => {
+        const settlement: Settlement = { ...input, requestId: request.id, costMicroUsd: costMicroUsd(prices, input) }
+        try {
+          await metering.settle(reservation, settlement)
+        } catch (err) {
+          request.log.error({ err, reservationId: reservation.id }, 'could not record a settled call: kept and retried until the database takes it')
+          pending.push({ reservation, settlement })
+          retryTimer ??= setTimeout(flush, SETTLE_RETRY_MS).unref()
+        }
+      },
+      release: async () => {
+        try {
+          await metering.release(reservation)
+        } catch (err) {
+          // The sweep gives the units back once the reservation expires.
+          request.log.warn({ err, reservationId: reservation.id }, 'could not release a reservation now: the sweep will')
+        }
+      },
+      quotaAfter: (settled) => {
+        const used = Math.max(0, reservation.spent - reservation.units + settled)
+        return { limit: quota.limit, used, remaining: Math.max(0, quota.limit - used), resetsAt: reservation.resetsAt.toISOString() }
+      }
     }
   })
-  app.addHook('onClose', async () => { clearInterval(timer) })
+  app.addHook('onClose', async () => {
+    clearInterval(timer)
+    clearTimeout(retryTimer)
+    await flush()
+    clearTimeout(retryTimer)
+    for (const { reservation, settlement } of pending) {
+      // The last trace of a charged call the database never took: enough for an operator to re-enter it.
+      app.log.error({ reservationId: reservation.id, userId: reservation.userId, mode: reservation.mode, feature: reservation.feature, ...settlement },
+        'settlement lost at shutdown: record it by hand')
+    }
+  })
 }, { name: 'metering', fastify: '5.x', dependencies: ['store', 'entitlements'] })

@@ -2,7 +2,9 @@ import { adminSchemas } from './admin.js'
 import { ErrorCode, ErrorResponse } from './errors.js'
 import { CheckResult, HealthLive, HealthReady } from './health.js'
 import { identitySchemas } from './identity.js'
+import { featureSchemas } from './features.js'
+import { settingsAssistantSchemas } from './settings-assistant.js'
 import { usageSchemas } from './usage.js'
 
 /** Named components: added once with `addSchema`, referred to by `$ref`, published under components.schemas. */
-export const sharedSchemas = [ErrorCode, ErrorResponse, HealthLive, CheckResult, HealthReady, ...identitySchemas, ...adminSchemas, ...usageSchemas]
+export const sharedSchemas = [ErrorCode, ErrorResponse, HealthLive, CheckResult, HealthReady, ...identitySchemas, ...adminSchemas, ...usageSchemas, ...featureSchemas, ...settingsAssistantSchemas]

@@ -9,12 +9,25 @@ export const FeaturePlan = Type.Object({
 }, { additionalProperties: false })
 export type FeaturePlanValue = Static<typeof FeaturePlan>
 
-/** The plans file (PLANS_FILE, default defaults/plans.json): plan → features → quota and rate limit. */
+const microUsd = (description: string) => Type.Optional(Type.Number({ minimum: 0, maximum: 1e9, description }))
+
+/** Price of a provider's (or one model's) calls, in micro-USD: per input unit, per output unit and per call. */
+export const Price = Type.Object({
+  perInputUnit: microUsd('Per input unit (token or image); for OpenAI models, micro-USD per token = USD per million tokens.'),
+  perOutputUnit: microUsd('Per output unit (token or image).'),
+  perCall: microUsd('Per settled call.')
+}, { additionalProperties: false })
+export type PriceValue = Static<typeof Price>
+
+/** The plans file (PLANS_FILE, default defaults/plans.json): plan → features → quota and rate limit; provider prices. */
 export const PlansFile = Type.Object({
   plans: Type.Record(Type.String(), Type.Object({
     name: Type.String({ minLength: 1, maxLength: 80 }),
     features: Type.Record(Type.String(), FeaturePlan)
-  }, { additionalProperties: false }), { minProperties: 1 })
+  }, { additionalProperties: false }), { minProperties: 1 }),
+  prices: Type.Optional(Type.Record(Type.String({ pattern: '^[a-z0-9-]+(/[A-Za-z0-9._:-]+)?$' }), Price, {
+    description: 'Keyed `provider/model` or `provider`; the ledger\'s cost_micro_usd comes from here (no entry: 0).'
+  }))
 }, { additionalProperties: false })
 export type PlansFileValue = Static<typeof PlansFile>
 

@@ -1,5 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import entitlements from './entitlements.js'
+import features from './features.js'
+import settingsAssistant from './settings-assistant/index.js'
 import tokens from './tokens.js'
 import usage from './usage.js'
 
@@ -8,6 +10,8 @@ const ai: FastifyPluginAsync = async (app) => {
   await app.register(tokens)
   await app.register(entitlements)
   await app.register(usage)
+  await app.register(features)
+  await app.register(settingsAssistant, { prefix: '/settings-assistant' })
 }
 
 export default ai

@@ -1,0 +1,46 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { FEATURE_IDS, FEATURES, PROVIDERS, type ProviderId } from '../../../plugins/features.js'
+import { errorResponses } from '../../../schemas/errors.js'
+import type { FeatureManifestValue } from '../../../schemas/features.js'
+import { ref } from '../../../schemas/refs.js'
+import { FeatureManifest } from '../../../schemas/features.js'
+
+const features: FastifyPluginAsyncTypebox = async (app) => {
+  const configured: Record<ProviderId, boolean> = {
+    openai: app.openaiChat !== null,
+    removebg: app.config.REMOVEBG_API_KEY !== undefined,
+    rembg: app.config.REMBG_URL !== undefined,
+    sandbox: true
+  }
+  // Built once: the registry and the configuration do not change while the process runs.
+  const manifest: FeatureManifestValue = {
+    features: FEATURE_IDS.map((id) => {
+      const { providers, sends, serverAdds, neverSent, limits, ...rest } = FEATURES[id]
+      const live = id === 'background-removal' ? app.config.BG_REMOVAL_PROVIDERS.split(',') as ProviderId[] : providers.live
+      return {
+        ...rest,
+        providers: [
+          ...live.map((p) => ({ ...PROVIDERS[p], mode: 'live' as const, configured: configured[p] })),
+          { ...PROVIDERS[providers.test], mode: 'test' as const, configured: true }
+        ],
+        sends: sends.map((s) => ({ ...s })),
+        serverAdds: [...serverAdds],
+        neverSent: [...neverSent],
+        limits: { ...limits }
+      }
+    })
+  }
+
+  app.get('/features', {
+    schema: {
+      operationId: 'listFeatures',
+      summary: 'The AI features and what each sends where',
+      description: 'The disclosure manifest, generated from the feature registry: for each feature, the request fields that go to ' +
+        'which provider, what the service adds, what is logged and stored, and its limits. No authentication needed.',
+      tags: ['features'],
+      response: { 200: ref(FeatureManifest), ...errorResponses() }
+    }
+  }, async () => manifest)
+}
+
+export default features

@@ -1,0 +1,182 @@
+import { PassThrough } from 'node:stream'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import Type from 'typebox'
+import { AppError, toEnvelope } from '../../../../plugins/errors.js'
+import type { MeteredCall } from '../../../../plugins/metering.js'
+import { MAX_OUTPUT_TOKENS } from '../../../../plugins/settings-assistant.js'
+import { estimatePromptTokens, estimateTokens, type ChatCall, type ChatEvent, type ChatProvider, type ChatUsage } from '../../../../providers/chat.js'
+import { errorResponses, type ErrorResponseBody } from '../../../../schemas/errors.js'
+import type { Principal } from '../../../../schemas/principal.js'
+import { ref } from '../../../../schemas/refs.js'
+import {
+  ASSISTANT_STREAM_DESCRIPTION, AssistantReply, AssistantRequest, type AssistantReplyValue, type AssistantRequestValue
+} from '../../../../schemas/settings-assistant.js'
+
+const SSE_TYPE = 'text/event-stream'
+
+/** One server-sent event; JSON keeps the data on one line. */
+const sseFrame = (event: string, data: unknown) => `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`
+
+export function wantsStream (accept: string | undefined): boolean {
+  return accept !== undefined && accept.split(',').some((part) => part.split(';')[0]?.trim().toLowerCase() === SSE_TYPE)
+}
+
+const messages: FastifyPluginAsyncTypebox = async (app) => {
+  const assistant = app.settingsAssistant
+
+  /** Units of a finished (or cut) call: the provider's counts, or ours (flagged) when it sent none. Never zero. */
+  function measured (call: ChatCall, usage: ChatUsage | null, generated: string): { usage: ChatUsage, estimated: boolean } {
+    if (usage !== null) return { usage, estimated: false }
+    return { usage: { inputTokens: estimatePromptTokens(call), outputTokens: estimateTokens(generated) }, estimated: true }
+  }
+
+  async function settle (request: FastifyRequest, metered: MeteredCall, provider: ChatProvider, units: { usage: ChatUsage, estimated: boolean }, outcome: string) {
+    const { inputTokens, outputTokens } = units.usage
+    await metered.settle({ provider: provider.name, model: provider.model, unitsIn: inputTokens, unitsOut: outputTokens, units: inputTokens + outputTokens, estimated: units.estimated })
+    request.log.info({ provider: provider.name, model: provider.model, inputTokens, outputTokens, estimated: units.estimated, outcome }, 'assistant call settled')
+    return metered.quotaAfter(inputTokens + outputTokens)
+  }
+
+  function checked (request: FastifyRequest, toolArguments: string[]) {
+    const { accepted, dropped } = assistant.checkSuggestions(toolArguments)
+    const droppedCount = Object.values(dropped).reduce((a, b) => a + b, 0)
+    if (droppedCount > 0) request.log.info({ accepted: accepted.length, dropped }, 'assistant suggestions dropped')
+    return accepted
+  }
+
+  /** The JSON reply: one provider call, suggestions checked, usage settled. */
+  async function replyJson (request: FastifyRequest, provider: ChatProvider, call: ChatCall, metered: MeteredCall): Promise<AssistantReplyValue> {
+    let result: Awaited<ReturnType<ChatProvider['complete']>>
+    try {
+      result = await provider.complete(call)
+    } catch (err) {
+      // A client that left has had its prompt sent: that is charged. Any other failure charged nothing.
+      if (call.signal.aborted) await settle(request, metered, provider, measured(call, null, ''), 'client-aborted')
+      else await metered.release()
+      throw err
+    }
+    const suggestions = checked(request, result.toolArguments)
+    const units = measured(call, result.usage, result.text + result.toolArguments.join(''))
+    const quota = await settle(request, metered, provider, units, 'completed')
+    return { id: request.id, reply: result.text, suggestions, finishReason: result.finishReason, usage: units.usage, quota }
+  }
+
+  /**
+   * The SSE reply. Headers wait for the provider's first event, so a failure before it is an ordinary error
+   * response (and may still be retried upstream); after it, a failure ends the stream with an `error` event.
+   */
+  async function replyStream (request: FastifyRequest, reply: FastifyReply, provider: ChatProvider, call: ChatCall, metered: MeteredCall) {
+    const events = provider.stream(call)[Symbol.asyncIterator]()
+    let first: IteratorResult<ChatEvent>
+    try {
+      first = await events.next()
+    } catch (err) {
+      if (call.signal.aborted) await settle(request, metered, provider, measured(call, null, ''), 'client-aborted')
+      else await metered.release()
+      throw err
+    }
+    const out = new PassThrough()
+    const write = (event: string, data: unknown) => { if (!out.writableEnded && !out.destroyed) out.write(sseFrame(event, data)) }
+
+    const pump = async () => {
+      let text = ''
+      const tools: string[] = []
+      try {
+        let end: Extract<ChatEvent, { type: 'end' }> | undefined
+        for (let next = first; next.done !== true; next = await events.next()) {
+          const event = next.value
+          if (event.type === 'delta') {
+            text += event.text
+            write('delta', { text: event.text })
+          } else if (event.type === 'tool') {
+            tools.push(event.arguments)
+          } else {
+            end = event
+          }
+        }
+        const finished = end as Extract<ChatEvent, { type: 'end' }>
+        for (const suggestion of checked(request, tools)) write('suggestion', suggestion)
+        const units = measured(call, finished.usage, text + tools.join(''))
+        const quota = await settle(request, metered, provider, units, 'completed')
+        write('done', { id: request.id, finishReason: finished.finishReason, usage: units.usage, quota })
+      } catch (err) {
+        const aborted = call.signal.aborted
+        await settle(request, metered, provider, measured(call, null, text + tools.join('')), aborted ? 'client-aborted' : 'provider-failed')
+        if (!aborted) {
+          const envelope = toEnvelope(err as Error)
+          if (envelope.status >= 500 && !(err instanceof AppError)) request.log.error({ err }, 'assistant stream failed')
+          request.errorCode = envelope.code
+          const body: ErrorResponseBody = { error: { code: envelope.code, message: envelope.message, requestId: request.id } }
+          write('error', body)
+        }
+      } finally {
+        out.end()
+      }
+    }
+
+    reply
+      .type(`${SSE_TYPE}; charset=utf-8`)
+      .header('cache-control', 'no-cache, no-transform')
+      .header('x-accel-buffering', 'no')
+    void pump()
+    return reply.send(out)
+  }
+
+  app.post('/messages', {
+    config: { auth: 'ai-token', feature: 'settings-assistant' },
+    schema: {
+      operationId: 'askSettingsAssistant',
+      summary: 'Ask the Settings Assistant',
+      description: 'Sends the question (with optional history and app context) to the assistant. With `Accept: text/event-stream` ' +
+        'the answer streams as server-sent events; otherwise one JSON reply. Suggestions are checked against the catalog: ' +
+        'the app receives only known settings with allowed values. Quota is counted in tokens (X-Quota-* headers); ' +
+        '`AI-Provider` names the provider (`sandbox` for test-mode tokens).',
+      tags: ['settings-assistant'],
+      security: [{ aiToken: [] }],
+      body: ref(AssistantRequest),
+      response: {
+        200: {
+          description: 'The reply: JSON, or an SSE stream when asked for with `Accept: text/event-stream`.',
+          content: {
+            'application/json': { schema: ref(AssistantReply) },
+            [SSE_TYPE]: { schema: Type.String({ description: ASSISTANT_STREAM_DESCRIPTION }) }
+          }
+        },
+        ...errorResponses('VALIDATION_ERROR', 'UNAUTHENTICATED', 'TOKEN_EXPIRED', 'NOT_ENTITLED', 'QUOTA_EXCEEDED', 'CONTENT_REJECTED',
+          'RATE_LIMITED', 'PROVIDER_ERROR', 'PROVIDER_UNAVAILABLE', 'PROVIDER_NOT_CONFIGURED', 'PROVIDER_TIMEOUT')
+      }
+    }
+  }, async (request, reply) => {
+    const principal = request.principal as Principal
+    const body = request.body as AssistantRequestValue
+    // Test-mode tokens only ever reach the sandbox; live ones only a real provider.
+    const provider: ChatProvider | null = principal.mode === 'test' ? app.sandboxChat : app.openaiChat
+    if (provider === null) {
+      throw new AppError('PROVIDER_NOT_CONFIGURED', 'The Settings Assistant is not set up on this server (no OpenAI key): use a test-mode key, or ask the operator.')
+    }
+    reply.header('ai-provider', provider.name)
+
+    const controller = new AbortController()
+    reply.raw.on('close', () => { if (!reply.raw.writableFinished) controller.abort() })
+    const call: ChatCall = {
+      messages: assistant.messages(body),
+      tool: assistant.tool,
+      user: app.hash.user(principal.userId),
+      maxOutputTokens: MAX_OUTPUT_TOKENS,
+      signal: controller.signal
+    }
+    if (app.config.MODERATION === 'openai' && app.openaiChat !== null && provider === app.openaiChat) {
+      const texts = [body.message, ...(body.history ?? []).filter((t) => t.role === 'user').map((t) => t.content)]
+      if (await app.openaiChat.flagged(texts, controller.signal)) {
+        request.log.info({ check: 'moderation' }, 'message refused by moderation')
+        throw new AppError('CONTENT_REJECTED', 'The message was refused by the content policy check: rephrase it.')
+      }
+    }
+    const metered = await app.meter(request, reply, estimatePromptTokens(call) + MAX_OUTPUT_TOKENS)
+    if (wantsStream(request.headers.accept)) return replyStream(request, reply, provider, call, metered)
+    return replyJson(request, provider, call, metered)
+  })
+}
+
+export default messages
