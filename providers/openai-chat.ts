@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
-import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError } from 'openai'
+import { APIConnectionError, APIConnectionTimeoutError, APIError, OpenAI } from 'openai'
 import type { ChatCompletionChunk, ChatCompletionCreateParams } from 'openai/resources/chat/completions'
 import { toFinishReason, type ChatCall, type ChatEvent, type ChatProvider, type ChatUsage, type FinishReason } from './chat.js'
 import { ProviderError } from './provider-error.js'
@@ -36,7 +36,6 @@ function attemptControl (signal: AbortSignal, deadline: AbortSignal, idleMs: num
   })
   stopped.catch(() => {})
   if (signal.aborted) onClient()
-  if (deadline.aborted) onDeadline()
   touch()
   return {
     signal: controller.signal,
@@ -59,13 +58,13 @@ function attemptControl (signal: AbortSignal, deadline: AbortSignal, idleMs: num
 
 /** An SDK error (or a stop of ours) as the contract's error, retryable where another attempt may help. */
 export function mapOpenAIError (err: unknown, stopped: StopReason | null, log: FastifyBaseLogger): ProviderError {
-  if (err instanceof ProviderError) return err
   if (stopped === 'client') return new ProviderError('PROVIDER_ERROR', 'The call was cancelled by the client.')
   if (stopped !== null || err instanceof APIConnectionTimeoutError) {
     return new ProviderError('PROVIDER_TIMEOUT', stopped === 'idle'
       ? 'The chat provider sent nothing within the time limit.'
       : 'The chat provider did not finish within the time limit.')
   }
+  if (err instanceof ProviderError) return err
   if (err instanceof APIConnectionError) {
     return new ProviderError('PROVIDER_UNAVAILABLE', 'The chat provider cannot be reached: retry later.', { retry: true })
   }
@@ -123,6 +122,19 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
     onRetry: (attemptNo, delayMs, err) => log.warn({ provider: 'openai', attempt: attemptNo, delayMs, code: (err as ProviderError).code }, 'provider call retried')
   })
 
+  /** One attempt of a call answered all at once (no idle timer: OpenAI sends nothing until the reply is whole). */
+  async function once<T> (signal: AbortSignal, deadline: AbortSignal, work: (attemptSignal: AbortSignal) => Promise<T>): Promise<T> {
+    const control = attemptControl(signal, deadline, null)
+    try {
+      const result = await control.race(work(control.signal))
+      control.end()
+      return result
+    } catch (err) {
+      control.end()
+      throw mapOpenAIError(err, control.reason(), log)
+    }
+  }
+
   const provider = {
     name: 'openai',
     model: opts.model,
@@ -167,26 +179,18 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
       } finally {
         control.end()
       }
-      // The SDK ends a stream quietly when it is aborted: a stop of ours still is an error.
-      const stopped = control.reason()
-      if (stopped !== null) throw mapOpenAIError(null, stopped, log)
-      if (finishReason === null) throw new ProviderError('PROVIDER_ERROR', 'The chat provider ended the stream before the reply was complete.')
+      if (finishReason === null) {
+        // The SDK ends a stream quietly when it is aborted: a stop of ours then explains the early end.
+        throw mapOpenAIError(new ProviderError('PROVIDER_ERROR', 'The chat provider ended the stream before the reply was complete.'), control.reason(), log)
+      }
       for (const args of tools) if (args !== undefined) yield { type: 'tool', arguments: args }
       yield { type: 'end', finishReason, usage }
     },
 
     async complete (call: ChatCall) {
       const deadline = AbortSignal.timeout(opts.timeoutMs)
-      const completion = await retrying(AbortSignal.any([call.signal, deadline]), async () => {
-        const control = attemptControl(call.signal, deadline, null)
-        try {
-          return await control.race(client.chat.completions.create({ ...body(call), stream: false }, { signal: control.signal }))
-        } catch (err) {
-          throw mapOpenAIError(err, control.reason(), log)
-        } finally {
-          control.end()
-        }
-      })
+      const completion = await retrying(AbortSignal.any([call.signal, deadline]), async () =>
+        once(call.signal, deadline, (signal) => client.chat.completions.create({ ...body(call), stream: false }, { signal })))
       const choice = completion.choices[0]
       if (choice === undefined) throw new ProviderError('PROVIDER_ERROR', 'The chat provider sent no answer.')
       return {
@@ -200,16 +204,8 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
     /** True when the moderation endpoint flags any of the texts. */
     async flagged (texts: string[], signal: AbortSignal): Promise<boolean> {
       const deadline = AbortSignal.timeout(opts.timeoutMs)
-      const result = await retrying(AbortSignal.any([signal, deadline]), async () => {
-        const control = attemptControl(signal, deadline, null)
-        try {
-          return await control.race(client.moderations.create({ model: MODERATION_MODEL, input: texts }, { signal: control.signal }))
-        } catch (err) {
-          throw mapOpenAIError(err, control.reason(), log)
-        } finally {
-          control.end()
-        }
-      })
+      const result = await retrying(AbortSignal.any([signal, deadline]), async () =>
+        once(signal, deadline, (attemptSignal) => client.moderations.create({ model: MODERATION_MODEL, input: texts }, { signal: attemptSignal })))
       return result.results.some((r) => r.flagged)
     }
   } satisfies ChatProvider & Record<string, unknown>

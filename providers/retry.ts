@@ -41,12 +41,12 @@ export async function withRetry<T> (
   opts: { policy?: RetryPolicy, signal?: AbortSignal, random?: () => number, onRetry?: (n: number, delayMs: number, err: unknown) => void } = {}
 ): Promise<T> {
   const policy = opts.policy ?? DEFAULT_RETRY_POLICY
-  for (let n = 1; ; n++) {
+  for (let n = 1; n < policy.attempts; n++) {
     try {
       return await attempt(n)
     } catch (err) {
       const verdict = classify(err)
-      if (!verdict.retry || n >= policy.attempts || opts.signal?.aborted === true) throw err
+      if (!verdict.retry || opts.signal?.aborted === true) throw err
       if (verdict.afterMs !== undefined && verdict.afterMs > policy.maxRetryAfterMs) throw err
       const delay = verdict.afterMs ?? backoffMs(policy, n, opts.random)
       opts.onRetry?.(n, delay, err)
@@ -57,4 +57,5 @@ export async function withRetry<T> (
       }
     }
   }
+  return attempt(policy.attempts)
 }

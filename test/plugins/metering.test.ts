@@ -99,3 +99,13 @@ t.test('concurrency on the embedded store: 200 calls against a quota of 50', asy
   t.equal(ledger.rows[0]?.n, 50)
   t.match(await metering.usage(key, quota), { used: 50, reserved: 0 })
 })
+
+t.test('costMicroUsd: model price, else provider price, else 0', async (t) => {
+  const { costMicroUsd } = await import('../../plugins/metering.js')
+  const prices = { 'openai/gpt-4o-mini': { perInputUnit: 0.15, perOutputUnit: 0.6 }, openai: { perInputUnit: 1 }, removebg: { perCall: 200000 } }
+  t.equal(costMicroUsd(prices, { provider: 'openai', model: 'gpt-4o-mini', unitsIn: 1000, unitsOut: 100 }), 210)
+  t.equal(costMicroUsd(prices, { provider: 'openai', model: 'other', unitsIn: 10, unitsOut: 100 }), 10, 'the provider price')
+  t.equal(costMicroUsd(prices, { provider: 'removebg', model: null }), 200000, 'per call; units default to 0')
+  t.equal(costMicroUsd(prices, { provider: 'sandbox' }), 0)
+  t.equal(costMicroUsd(undefined, { provider: 'openai', model: 'gpt-4o-mini', unitsIn: 5 }), 0, 'no price table')
+})

@@ -105,7 +105,7 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
         await settle(request, metered, provider, measured(call, null, text + tools.join('')), aborted ? 'client-aborted' : 'provider-failed')
         if (!aborted) {
           const envelope = toEnvelope(err as Error)
-          if (envelope.status >= 500 && !(err instanceof AppError)) request.log.error({ err }, 'assistant stream failed')
+          request.log.warn({ err }, 'assistant stream ended with an error event')
           request.errorCode = envelope.code
           const body: ErrorResponseBody = { error: { code: envelope.code, message: envelope.message, requestId: request.id } }
           write('error', body)
@@ -119,7 +119,8 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
       .type(`${SSE_TYPE}; charset=utf-8`)
       .header('cache-control', 'no-cache, no-transform')
       .header('x-accel-buffering', 'no')
-    void pump()
+    // pump() settles every outcome itself and never rejects.
+    pump()
     return reply.send(out)
   }
 

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { createParser } from 'eventsource-parser'
-import { delay, http, HttpResponse, passthrough } from 'msw'
+import { connect } from 'node:net'
+import { delay, http, HttpResponse } from 'msw'
 import t from 'tap'
 import { FEATURES } from '../../../../plugins/features.js'
 import { build, mint, newUserId, userWithKey } from '../../../helper.js'
@@ -198,28 +199,26 @@ t.test('a stream that closes early without a finish reason ends with an error ev
 
 t.test('a client that disconnects aborts the upstream request, and the call is settled', async (t) => {
   let upstream: AbortSignal | undefined
-  interceptNetwork(t,
-    http.all(/^http:\/\/127\.0\.0\.1:\d+\//, () => passthrough()),
-    http.post(OPENAI_URL, ({ request }) => {
-      upstream = request.signal
-      return sseResponse(streamChunks(['One. ', 'Two. ', 'Three.']), { stallAfter: 3 })
-    }))
+  interceptNetwork(t, http.post(OPENAI_URL, ({ request }) => {
+    upstream = request.signal
+    return sseResponse(streamChunks(['One. ', 'Two. ', 'Three.']), { stallAfter: 3 })
+  }))
   const { app } = await build(t, { env: LIVE_ENV })
   const { userId, token } = await tokenFor(app)
   await app.listen({ port: 0, host: '127.0.0.1' })
   const address = app.server.address() as { port: number }
-  const controller = new AbortController()
-  const res = await fetch(`http://127.0.0.1:${address.port}${URL_PATH}`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream', 'content-type': 'application/json' },
-    body: JSON.stringify({ message: 'Count to three.' }),
-    signal: controller.signal
-  })
-  t.equal(res.status, 200)
-  const reader = (res.body as ReadableStream<Uint8Array>).getReader()
+  // A plain socket: the client is a real one that hangs up, and msw does not stand between it and the server.
+  const socket = connect(address.port, '127.0.0.1')
+  const payload = JSON.stringify({ message: 'Count to three.' })
+  socket.write(`POST ${URL_PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${token}\r\naccept: text/event-stream\r\n` +
+    `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`)
   let text = ''
-  while ((text.match(/event: delta/g) ?? []).length < 2) text += new TextDecoder().decode((await reader.read()).value)
-  controller.abort()
+  for await (const data of socket) {
+    text += String(data)
+    if ((text.match(/event: delta/g) ?? []).length >= 2) break
+  }
+  t.match(text, /^HTTP\/1\.1 200/)
+  socket.destroy()
   let rows: Array<Record<string, unknown>> = []
   for (let i = 0; i < 200 && rows.length === 0; i++) {
     await delay(25)
@@ -230,6 +229,37 @@ t.test('a client that disconnects aborts the upstream request, and the call is s
   t.equal(rows[0]?.estimated, true)
   t.ok(Number(rows[0]?.units_out) > 0)
   t.same(await counters(app, userId), [{ used: Number(rows[0]?.units), reserved: 0 }])
+})
+
+t.test('a client that leaves before the first byte: upstream aborted, the prompt settled (estimated), JSON and SSE alike', async (t) => {
+  const upstream: AbortSignal[] = []
+  interceptNetwork(t, http.post(OPENAI_URL, async ({ request }) => {
+    upstream.push(request.signal)
+    await delay('infinite')
+    return HttpResponse.json(completion('never'))
+  }))
+  const { app } = await build(t, { env: LIVE_ENV })
+  const { userId, token } = await tokenFor(app)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as { port: number }
+  for (const accept of ['application/json', 'text/event-stream']) {
+    const before = upstream.length
+    const socket = connect(port, '127.0.0.1')
+    const payload = JSON.stringify({ message: 'Hello?' })
+    socket.write(`POST ${URL_PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${token}\r\naccept: ${accept}\r\n` +
+      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`)
+    for (let i = 0; i < 400 && upstream.length === before; i++) await delay(10)
+    socket.destroy()
+    let rows: Array<Record<string, unknown>> = []
+    for (let i = 0; i < 400 && rows.length <= before; i++) {
+      await delay(10)
+      rows = await ledger(app, userId)
+    }
+    t.equal(upstream[before]?.aborted, true, `${accept}: upstream aborted`)
+    t.match(rows[before], { estimated: true, units_out: '0' }, `${accept}: the prompt is charged, nothing more`)
+    t.ok(Number(rows[before]?.units_in) > 0)
+  }
+  t.same(await counters(app, userId), [{ used: (await ledger(app, userId)).reduce((sum, r) => sum + Number(r.units), 0), reserved: 0 }])
 })
 
 t.test('only the declared fields leave; canaries appear in no log line, audit row or ledger row', async (t) => {

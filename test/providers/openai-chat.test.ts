@@ -1,0 +1,141 @@
+import { http, HttpResponse } from 'msw'
+import pino from 'pino'
+import t from 'tap'
+import type { ChatCall } from '../../providers/chat.js'
+import { createOpenAIChat, mapOpenAIError } from '../../providers/openai-chat.js'
+import { ProviderError } from '../../providers/provider-error.js'
+import { LogCapture } from '../helper.js'
+import { interceptNetwork } from '../network.js'
+import { completion, OPENAI_URL, openaiError, sseResponse, streamChunks } from '../openai-fake.js'
+
+const fastRetry = { attempts: 3, baseDelayMs: 1, maxDelayMs: 2, maxRetryAfterMs: 50 }
+
+function chat (opts: { timeoutMs?: number, firstByteTimeoutMs?: number } = {}) {
+  const logs = new LogCapture()
+  const provider = createOpenAIChat({
+    apiKey: 'sk-unit',
+    baseURL: 'https://api.openai.com/v1',
+    model: 'gpt-4o-mini',
+    timeoutMs: opts.timeoutMs ?? 5000,
+    firstByteTimeoutMs: opts.firstByteTimeoutMs,
+    retry: fastRetry,
+    log: pino({ level: 'debug' }, logs)
+  })
+  return { provider, logs }
+}
+
+const call = (signal = new AbortController().signal): ChatCall => ({
+  messages: [{ role: 'user', content: 'hi' }],
+  tool: { name: 'suggest_settings', description: 'd', parameters: { type: 'object' } },
+  user: 'hash',
+  maxOutputTokens: 100,
+  signal
+})
+
+async function drain (iterable: AsyncIterable<unknown>) {
+  const out: unknown[] = []
+  for await (const e of iterable) out.push(e)
+  return out
+}
+
+t.test('refusals of the key or the model are logged for the operator and not retried', async (t) => {
+  let status = 401
+  const { seen } = interceptNetwork(t, http.post(OPENAI_URL, () => openaiError(status, 'Incorrect API key provided: sk-unit')))
+  const { provider, logs } = chat()
+  await t.rejects(provider.complete(call()), { code: 'PROVIDER_UNAVAILABLE' })
+  t.match(logs.entries, [{ level: 50, status: 401, msg: /OPENAI_API_KEY/ }])
+  status = 404
+  await t.rejects(provider.complete(call()), { code: 'PROVIDER_ERROR', message: /HTTP 404/ })
+  t.match(logs.find('OpenAI does not know the configured model (OPENAI_MODEL)'), [{ status: 404 }])
+  status = 400
+  await t.rejects(provider.complete(call()), { code: 'PROVIDER_ERROR', message: /HTTP 400/ })
+  t.equal(seen.length, 3, 'one call each')
+  t.notOk(logs.text.includes('Incorrect API key'), 'the provider\'s message is not logged')
+})
+
+t.test('connection errors, 408 and 429 without Retry-After are retried with backoff', async (t) => {
+  let mode = 'network'
+  const { seen } = interceptNetwork(t, http.post(OPENAI_URL, () => {
+    if (mode === 'network') return HttpResponse.error()
+    if (mode === '408') return openaiError(408, 'timeout')
+    return openaiError(429, 'slow down')
+  }))
+  const { provider } = chat()
+  await t.rejects(provider.complete(call()), { code: 'PROVIDER_UNAVAILABLE', message: /cannot be reached/ })
+  t.equal(seen.length, 3)
+  mode = '408'
+  await t.rejects(provider.complete(call()), { code: 'PROVIDER_ERROR' })
+  t.equal(seen.length, 6)
+  mode = '429'
+  const err = await provider.complete(call()).catch((e: unknown) => e)
+  t.match(err, { code: 'PROVIDER_UNAVAILABLE', headers: {} })
+  t.equal(seen.length, 9)
+})
+
+t.test('a Retry-After longer than the policy allows fails at once, passing the delay on', async (t) => {
+  const { seen } = interceptNetwork(t, http.post(OPENAI_URL, () => openaiError(429, 'slow down', { 'retry-after': '30' })))
+  const { provider } = chat()
+  const err = await provider.complete(call()).catch((e: unknown) => e)
+  t.match(err, { code: 'PROVIDER_UNAVAILABLE', headers: { 'retry-after': '30' } })
+  t.equal(seen.length, 1)
+})
+
+t.test('unreadable or empty answers are PROVIDER_ERROR; missing usage is null', async (t) => {
+  let mode = 'garbage'
+  interceptNetwork(t, http.post(OPENAI_URL, () => {
+    if (mode === 'garbage') return new HttpResponse('<html>oops</html>', { headers: { 'content-type': 'application/json' } })
+    if (mode === 'empty') return HttpResponse.json({ ...completion('x'), choices: [] })
+    if (mode === 'tool-only') {
+      const body = completion('', [{ settingId: 'display.theme', value: 'dark', reason: 'r' }])
+      return HttpResponse.json({ ...body, choices: [{ ...body.choices[0], message: { ...body.choices[0]?.message, content: null } }] })
+    }
+    const body = completion('Hello')
+    const { usage: _usage, ...rest } = body
+    const custom = { ...rest.choices[0], message: { ...rest.choices[0]?.message, tool_calls: [{ id: 'c', type: 'custom', custom: { name: 'x', input: 'y' } }] } }
+    return HttpResponse.json({ ...rest, choices: [custom] })
+  }))
+  const { provider } = chat()
+  await t.rejects(provider.complete(call()), { code: 'PROVIDER_ERROR', message: /cannot be read/ })
+  mode = 'empty'
+  await t.rejects(provider.complete(call()), { code: 'PROVIDER_ERROR', message: /no answer/ })
+  mode = 'tool-only'
+  t.match(await provider.complete(call()), { text: '', toolArguments: [/display\.theme/] })
+  mode = 'no-usage'
+  t.match(await provider.complete(call()), { text: 'Hello', toolArguments: [], usage: null })
+})
+
+t.test('streams: the whole-call deadline, and a stop by the caller', async (t) => {
+  interceptNetwork(t, http.post(OPENAI_URL, () => sseResponse(streamChunks(['a', 'b', 'c']), { stallAfter: 2 })))
+  const { provider } = chat({ timeoutMs: 400, firstByteTimeoutMs: 10_000 })
+  await t.rejects(drain(provider.stream(call())), { code: 'PROVIDER_TIMEOUT', message: /did not finish/ })
+
+  const controller = new AbortController()
+  controller.abort()
+  await t.rejects(drain(provider.stream(call(controller.signal))), { code: 'PROVIDER_ERROR', message: /cancelled/ })
+})
+
+t.test('mapOpenAIError keeps a ProviderError as it is', async (t) => {
+  const err = new ProviderError('PROVIDER_TIMEOUT', 'x')
+  t.equal(mapOpenAIError(err, null, pino({ level: 'silent' })), err)
+})
+
+t.test('moderation failures are provider errors (the message is then not sent on)', async (t) => {
+  interceptNetwork(t, http.post('https://api.openai.com/v1/moderations', () => openaiError(500, 'down')))
+  const { provider } = chat()
+  await t.rejects(provider.flagged(['text'], new AbortController().signal), { code: 'PROVIDER_ERROR' })
+})
+
+t.test('streams: nothing within the first-byte limit is PROVIDER_TIMEOUT; tool-call pieces without arguments are fine', async (t) => {
+  let mode = 'silent'
+  interceptNetwork(t, http.post(OPENAI_URL, () => {
+    if (mode === 'silent') return sseResponse(streamChunks(['x']), { stallAfter: 0 })
+    const chunks = streamChunks(['Hi'], [{ settingId: 'display.theme', value: 'dark', reason: 'r' }]) as Array<Record<string, unknown>>
+    const bare = { ...chunks[1], choices: [{ index: 0, delta: { tool_calls: [{ index: 0, type: 'function' }] }, finish_reason: null }] }
+    return sseResponse([...chunks.slice(0, -2), bare, ...chunks.slice(-2)])
+  }))
+  const { provider } = chat({ timeoutMs: 5000, firstByteTimeoutMs: 150 })
+  await t.rejects(drain(provider.stream(call())), { code: 'PROVIDER_TIMEOUT', message: /sent nothing/ })
+  mode = 'bare'
+  const events = await drain(provider.stream(call())) as Array<{ type: string, arguments?: string }>
+  t.match(JSON.parse(events.find((e) => e.type === 'tool')?.arguments ?? ''), { suggestions: [{ settingId: 'display.theme' }] })
+})

@@ -1,0 +1,54 @@
+import t from 'tap'
+import { estimatePromptTokens, estimateTokens, toFinishReason, type ChatCall, type ChatEvent } from '../../providers/chat.js'
+import { createSandboxChat } from '../../providers/sandbox-chat.js'
+import { loadCatalog } from '../../plugins/settings-assistant.js'
+
+const catalog = loadCatalog()
+const sandbox = createSandboxChat(catalog)
+const call = (content: string | null, signal = new AbortController().signal): ChatCall => ({
+  messages: content === null ? [{ role: 'system', content: 'sys' }] : [{ role: 'system', content: 'sys' }, { role: 'user', content }],
+  tool: { name: 'suggest_settings', description: 'd', parameters: {} },
+  user: 'u',
+  maxOutputTokens: 100,
+  signal
+})
+
+t.test('the sandbox answers from the catalog, the same way every time', async (t) => {
+  const a = await sandbox.complete(call('How do I make my exports sharper?'))
+  const b = await sandbox.complete(call('How do I make my exports sharper?'))
+  t.same(a, b)
+  const suggestions = JSON.parse(a.toolArguments[0] as string).suggestions
+  t.equal(suggestions[0].settingId, 'export.sharpening', 'the best match first')
+  t.ok(suggestions.length <= 3)
+  t.match(a.text, /^Test mode \(sandbox/)
+  t.same(a.usage, { inputTokens: estimatePromptTokens(call('How do I make my exports sharper?')), outputTokens: estimateTokens(a.text + a.toolArguments[0]) })
+})
+
+t.test('no match, no words, no question: an answer without suggestions', async (t) => {
+  for (const content of ['???', 'zzzz qqqq', null]) {
+    const r = await sandbox.complete(call(content))
+    t.match(r.text, /no setting in the catalog matches/)
+    t.same(r.toolArguments, [])
+  }
+})
+
+t.test('the sandbox stream: deltas that add up to the text, tool arguments, end; a cancelled call stops', async (t) => {
+  const events: ChatEvent[] = []
+  for await (const e of sandbox.stream(call('autosave interval'))) events.push(e)
+  const whole = await sandbox.complete(call('autosave interval'))
+  t.equal(events.filter((e) => e.type === 'delta').map((e) => (e as { text: string }).text).join(''), whole.text)
+  t.match(events.slice(-2), [{ type: 'tool' }, { type: 'end', finishReason: 'stop' }])
+
+  const controller = new AbortController()
+  const iterator = sandbox.stream(call('autosave interval', controller.signal))[Symbol.asyncIterator]()
+  await iterator.next()
+  controller.abort()
+  await t.rejects(iterator.next(), { code: 'PROVIDER_ERROR' })
+  await t.rejects(sandbox.complete(call('autosave', controller.signal)), { code: 'PROVIDER_ERROR' })
+})
+
+t.test('finish reasons in the contract\'s words; estimates never read zero for text', async (t) => {
+  t.same(['stop', 'tool_calls', 'length', 'content_filter', null].map((r) => toFinishReason(r)), ['stop', 'stop', 'length', 'content_filter', 'stop'])
+  t.equal(estimateTokens('a'), 1)
+  t.equal(estimateTokens(''), 0)
+})
