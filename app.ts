@@ -6,6 +6,9 @@ import type { Logger } from 'pino'
 import configPlugin, { type Config } from './plugins/config.js'
 import errors, { frameworkErrors, genReqId } from './plugins/errors.js'
 import cors from './plugins/external/cors.js'
+import multipart from './plugins/external/multipart.js'
+import images from './plugins/images.js'
+import backgroundRemoval from './providers/background-removal.js'
 import openapi from './plugins/external/openapi.js'
 import health from './plugins/health.js'
 import privacy from './plugins/privacy.js'
@@ -82,6 +85,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   // Hooks above are in place before any encapsulated third-party plugin (swagger-ui) registers routes.
   await server.register(openapi)
   await server.register(cors)
+  await server.register(multipart)
   await server.register(aiTokens)
   await server.register(store, { store: opts.store })
   // Rate limits before auth: the per-address limit of POST /v1/ai/tokens must count failed attempts too.
@@ -93,6 +97,8 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await server.register(settingsAssistant)
   await server.register(openaiChat)
   await server.register(sandboxChat)
+  await server.register(images)
+  await server.register(backgroundRemoval)
 
   await server.register(healthRoutes, { prefix: '/health' })
   await server.register(aiRoutes, { prefix: '/v1/ai' })

@@ -1,22 +1,11 @@
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { once } from 'node:events'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { TEST_SECRETS } from './helper.js'
-
-/**
- * The real entry point, run from source with the TypeScript loader this test runs under, so the child's
- * coverage maps onto the same sources (`npm start` runs the same file compiled).
- */
-const SERVER = [...process.execArgv, 'server.ts']
-const root = new URL('..', import.meta.url)
-
-function baseEnv (extra: Record<string, string>): NodeJS.ProcessEnv {
-  const { PATH, HOME } = process.env
-  return { PATH, HOME, DATA_DIR: mkdtempSync(join(tmpdir(), 'portal-ai-api-server-')), ...extra }
-}
+import { baseEnv, root, SERVER, start } from './server-process.js'
 
 t.test('PORT=abc stops startup with exit code 1 and names PORT', async (t) => {
   const run = spawnSync(process.execPath, SERVER, { cwd: root, env: baseEnv({ PORT: 'abc' }), encoding: 'utf8' })
@@ -42,31 +31,6 @@ t.test('an unreadable TLS file stops startup naming the variable', async (t) => 
   t.equal(run.status, 1)
   t.match(run.stderr, /TLS_CERT_FILE cannot be read \(ENOENT\)/)
 })
-
-/** Starts the server on a free port and resolves with its address once it listens. */
-async function start (t: Test, env: Record<string, string>) {
-  const child = spawn(process.execPath, SERVER, { cwd: root, env: baseEnv({ PORT: '0', ...env }), stdio: ['ignore', 'pipe', 'pipe'] })
-  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
-  const lines: Array<Record<string, unknown>> = []
-  let stderr = ''
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
-  const address = await new Promise<string>((resolve, reject) => {
-    let buffer = ''
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      buffer += chunk
-      let newline: number
-      while ((newline = buffer.indexOf('\n')) >= 0) {
-        const line = JSON.parse(buffer.slice(0, newline)) as Record<string, unknown>
-        buffer = buffer.slice(newline + 1)
-        lines.push(line)
-        const match = /^Server listening at (\S+)$/.exec(String(line.msg))
-        if (match?.[1] !== undefined) resolve(match[1])
-      }
-    })
-    child.once('exit', (code) => reject(new Error(`server exited (${String(code)}) before listening: ${stderr}`)))
-  })
-  return { child, lines, address }
-}
 
 t.test('a bad plans file or an unreachable database stops startup with a clear message', async (t) => {
   const plans = join(mkdtempSync(join(tmpdir(), 'plans-')), 'plans.json')

@@ -19,6 +19,7 @@ export const swaggerOptions: FastifyDynamicSwaggerOptions = {
       { name: 'health', description: 'Liveness and readiness; no authentication.' },
       { name: 'features', description: 'What each AI feature sends to which provider (the disclosure manifest).' },
       { name: 'settings-assistant', description: 'Stage 1: the Settings Assistant chat, JSON or streamed (SSE), with setting suggestions checked against the catalog.' },
+      { name: 'background-removal', description: 'Stage 2: background removal of one image (remove.bg or a self-hosted rembg, with fallback).' },
       { name: 'tokens', description: 'AI tokens: exchange a portal credential or an API key for a short-lived AI token.' },
       { name: 'admin', description: 'Licenses, API keys and audit, behind ADMIN_TOKEN. The CLI is a client of these routes.' }
     ],

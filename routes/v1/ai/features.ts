@@ -8,8 +8,8 @@ import { FeatureManifest } from '../../../schemas/features.js'
 const features: FastifyPluginAsyncTypebox = async (app) => {
   const configured: Record<ProviderId, boolean> = {
     openai: app.openaiChat !== null,
-    removebg: app.config.REMOVEBG_API_KEY !== undefined,
-    rembg: app.config.REMBG_URL !== undefined,
+    removebg: app.backgroundRemoval.live.some((p) => p.name === 'removebg'),
+    rembg: app.backgroundRemoval.live.some((p) => p.name === 'rembg'),
     sandbox: true
   }
   // Built once: the registry and the configuration do not change while the process runs.

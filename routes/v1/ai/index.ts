@@ -1,4 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify'
+import backgroundRemoval from './background-removal.js'
 import entitlements from './entitlements.js'
 import features from './features.js'
 import settingsAssistant from './settings-assistant/index.js'
@@ -12,6 +13,7 @@ const ai: FastifyPluginAsync = async (app) => {
   await app.register(usage)
   await app.register(features)
   await app.register(settingsAssistant, { prefix: '/settings-assistant' })
+  await app.register(backgroundRemoval)
 }
 
 export default ai

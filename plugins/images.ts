@@ -1,0 +1,113 @@
+import fp from 'fastify-plugin'
+import sharp, { type Metadata } from 'sharp'
+import { AppError } from './errors.js'
+
+/** Intake limits (SPEC §5). */
+export const MAX_IMAGE_BYTES = 12 * 1024 * 1024
+export const MAX_IMAGE_PIXELS = 25_000_000
+/** Images decoded at once: each can hold ~100 MB of pixels, so the rest wait their turn with only their upload in memory. */
+export const IMAGE_CONCURRENCY = 2
+
+export type ImageType = 'png' | 'jpeg' | 'webp'
+export const IMAGE_MIME: Record<ImageType | 'webp', string> = { png: 'image/png', jpeg: 'image/jpeg', webp: 'image/webp' }
+
+/** The type by magic bytes; the declared content type and file name are not trusted. */
+export function sniffType (bytes: Uint8Array): ImageType | null {
+  const starts = (...sig: number[]) => sig.every((b, i) => bytes[i] === b)
+  if (starts(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a)) return 'png'
+  if (starts(0xff, 0xd8, 0xff)) return 'jpeg'
+  if (starts(0x52, 0x49, 0x46, 0x46) && bytes[8] === 0x57 && bytes[9] === 0x45 && bytes[10] === 0x42 && bytes[11] === 0x50) return 'webp'
+  return null
+}
+
+/** A prepared image: oriented, metadata stripped, in its own format; what a provider receives. */
+export interface PreparedImage { bytes: Buffer, type: ImageType, width: number, height: number }
+
+/** A small counting semaphore: bounds how many images are decoded at once. */
+export function createGate (slots: number) {
+  let free = slots
+  const waiting: Array<() => void> = []
+  return async function run<T> (work: () => Promise<T>): Promise<T> {
+    if (free > 0) free--
+    else await new Promise<void>((resolve) => waiting.push(resolve))
+    try {
+      return await work()
+    } finally {
+      const next = waiting.shift()
+      if (next === undefined) free++
+      else next()
+    }
+  }
+}
+
+const invalid = () => new AppError('INVALID_IMAGE', 'The image cannot be decoded: it may be truncated or corrupt. Pick another image.')
+
+/**
+ * Checks an upload and makes what may leave the server: type by magic bytes, dimensions from the header
+ * (before any pixel is decoded, so a decompression bomb costs nothing), then decoded with EXIF orientation
+ * applied and re-encoded without EXIF, XMP, GPS or ICC metadata.
+ */
+export async function prepareImage (bytes: Buffer): Promise<PreparedImage> {
+  const type = sniffType(bytes)
+  if (type === null) throw new AppError('UNSUPPORTED_MEDIA_TYPE', 'The file is not a PNG, JPEG or WebP image.')
+  let meta: Metadata
+  try {
+    meta = await sharp(bytes, { limitInputPixels: false }).metadata()
+  } catch {
+    throw invalid()
+  }
+  const width = Number(meta.width)
+  const height = Number(meta.height)
+  if (width * height > MAX_IMAGE_PIXELS) {
+    throw new AppError('IMAGE_TOO_LARGE', `The image has more than ${MAX_IMAGE_PIXELS / 1_000_000} megapixels: scale it down first.`,
+      { width, height, maxPixels: MAX_IMAGE_PIXELS })
+  }
+  try {
+    // sharp writes no metadata unless asked to (withMetadata), so EXIF, XMP and GPS stay behind.
+    const pipeline = sharp(bytes, { limitInputPixels: MAX_IMAGE_PIXELS, failOn: 'truncated' }).rotate()
+    const encoded = type === 'png'
+      ? pipeline.png()
+      : type === 'jpeg' ? pipeline.jpeg({ quality: 95, chromaSubsampling: '4:4:4' }) : pipeline.webp({ quality: 95 })
+    const { data, info } = await encoded.toBuffer({ resolveWithObject: true })
+    return { bytes: data, type, width: info.width, height: info.height }
+  } catch {
+    throw invalid()
+  }
+}
+
+export type Output = 'cutout' | 'mask'
+export type Format = 'png' | 'webp'
+
+/**
+ * A provider's result as the client gets it: the input's (oriented) dimensions, a single-channel mask when
+ * asked for one, PNG or lossless WebP. PROVIDER_ERROR when the provider sent something that is not an image.
+ */
+export async function finishImage (result: Buffer, target: { width: number, height: number, output: Output, format: Format }): Promise<Buffer> {
+  try {
+    const meta = await sharp(result, { limitInputPixels: MAX_IMAGE_PIXELS }).metadata()
+    let pipeline = sharp(result, { limitInputPixels: MAX_IMAGE_PIXELS })
+    if (meta.width !== target.width || meta.height !== target.height) pipeline = pipeline.resize(target.width, target.height, { fit: 'fill' })
+    if (target.output === 'mask') {
+      pipeline = pipeline.extractChannel(meta.hasAlpha === true ? 'alpha' : 0).toColourspace('b-w')
+    } else {
+      pipeline = pipeline.ensureAlpha()
+    }
+    return await (target.format === 'webp' ? pipeline.webp({ lossless: true }) : pipeline.png()).toBuffer()
+  } catch {
+    throw new AppError('PROVIDER_ERROR', 'The background-removal provider sent a result that is not a readable image.')
+  }
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Runs image work with at most IMAGE_CONCURRENCY images decoded at once. */
+    imageGate: ReturnType<typeof createGate>
+  }
+}
+
+/** Image intake: bounded decoding concurrency; libvips keeps no cache of decoded images between calls. */
+export default fp(async function images (app) {
+  sharp.cache(false)
+  sharp.concurrency(1)
+  app.decorate('imageGate', createGate(IMAGE_CONCURRENCY))
+}, { name: 'images', fastify: '5.x' })

@@ -1,0 +1,137 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyBaseLogger } from 'fastify'
+import type { Multipart } from '@fastify/multipart'
+import Type from 'typebox'
+import { AppError } from '../../../plugins/errors.js'
+import { finishImage, IMAGE_MIME, MAX_IMAGE_BYTES, prepareImage, type Format, type Output, type PreparedImage } from '../../../plugins/images.js'
+import type { BackgroundRemover } from '../../../providers/background-removal.js'
+import type { ProviderError } from '../../../providers/provider-error.js'
+import { errorResponses } from '../../../schemas/errors.js'
+import type { Principal } from '../../../schemas/principal.js'
+
+const FIELDS = { output: ['cutout', 'mask'], format: ['png', 'webp'] } as const
+/** Multipart limits, enforced while the upload streams in: one file, the two small fields, nothing else. */
+const MULTIPART_LIMITS = { fileSize: MAX_IMAGE_BYTES, files: 1, fields: 2, parts: 3, fieldSize: 16, headerPairs: 20 }
+/** A failure of one provider that the next one in BG_REMOVAL_PROVIDERS may not have. */
+const FALLBACK_CODES = new Set(['PROVIDER_UNAVAILABLE', 'PROVIDER_ERROR', 'PROVIDER_TIMEOUT'])
+
+const invalidField = (path: string, message: string) =>
+  new AppError('VALIDATION_ERROR', 'The request body is invalid: see details.fields.', { fields: [{ location: 'body', path, message }] })
+
+/** Reads the multipart body: the `image` file (buffered up to the limit) and the optional fields. */
+async function readUpload (parts: AsyncIterableIterator<Multipart>) {
+  let image: Buffer | undefined
+  const options: { output: Output, format: Format } = { output: 'cutout', format: 'png' }
+  for await (const part of parts) {
+    if (part.type === 'file') {
+      if (part.fieldname !== 'image') throw invalidField(`/${part.fieldname}`, 'the only file field is image')
+      image = await part.toBuffer()
+    } else {
+      const allowed = (FIELDS as Record<string, readonly string[]>)[part.fieldname]
+      if (allowed === undefined) throw invalidField(`/${part.fieldname}`, 'is not a field of this request (image, output, format)')
+      if (!allowed.includes(String(part.value))) throw invalidField(`/${part.fieldname}`, `must be one of ${allowed.join(', ')}`)
+      Object.assign(options, { [part.fieldname]: part.value })
+    }
+  }
+  if (image === undefined) throw invalidField('/image', 'is required: the image file')
+  return { image, ...options }
+}
+
+/**
+ * Tries the providers in order; a provider that is unavailable, failing or too slow hands over to the next.
+ * Content a provider refused, and a client that left, end the attempt.
+ */
+async function removeWithFallback (providers: BackgroundRemover[], image: PreparedImage, output: Output, signal: AbortSignal, log: FastifyBaseLogger) {
+  const attempt = async (provider: BackgroundRemover) => {
+    try {
+      return { result: await provider.remove(image, { output, signal }), used: provider }
+    } catch (err) {
+      log.warn({ provider: provider.name, code: (err as ProviderError).code }, 'background-removal provider failed')
+      throw err
+    }
+  }
+  for (const provider of providers.slice(0, -1)) {
+    try {
+      return await attempt(provider)
+    } catch (err) {
+      if (!FALLBACK_CODES.has((err as ProviderError).code) || signal.aborted) throw err
+    }
+  }
+  return attempt(providers[providers.length - 1] as BackgroundRemover)
+}
+
+const backgroundRemoval: FastifyPluginAsyncTypebox = async (app) => {
+  app.post('/background-removal', {
+    config: { auth: 'ai-token', feature: 'background-removal' },
+    // The body is read part by part with its own limits; the schema below documents it.
+    validatorCompiler: () => () => true,
+    schema: {
+      operationId: 'removeBackground',
+      summary: 'Remove the background of one image',
+      description: 'Multipart upload of one image (PNG, JPEG or WebP by its bytes; at most 12 MB and 25 megapixels). ' +
+        'Orientation is applied and EXIF, XMP and GPS metadata are stripped before the image leaves the server. ' +
+        'Returns the image bytes: a cut-out with transparency, or a single-channel mask, as PNG or lossless WebP, ' +
+        'with the input\'s (oriented) dimensions. `AI-Provider` names the provider (`sandbox` for test-mode tokens); ' +
+        'one image of quota is used per success, none on failure.',
+      tags: ['background-removal'],
+      security: [{ aiToken: [] }],
+      consumes: ['multipart/form-data'],
+      body: Type.Object({
+        image: Type.String({ format: 'binary', description: 'The image: PNG, JPEG or WebP, ≤ 12 MB, ≤ 25 megapixels.' }),
+        output: Type.Optional(Type.Union([Type.Literal('cutout'), Type.Literal('mask')], { default: 'cutout', description: 'A cut-out, or the mask only.' })),
+        format: Type.Optional(Type.Union([Type.Literal('png'), Type.Literal('webp')], { default: 'png', description: 'Format of the result.' }))
+      }, { required: ['image'] }),
+      response: {
+        200: {
+          description: 'The result image. Headers: AI-Provider, X-Quota-Limit, X-Quota-Remaining, X-Quota-Reset.',
+          content: {
+            'image/png': { schema: Type.String({ format: 'binary' }) },
+            'image/webp': { schema: Type.String({ format: 'binary' }) }
+          }
+        },
+        ...errorResponses('VALIDATION_ERROR', 'UNAUTHENTICATED', 'TOKEN_EXPIRED', 'NOT_ENTITLED', 'QUOTA_EXCEEDED', 'PAYLOAD_TOO_LARGE',
+          'UNSUPPORTED_MEDIA_TYPE', 'INVALID_IMAGE', 'IMAGE_TOO_LARGE', 'CONTENT_REJECTED', 'RATE_LIMITED', 'PROVIDER_ERROR',
+          'PROVIDER_UNAVAILABLE', 'PROVIDER_NOT_CONFIGURED', 'PROVIDER_TIMEOUT')
+      }
+    }
+  }, async (request, reply) => {
+    const principal = request.principal as Principal
+    // Test-mode tokens only ever reach the sandbox; live ones only real providers.
+    const providers = principal.mode === 'test' ? [app.backgroundRemoval.sandbox] : app.backgroundRemoval.live
+    if (!request.isMultipart()) throw new AppError('UNSUPPORTED_MEDIA_TYPE', 'Send the image as multipart/form-data with the file in the field `image`.')
+    if (providers.length === 0) {
+      throw new AppError('PROVIDER_NOT_CONFIGURED', 'Background removal is not set up on this server (no REMOVEBG_API_KEY or REMBG_URL): use a test-mode key, or ask the operator.')
+    }
+    // Reading waits for a slot too: an upload not yet read stays in the socket's buffers, not in memory.
+    const { upload, image } = await app.imageGate(async () => {
+      const read = await readUpload(request.parts({ limits: MULTIPART_LIMITS }))
+      return { upload: read, image: await prepareImage(read.image) }
+    })
+    request.log.info({ bytes: upload.image.length, type: image.type, width: image.width, height: image.height, fingerprint: app.hash.content(upload.image) }, 'image accepted')
+
+    const metered = await app.meter(request, reply, 1)
+    const controller = new AbortController()
+    reply.raw.on('close', () => { if (!reply.raw.writableFinished) controller.abort() })
+    let removed: { result: Buffer, used: BackgroundRemover }
+    try {
+      removed = await removeWithFallback(providers, image, upload.output, controller.signal, request.log)
+    } catch (err) {
+      await metered.release()
+      throw err
+    }
+    const { result, used } = removed
+    let finished: Buffer
+    try {
+      finished = await app.imageGate(() => finishImage(result, { width: image.width, height: image.height, output: upload.output, format: upload.format }))
+    } catch (err) {
+      await metered.release()
+      throw err
+    }
+    await metered.settle({ provider: used.name, units: 1, unitsIn: 1, unitsOut: 1 })
+    reply.header('ai-provider', used.name).type(IMAGE_MIME[upload.format])
+    // The contract documents the binary body as a string (format: binary); the payload is the bytes.
+    return reply.send(finished as unknown as string)
+  })
+}
+
+export default backgroundRemoval

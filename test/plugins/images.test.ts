@@ -1,0 +1,51 @@
+import sharp from 'sharp'
+import t from 'tap'
+import { createGate, finishImage, prepareImage, sniffType } from '../../plugins/images.js'
+
+t.test('sniffType reads magic bytes only', async (t) => {
+  const png = await sharp({ create: { width: 2, height: 2, channels: 3, background: 'red' } }).png().toBuffer()
+  const jpeg = await sharp(png).jpeg().toBuffer()
+  const webp = await sharp(png).webp().toBuffer()
+  t.same([sniffType(png), sniffType(jpeg), sniffType(webp)], ['png', 'jpeg', 'webp'])
+  t.equal(sniffType(Buffer.from('RIFF0000WAVEfmt ')), null, 'RIFF that is not WebP')
+  t.equal(sniffType(Buffer.from('GIF89a')), null)
+  t.equal(sniffType(Buffer.alloc(0)), null)
+})
+
+t.test('a PNG signature over garbage is INVALID_IMAGE', async (t) => {
+  const fake = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.from('not a chunk at all')])
+  await t.rejects(prepareImage(fake), { code: 'INVALID_IMAGE' })
+})
+
+t.test('WebP input stays WebP, metadata-free', async (t) => {
+  const webp = await sharp({ create: { width: 8, height: 4, channels: 3, background: 'blue' } }).webp().withMetadata({ exif: { IFD0: { Copyright: 'CANARY' } } }).toBuffer()
+  const prepared = await prepareImage(webp)
+  t.same([prepared.type, prepared.width, prepared.height], ['webp', 8, 4])
+  t.equal((await sharp(prepared.bytes).metadata()).exif, undefined)
+})
+
+t.test('finishImage: resizes to the input, masks have one channel, non-images are PROVIDER_ERROR', async (t) => {
+  const small = await sharp({ create: { width: 10, height: 5, channels: 4, background: { r: 1, g: 2, b: 3, alpha: 0.5 } } }).png().toBuffer()
+  const cut = await sharp(await finishImage(small, { width: 20, height: 10, output: 'cutout', format: 'png' })).metadata()
+  t.same([cut.width, cut.height, cut.hasAlpha], [20, 10, true])
+  const grey = await sharp({ create: { width: 20, height: 10, channels: 3, background: 'white' } }).png().toBuffer()
+  const mask = await sharp(await finishImage(grey, { width: 20, height: 10, output: 'mask', format: 'png' })).metadata()
+  t.equal(mask.channels, 1)
+  await t.rejects(finishImage(Buffer.from('<html>error</html>'), { width: 1, height: 1, output: 'cutout', format: 'png' }), { code: 'PROVIDER_ERROR' })
+})
+
+t.test('the gate lets N jobs run at once and queues the rest, also after a failure', async (t) => {
+  const gate = createGate(1)
+  const order: string[] = []
+  let release: () => void = () => {}
+  const first = gate(async () => { order.push('first start'); await new Promise<void>((resolve) => { release = resolve }); order.push('first end') })
+  const second = gate(async () => { order.push('second'); throw new Error('boom') })
+  const third = gate(async () => { order.push('third'); return 3 })
+  await new Promise((resolve) => setImmediate(resolve))
+  t.same(order, ['first start'])
+  release()
+  await first
+  await t.rejects(second, { message: 'boom' })
+  t.equal(await third, 3)
+  t.same(order, ['first start', 'first end', 'second', 'third'])
+})
