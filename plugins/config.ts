@@ -112,6 +112,16 @@ export class ConfigError extends Error {
 const properties = ConfigSchema.properties as unknown as Record<string, TSchema & Record<string, unknown>>
 export const CONFIG_VARIABLES = Object.keys(properties)
 
+/** A JSON file named by a variable (PLANS_FILE, SETTINGS_CATALOG_FILE), or the bundled default when it is unset. */
+export function readJsonFile (variable: string, file: string | undefined, fallback: unknown): unknown {
+  if (file === undefined) return fallback
+  try {
+    return JSON.parse(readFileSync(file, 'utf8'))
+  } catch (err) {
+    throw new ConfigError([`${variable} cannot be read as JSON (${(err as NodeJS.ErrnoException).code ?? 'invalid JSON'}): ${file}`])
+  }
+}
+
 /** What a variable accepts, in words, from its schema (values are never echoed: some are secrets). */
 export function expectation (schema: Record<string, unknown>): string {
   if (Array.isArray(schema.anyOf)) {

@@ -1,10 +1,9 @@
-import { readFileSync } from 'node:fs'
 import fp from 'fastify-plugin'
 import Value from 'typebox/value'
 import defaultPlans from '../defaults/plans.json' with { type: 'json' }
 import { PLAN_ID_PATTERN, PlansFile, type FeaturePlanValue, type PlansFileValue } from '../schemas/plans.js'
 import type { Principal } from '../schemas/principal.js'
-import { ConfigError } from './config.js'
+import { ConfigError, readJsonFile } from './config.js'
 import { AppError } from './errors.js'
 import { FEATURES, isFeatureId, type FeatureId } from './features.js'
 import type { Queryable } from './store/index.js'
@@ -14,15 +13,7 @@ export interface License { userId: string, plan: string, status: LicenseStatus, 
 
 /** Reads and checks a plans file (or the bundled one); every problem is listed at once, as for the environment. */
 export function loadPlans (file?: string): PlansFileValue {
-  let raw: unknown = defaultPlans
-  if (file !== undefined) {
-    try {
-      raw = JSON.parse(readFileSync(file, 'utf8'))
-    } catch (err) {
-      const reason = (err as NodeJS.ErrnoException).code ?? 'invalid JSON'
-      throw new ConfigError([`PLANS_FILE cannot be read as JSON (${reason}): ${file}`])
-    }
-  }
+  const raw = readJsonFile('PLANS_FILE', file, defaultPlans)
   const problems = Value.Errors(PlansFile, raw).map((e) => `PLANS_FILE ${e.instancePath === '' ? '(top level)' : e.instancePath} ${e.message}.`)
   if (problems.length === 0) {
     for (const [planId, plan] of Object.entries((raw as PlansFileValue).plans)) {

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs'
 import fp from 'fastify-plugin'
 import Value from 'typebox/value'
 import defaultCatalog from '../defaults/settings-catalog.json' with { type: 'json' }
@@ -7,7 +6,7 @@ import {
   SettingsCatalogFile, type AssistantRequestValue, type CatalogSettingValue, type SettingsCatalogValue,
   type SettingValueType, type SuggestionValue
 } from '../schemas/settings-assistant.js'
-import { ConfigError } from './config.js'
+import { ConfigError, readJsonFile } from './config.js'
 
 /** A reply may carry at most this many suggestions; the app shows each as a button. */
 export const MAX_SUGGESTIONS = 5
@@ -18,14 +17,7 @@ const REASON_MAX_CHARS = 500
 
 /** Reads and checks a catalog file (or the bundled one), listing every problem at once. */
 export function loadCatalog (file?: string): SettingsCatalogValue {
-  let raw: unknown = defaultCatalog
-  if (file !== undefined) {
-    try {
-      raw = JSON.parse(readFileSync(file, 'utf8'))
-    } catch (err) {
-      throw new ConfigError([`SETTINGS_CATALOG_FILE cannot be read as JSON (${(err as NodeJS.ErrnoException).code ?? 'invalid JSON'}): ${file}`])
-    }
-  }
+  const raw = readJsonFile('SETTINGS_CATALOG_FILE', file, defaultCatalog)
   const where = (path: string) => `SETTINGS_CATALOG_FILE ${path === '' ? '(top level)' : path}`
   const problems = Value.Errors(SettingsCatalogFile, raw).slice(0, 20).map((e) => `${where(e.instancePath)} ${e.message}.`)
   if (problems.length === 0) {
