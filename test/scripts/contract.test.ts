@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import SwaggerParser from '@apidevtools/swagger-parser'
 import t from 'tap'
-import { ENV_DOC_FILE, generateEnvDoc, generateOpenApi, OPENAPI_FILE } from '../../scripts/contract.js'
+import { ENV_DOC_FILE, generateEnvDoc, generateOpenApi, generatePrivacyDoc, OPENAPI_FILE, PRIVACY_DOC_FILE } from '../../scripts/contract.js'
 import { swaggerOptions } from '../../plugins/external/openapi.js'
 import { errorResponses } from '../../schemas/errors.js'
 import { build } from '../helper.js'
@@ -69,4 +69,10 @@ t.test('errorResponses groups codes by status and always includes INTERNAL_ERROR
   t.same(Object.keys(responses), ['401', '402', '500'])
   t.same(responses[401], { $ref: 'ErrorResponse', description: 'Error envelope with code UNAUTHENTICATED or TOKEN_EXPIRED.' })
   t.equal(responses[500]?.description, 'Error envelope with code INTERNAL_ERROR.')
+})
+
+t.test('docs/privacy.md is what `npm run docs` generates from the feature registry', async (t) => {
+  const committed = readFileSync(PRIVACY_DOC_FILE, 'utf8')
+  t.ok(committed === generatePrivacyDoc(), 'docs/privacy.md is stale: run `npm run docs` and commit docs/privacy.md.')
+  for (const field of ['`message`', '`history`', '`context.settings`', '`image`']) t.match(committed, `| ${field} |`)
 })
