@@ -150,6 +150,16 @@ export const AssistantReply = Type.Object({
 })
 export type AssistantReplyValue = Static<typeof AssistantReply>
 
+/** The `delta` event of a stream: the next piece of the reply's text. */
+export const AssistantDelta = Type.Object({
+  text: Type.String({ description: 'The next piece of the reply; the reply is the deltas joined in order.' })
+}, {
+  $id: 'AssistantDelta',
+  title: 'AssistantDelta',
+  additionalProperties: false,
+  examples: [{ text: 'Turn on output sharpening' }]
+})
+
 /** The `done` event of a stream: the reply without its text and suggestions, which came before. */
 export const AssistantDone = Type.Object({
   id: AssistantReply.properties.id,
@@ -160,9 +170,9 @@ export const AssistantDone = Type.Object({
 
 export const ASSISTANT_STREAM_DESCRIPTION = [
   'Server-sent events, one JSON object per `data:` line:',
-  '`event: delta` `{"text": "..."}` (repeated) → `event: suggestion` a Suggestion (zero or more) →',
+  '`event: delta` an AssistantDelta `{"text": "..."}` (repeated) → `event: suggestion` a Suggestion (zero or more) →',
   '`event: done` an AssistantDone. A failure after the stream started ends it with `event: error` and an',
   'ErrorResponse body; the stream never ends silently.'
 ].join(' ')
 
-export const settingsAssistantSchemas = [CatalogSetting, SettingsCatalog, AssistantRequest, Suggestion, QuotaState, AssistantReply, AssistantDone]
+export const settingsAssistantSchemas = [CatalogSetting, SettingsCatalog, AssistantRequest, Suggestion, QuotaState, AssistantReply, AssistantDelta, AssistantDone]

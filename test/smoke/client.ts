@@ -1,0 +1,125 @@
+import { randomBytes } from 'node:crypto'
+import type { Test } from 'tap'
+import { Contract } from './contract.js'
+
+/**
+ * The smoke suite's view of a deployment: `BASE_URL`, a test-mode API key (`SMOKE_API_KEY`, so no provider
+ * is charged) and, optionally, the deployment's admin token (`SMOKE_ADMIN_TOKEN`) for the admin API and the
+ * error paths that need a user of their own. Every response goes through the committed contract.
+ */
+export interface SmokeSettings { baseUrl: string, apiKey: string, adminToken: string | undefined }
+
+export function settings (env: NodeJS.ProcessEnv = process.env): SmokeSettings {
+  const problems: string[] = []
+  const baseUrl = env.BASE_URL ?? ''
+  if (!/^https?:\/\/[^/]+/.test(baseUrl)) problems.push('BASE_URL must be the deployment\'s address, e.g. BASE_URL=http://127.0.0.1:3000')
+  const apiKey = env.SMOKE_API_KEY ?? ''
+  if (!apiKey.startsWith('pak_test_')) problems.push('SMOKE_API_KEY must be a test-mode key (pak_test_…): the smoke suite never charges a provider')
+  if (problems.length > 0) throw new Error(`smoke settings: ${problems.join('; ')}`)
+  const adminToken = env.SMOKE_ADMIN_TOKEN === '' ? undefined : env.SMOKE_ADMIN_TOKEN
+  return { baseUrl: baseUrl.replace(/\/+$/, ''), apiKey, adminToken }
+}
+
+export interface Sent {
+  status: number
+  headers: Headers
+  contentType: string
+  text: string
+  /** The parsed JSON body, or undefined when the body is not JSON. */
+  json: any
+  bytes: Buffer
+}
+
+export interface CallOptions {
+  method?: string
+  /** Path with its parameters filled in, and an optional query string. */
+  path: string
+  token?: string
+  headers?: Record<string, string>
+  body?: unknown
+  /** A body sent as it is (malformed JSON, say). */
+  raw?: string
+  form?: FormData
+}
+
+export const contract = Contract.committed()
+
+/** One HTTP call to the deployment, unchecked. */
+export async function send (options: CallOptions): Promise<Sent> {
+  const headers: Record<string, string> = { ...options.headers }
+  if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`
+  let body: string | FormData | undefined
+  if (options.form !== undefined) body = options.form
+  else if (options.raw !== undefined) body = options.raw
+  else if (options.body !== undefined) {
+    body = JSON.stringify(options.body)
+    headers['content-type'] ??= 'application/json'
+  }
+  const response = await fetch(`${settings().baseUrl}${options.path}`, { method: options.method ?? 'GET', headers, body })
+  const bytes = Buffer.from(await response.arrayBuffer())
+  const contentType = response.headers.get('content-type') ?? ''
+  const text = contentType.startsWith('image/') ? '' : bytes.toString('utf8')
+  const json: unknown = /json/.test(contentType) ? JSON.parse(text) : undefined
+  return { status: response.status, headers: response.headers, contentType, text, json, bytes }
+}
+
+/** Asserts the status, the request id and, for an operation of the contract, that the answer conforms to it. */
+export function check (t: Test, operationId: string | null, expectedStatus: number, options: CallOptions, sent: Sent): Sent {
+  const what = `${options.method ?? 'GET'} ${options.path}`
+  const code = (sent.json as { error?: { code?: string } } | undefined)?.error?.code
+  t.equal(sent.status, expectedStatus, `${what} answers ${expectedStatus}${code === undefined ? '' : ` (got code ${code})`}`)
+  t.match(sent.headers.get('x-request-id') ?? '', /\S/, `${what} carries X-Request-Id`)
+  if (operationId !== null) {
+    const body = /^(image\/|text\/event-stream)/.test(sent.contentType) ? sent.text : sent.json
+    t.same(contract.check(operationId, sent.status, sent.contentType, body), [], `${what} conforms to the contract (${operationId} ${sent.status})`)
+  }
+  return sent
+}
+
+/** One HTTP call to the deployment, with its answer held against the operation's documented responses. */
+export async function call (t: Test, operationId: string | null, expectedStatus: number, options: CallOptions): Promise<Sent> {
+  return check(t, operationId, expectedStatus, options, await send(options))
+}
+
+/** Asserts the error envelope's code, and that the request id in it is the header's. */
+export function expectError (t: Test, sent: Sent, code: string) {
+  t.equal(sent.json?.error?.code, code, `error code ${code}`)
+  t.equal(sent.json?.error?.requestId, sent.headers.get('x-request-id'), 'the envelope echoes X-Request-Id')
+}
+
+/** The longest the suite waits out the per-address limit of token minting (30 a minute) before it fails. */
+const MINT_WAIT_LIMIT_MS = 70_000
+
+/**
+ * Mints an AI token as the app should: on RATE_LIMITED it waits for Retry-After and tries again, so that
+ * runs following each other within a minute still pass. Waits are bounded by MINT_WAIT_LIMIT_MS.
+ */
+export async function mint (t: Test, key: string | undefined, expectedStatus = 201, body?: unknown): Promise<Sent> {
+  const options: CallOptions = { method: 'POST', path: '/v1/ai/tokens', token: key, body }
+  const deadline = Date.now() + MINT_WAIT_LIMIT_MS
+  let sent = await send(options)
+  while (sent.status === 429) {
+    const waitMs = Number(sent.headers.get('retry-after') ?? '1') * 1000
+    if (expectedStatus === 429 || Date.now() + waitMs > deadline) break
+    t.comment(`token minting is rate limited for this address: waiting ${waitMs / 1000} s as Retry-After says`)
+    await new Promise((resolve) => setTimeout(resolve, waitMs))
+    sent = await send(options)
+  }
+  return check(t, 'createAiToken', expectedStatus, options, sent)
+}
+
+const tokens = new Map<string, string>()
+
+/** An AI token of the smoke key (optionally for some features only), minted once per test file. */
+export async function mintToken (t: Test, features?: string[]): Promise<string> {
+  const scope = features?.join(',') ?? '*'
+  let token = tokens.get(scope)
+  if (token === undefined) {
+    token = (await mint(t, settings().apiKey, 201, features === undefined ? undefined : { features })).json.token as string
+    tokens.set(scope, token)
+  }
+  return token
+}
+
+/** A user id of this run only, so repeated runs against one deployment never collide. */
+export const runUserId = (label: string) => `smoke-${label}-${randomBytes(5).toString('hex')}`

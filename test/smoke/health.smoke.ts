@@ -1,0 +1,36 @@
+import t from 'tap'
+import { call, contract, expectError, settings } from './client.js'
+
+t.test('liveness and readiness', async (t) => {
+  const live = await call(t, 'getHealthLive', 200, { path: '/health/live' })
+  t.equal(live.json.status, 'ok')
+  const ready = await call(t, 'getHealthReady', 200, { path: '/health/ready' })
+  t.equal(ready.json.status, 'ready')
+  t.equal(ready.json.checks.database.status, 'ok', 'the database answers')
+})
+
+t.test('the deployment serves exactly this contract, and Swagger UI over it', async (t) => {
+  const served = await fetch(`${settings().baseUrl}/openapi.json`)
+  t.equal(served.status, 200)
+  t.same(await served.json(), contract.document, '/openapi.json is the committed openapi/openapi.json (a changed route or schema fails here)')
+  const docs = await fetch(`${settings().baseUrl}/docs`, { redirect: 'follow' })
+  t.equal(docs.status, 200)
+  t.match(docs.headers.get('content-type'), /text\/html/)
+  t.match(await docs.text(), /swagger/i)
+})
+
+t.test('the feature catalog discloses both features, with the sandbox for test mode', async (t) => {
+  const sent = await call(t, 'listFeatures', 200, { path: '/v1/ai/features' })
+  const ids = (sent.json.features as Array<{ id: string, providers: Array<{ id: string, mode: string }> }>).map((f) => f.id)
+  t.same(ids.sort(), ['background-removal', 'settings-assistant'])
+  for (const feature of sent.json.features as Array<{ id: string, sends: unknown[], providers: Array<{ id: string, mode: string, configured: boolean }> }>) {
+    t.ok(feature.sends.length > 0, `${feature.id} declares what it sends`)
+    t.ok(feature.providers.some((p) => p.id === 'sandbox' && p.mode === 'test' && p.configured), `${feature.id} has the test-mode sandbox`)
+  }
+})
+
+t.test('an unknown route is NOT_FOUND in the envelope', async (t) => {
+  const sent = await call(t, null, 404, { path: '/v1/ai/no-such-feature' })
+  t.same(contract.checkComponent('ErrorResponse', sent.json), [])
+  expectError(t, sent, 'NOT_FOUND')
+})
