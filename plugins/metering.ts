@@ -33,6 +33,8 @@ export interface Settlement {
   estimated?: boolean
 }
 
+const PERIOD_ADJECTIVE = { day: 'daily', month: 'monthly' } as const
+
 /** Start and end of the UTC quota period holding `now`. */
 export function quotaPeriod (period: 'day' | 'month', now: Date): { start: Date, end: Date } {
   const y = now.getUTCFullYear()
@@ -82,7 +84,7 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
           const current = await tx.query<CounterRow>(`SELECT used, reserved FROM quota_usage
             WHERE user_id = $1 AND mode = $2 AND feature = $3 AND period_start = $4`, [key.userId, key.mode, key.feature, start])
           const row = current.rows[0] as CounterRow
-          throw new AppError('QUOTA_EXCEEDED', `The ${quota.period}ly quota of ${key.feature} is used up.`, {
+          throw new AppError('QUOTA_EXCEEDED', `The ${PERIOD_ADJECTIVE[quota.period]} quota of ${key.feature} is used up.`, {
             limit: quota.limit,
             used: Number(row.used) + Number(row.reserved),
             resetsAt: end.toISOString()

@@ -34,7 +34,7 @@ for (const backend of ['embedded', 'postgres'] as const) {
 
     await metering.reserve(key, small, 2)
     const err = await metering.reserve(key, small, 1).catch((e: unknown) => e)
-    t.match(err, { code: 'QUOTA_EXCEEDED', statusCode: 402, details: { limit: 3, used: 3, resetsAt: first.resetsAt.toISOString() } })
+    t.match(err, { code: 'QUOTA_EXCEEDED', statusCode: 402, message: `The monthly quota of ${key.feature} is used up.`, details: { limit: 3, used: 3, resetsAt: first.resetsAt.toISOString() } })
     t.match((err as { headers: Record<string, string> }).headers['retry-after'], /^\d+$/)
 
     const test = await metering.reserve({ ...key, mode: 'test' }, small, 3)

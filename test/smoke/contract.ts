@@ -8,6 +8,7 @@ import addFormatsModule from 'ajv-formats'
  */
 export interface OpenApiOperation {
   operationId: string
+  requestBody?: { content: Record<string, { schema: unknown }> }
   responses: Record<string, { content?: Record<string, { schema: unknown }> }>
 }
 export interface OpenApiDocument {
@@ -63,6 +64,14 @@ export class Contract {
     if (media === undefined) return [`${operationId} ${status}: content type ${mediaType || '(none)'} is not documented (documented: ${Object.keys(response.content ?? {}).join(', ') || 'no body'})`]
     return this.checkSchema(`#/${pointer('paths', path, method.toLowerCase(), 'responses', String(status), 'content', mediaType, 'schema')}`, body)
       .map((problem) => `${operationId} ${status} ${mediaType}: ${problem}`)
+  }
+
+  /** Problems of a request body against what the operation accepts. */
+  checkRequest (operationId: string, mediaType: string, body: unknown): string[] {
+    const { method, path, operation } = this.operation(operationId)
+    if (operation.requestBody?.content[mediaType] === undefined) return [`${operationId} takes no ${mediaType} body`]
+    return this.checkSchema(`#/${pointer('paths', path, method.toLowerCase(), 'requestBody', 'content', mediaType, 'schema')}`, body)
+      .map((problem) => `${operationId} request: ${problem}`)
   }
 
   /** Problems of a value against a named component (`AssistantDone`, `Suggestion`, …). */

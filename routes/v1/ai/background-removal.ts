@@ -25,7 +25,11 @@ async function readUpload (parts: AsyncIterableIterator<Multipart>) {
   for await (const part of parts) {
     if (part.type === 'file') {
       if (part.fieldname !== 'image') throw invalidField(`/${part.fieldname}`, 'the only file field is image')
-      image = await part.toBuffer()
+      image = await part.toBuffer().catch((err: unknown) => {
+        // The multipart limit stops the read; its own message names no limit the app could act on.
+        if ((err as { code?: string }).code !== 'FST_REQ_FILE_TOO_LARGE') throw err
+        throw new AppError('PAYLOAD_TOO_LARGE', `The image is larger than ${MAX_IMAGE_BYTES / (1024 * 1024)} MB: pick a smaller file or scale it down.`, { maxBytes: MAX_IMAGE_BYTES })
+      })
     } else {
       const allowed = (FIELDS as Record<string, readonly string[]>)[part.fieldname]
       if (allowed === undefined) throw invalidField(`/${part.fieldname}`, 'is not a field of this request (image, output, format)')
