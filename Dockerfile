@@ -1,18 +1,20 @@
-# portal-ai-api: multi-stage build on the current Node LTS; the runtime image has production
+# portal-ai-api: multi-stage build on the current Node LTS (26); the runtime image has production
 # dependencies only and runs as the unprivileged `node` user.
-FROM node:24-bookworm-slim AS build
+ARG NODE_IMAGE=node:26-slim
+
+FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm install --no-audit --no-fund
 COPY . .
 RUN npm run build
 
-FROM node:24-bookworm-slim AS deps
+FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm install --omit=dev --no-audit --no-fund
 
-FROM node:24-bookworm-slim
+FROM ${NODE_IMAGE}
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
     PORT=3000 \
