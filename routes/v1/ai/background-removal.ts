@@ -22,23 +22,39 @@ const invalidField = (path: string, message: string) =>
 async function readUpload (parts: AsyncIterableIterator<Multipart>) {
   let image: Buffer | undefined
   const options: { output: Output, format: Format } = { output: 'cutout', format: 'png' }
-  for await (const part of parts) {
-    if (part.type === 'file') {
-      if (part.fieldname !== 'image') throw invalidField(`/${part.fieldname}`, 'the only file field is image')
-      image = await part.toBuffer().catch((err: unknown) => {
-        // The multipart limit stops the read; its own message names no limit the app could act on.
-        if ((err as { code?: string }).code !== 'FST_REQ_FILE_TOO_LARGE') throw err
-        throw new AppError('PAYLOAD_TOO_LARGE', `The image is larger than ${MAX_IMAGE_BYTES / (1024 * 1024)} MB: pick a smaller file or scale it down.`, { maxBytes: MAX_IMAGE_BYTES })
-      })
-    } else {
-      const allowed = (FIELDS as Record<string, readonly string[]>)[part.fieldname]
-      if (allowed === undefined) throw invalidField(`/${part.fieldname}`, 'is not a field of this request (image, output, format)')
-      if (!allowed.includes(String(part.value))) throw invalidField(`/${part.fieldname}`, `must be one of ${allowed.join(', ')}`)
-      Object.assign(options, { [part.fieldname]: part.value })
+  try {
+    for await (const part of parts) {
+      if (part.type === 'file') {
+        if (part.fieldname !== 'image') throw invalidField(`/${part.fieldname}`, 'the only file field is image')
+        image = await part.toBuffer()
+      } else {
+        const allowed = (FIELDS as Record<string, readonly string[]>)[part.fieldname]
+        if (allowed === undefined) throw invalidField(`/${part.fieldname}`, 'is not a field of this request (image, output, format)')
+        if (!allowed.includes(String(part.value))) throw invalidField(`/${part.fieldname}`, `must be one of ${allowed.join(', ')}`)
+        Object.assign(options, { [part.fieldname]: part.value })
+      }
     }
+  } catch (err) {
+    throw uploadError(err as Error & { code?: string })
   }
   if (image === undefined) throw invalidField('/image', 'is required: the image file')
   return { image, ...options }
+}
+
+/** The multipart limits a request over the one image and two fields runs into. */
+const PART_LIMIT_CODES = new Set(['FST_FILES_LIMIT', 'FST_PARTS_LIMIT', 'FST_FIELDS_LIMIT'])
+
+/**
+ * What a failed read means for the client: our own errors pass as they are, the file limit names its size,
+ * too many parts name the fields there are, and anything else is a body that is malformed or ended early.
+ */
+function uploadError (err: Error & { code?: string }): Error {
+  if (err instanceof AppError) return err
+  if (err.code === 'FST_REQ_FILE_TOO_LARGE') {
+    return new AppError('PAYLOAD_TOO_LARGE', `The image is larger than ${MAX_IMAGE_BYTES / (1024 * 1024)} MB: pick a smaller file or scale it down.`, { maxBytes: MAX_IMAGE_BYTES })
+  }
+  if (PART_LIMIT_CODES.has(err.code ?? '')) return invalidField('/', 'has too many parts: send one file `image` and at most the fields output and format')
+  return new AppError('VALIDATION_ERROR', 'The multipart body is malformed or ended before it was complete: send the image again.')
 }
 
 /**
