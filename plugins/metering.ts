@@ -47,9 +47,48 @@ export function quotaPeriod (period: 'day' | 'month', now: Date): { start: Date,
 
 interface CounterRow { used: string, reserved: string }
 
-/** Returns reserved units ($5) to the counter row of a reservation. */
-const GIVE_BACK = `UPDATE quota_usage SET reserved = reserved - $5
-  WHERE user_id = $1 AND mode = $2 AND feature = $3 AND period_start = $4`
+/**
+ * Reserves $5 units: creates the period's counter row or adds to it, only while used + reserved stays within the
+ * limit ($6), and records the reservation ($7, request $8, expiring $9), all in one statement (one round trip,
+ * one commit). No row back: the quota cannot cover it.
+ */
+const RESERVE = `WITH counter AS (
+    INSERT INTO quota_usage (user_id, mode, feature, period_start, reserved)
+    SELECT $1::text, $2::text, $3::text, $4::timestamptz, $5::bigint WHERE $5::bigint <= $6::bigint
+    ON CONFLICT (user_id, mode, feature, period_start) DO UPDATE SET reserved = quota_usage.reserved + EXCLUDED.reserved
+      WHERE quota_usage.used + quota_usage.reserved + EXCLUDED.reserved <= $6::bigint
+    RETURNING used, reserved
+  ), reservation AS (
+    INSERT INTO quota_reservations (id, user_id, mode, feature, period_start, units, request_id, expires_at)
+    SELECT $7, $1, $2, $3, $4, $5, $8, $9 FROM counter
+  )
+  SELECT used, reserved FROM counter`
+
+/** Settles reservation $1: its units leave `reserved`, the settled units ($6) join `used`, one ledger row; one statement. */
+const SETTLE = `WITH reservation AS (
+    DELETE FROM quota_reservations WHERE id = $1 RETURNING units
+  ), counter AS (
+    UPDATE quota_usage SET reserved = reserved - COALESCE((SELECT units FROM reservation), 0), used = used + $6
+    WHERE user_id = $2 AND mode = $3 AND feature = $4 AND period_start = $5
+  ), ledger AS (
+    INSERT INTO usage_ledger (user_id, mode, feature, provider, model, units_in, units_out, units, cost_micro_usd, request_id, estimated)
+    VALUES ($2, $3, $4, $7, $8, $9, $10, $6, $11, $12, $13)
+  )
+  SELECT count(*)::int AS found FROM reservation`
+
+/** Deletes the reservations matching `where` (on $1) and gives their units back to their counter rows; one statement. */
+const giveBack = (where: string) => `WITH gone AS (
+    DELETE FROM quota_reservations WHERE ${where} RETURNING user_id, mode, feature, period_start, units
+  ), total AS (
+    SELECT user_id, mode, feature, period_start, sum(units) AS units, count(*) AS reservations FROM gone GROUP BY 1, 2, 3, 4
+  ), counter AS (
+    UPDATE quota_usage q SET reserved = q.reserved - t.units FROM total t
+    WHERE q.user_id = t.user_id AND q.mode = t.mode AND q.feature = t.feature AND q.period_start = t.period_start
+  )
+  SELECT COALESCE(sum(reservations), 0)::int AS released FROM total`
+const RELEASE = giveBack('id = $1')
+const RELEASE_EXPIRED = giveBack('expires_at < $1')
+
 interface LedgerRow {
   id: string,
   at: Date,
@@ -69,74 +108,53 @@ interface LedgerRow {
  * counter row (PostgreSQL serialises writers on that row), so no two calls can spend the same units.
  */
 export function createMetering (store: Store, clock: () => Date = () => new Date()) {
+  /** Used and reserved units of the current period. */
+  async function usage (key: QuotaKey, quota: QuotaLimit): Promise<{ used: number, reserved: number, resetsAt: Date }> {
+    const { start, end } = quotaPeriod(quota.period, clock())
+    const { rows } = await store.query<CounterRow>(`SELECT used, reserved FROM quota_usage
+      WHERE user_id = $1 AND mode = $2 AND feature = $3 AND period_start = $4`, [key.userId, key.mode, key.feature, start])
+    return { used: Number(rows[0]?.used ?? 0), reserved: Number(rows[0]?.reserved ?? 0), resetsAt: end }
+  }
+
   return {
+    usage,
     /** Reserves `units` or throws QUOTA_EXCEEDED with limit, used and resetsAt. */
     async reserve (key: QuotaKey, quota: QuotaLimit, units: number, requestId: string | null = null): Promise<Reservation> {
       const now = clock()
       const { start, end } = quotaPeriod(quota.period, now)
-      return store.transaction(async (tx) => {
-        await tx.query(`INSERT INTO quota_usage (user_id, mode, feature, period_start) VALUES ($1, $2, $3, $4)
-          ON CONFLICT DO NOTHING`, [key.userId, key.mode, key.feature, start])
-        const { rows } = await tx.query<CounterRow>(`UPDATE quota_usage SET reserved = reserved + $5
-          WHERE user_id = $1 AND mode = $2 AND feature = $3 AND period_start = $4 AND used + reserved + $5 <= $6
-          RETURNING used, reserved`, [key.userId, key.mode, key.feature, start, units, quota.limit])
-        if (rows.length === 0) {
-          const current = await tx.query<CounterRow>(`SELECT used, reserved FROM quota_usage
-            WHERE user_id = $1 AND mode = $2 AND feature = $3 AND period_start = $4`, [key.userId, key.mode, key.feature, start])
-          const row = current.rows[0] as CounterRow
-          throw new AppError('QUOTA_EXCEEDED', `The ${PERIOD_ADJECTIVE[quota.period]} quota of ${key.feature} is used up.`, {
-            limit: quota.limit,
-            used: Number(row.used) + Number(row.reserved),
-            resetsAt: end.toISOString()
-          }, { 'retry-after': String(Math.max(1, Math.ceil((end.getTime() - now.getTime()) / 1000))) })
-        }
-        const id = randomUUID()
-        await tx.query(`INSERT INTO quota_reservations (id, user_id, mode, feature, period_start, units, request_id, expires_at)
-          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-        [id, key.userId, key.mode, key.feature, start, units, requestId, new Date(now.getTime() + RESERVATION_TTL_MS)])
-        const counters = rows[0] as CounterRow
-        return { ...key, id, units, periodStart: start, resetsAt: end, spent: Number(counters.used) + Number(counters.reserved) }
-      })
+      const id = randomUUID()
+      const { rows } = await store.query<CounterRow>(RESERVE, [key.userId, key.mode, key.feature, start, units, quota.limit,
+        id, requestId, new Date(now.getTime() + RESERVATION_TTL_MS)])
+      const counters = rows[0]
+      if (counters === undefined) {
+        const { used, reserved } = await usage(key, quota)
+        throw new AppError('QUOTA_EXCEEDED', `The ${PERIOD_ADJECTIVE[quota.period]} quota of ${key.feature} is used up.`, {
+          limit: quota.limit,
+          used: used + reserved,
+          resetsAt: end.toISOString()
+        }, { 'retry-after': String(Math.max(1, Math.ceil((end.getTime() - now.getTime()) / 1000))) })
+      }
+      return { ...key, id, units, periodStart: start, resetsAt: end, spent: Number(counters.used) + Number(counters.reserved) }
     },
 
-    /** Turns a reservation into used units and one ledger row, in one transaction. False if it was already gone. */
+    /** Turns a reservation into used units and one ledger row, atomically. False if it was already gone. */
     async settle (reservation: Reservation, settlement: Settlement): Promise<boolean> {
-      return store.transaction(async (tx) => {
-        const { rows } = await tx.query<{ units: string }>('DELETE FROM quota_reservations WHERE id = $1 RETURNING units', [reservation.id])
-        const reserved = rows[0] === undefined ? 0 : Number(rows[0].units)
-        await tx.query(`UPDATE quota_usage SET reserved = reserved - $5, used = used + $6
-          WHERE user_id = $1 AND mode = $2 AND feature = $3 AND period_start = $4`,
-        [reservation.userId, reservation.mode, reservation.feature, reservation.periodStart, reserved, settlement.units])
-        await tx.query(`INSERT INTO usage_ledger (user_id, mode, feature, provider, model, units_in, units_out, units,
-          cost_micro_usd, request_id, estimated) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-        [reservation.userId, reservation.mode, reservation.feature, settlement.provider, settlement.model ?? null,
-          settlement.unitsIn ?? 0, settlement.unitsOut ?? 0, settlement.units, settlement.costMicroUsd ?? 0,
-          settlement.requestId ?? null, settlement.estimated ?? false])
-        return rows.length > 0
-      })
+      const { rows } = await store.query<{ found: number }>(SETTLE, [reservation.id, reservation.userId, reservation.mode,
+        reservation.feature, reservation.periodStart, settlement.units, settlement.provider, settlement.model ?? null,
+        settlement.unitsIn ?? 0, settlement.unitsOut ?? 0, settlement.costMicroUsd ?? 0, settlement.requestId ?? null,
+        settlement.estimated ?? false])
+      return rows[0]?.found === 1
     },
 
     /** Gives the reserved units back (the call failed before the provider charged). */
     async release (reservation: Reservation): Promise<void> {
-      await store.transaction(async (tx) => {
-        const { rows } = await tx.query<{ units: string }>('DELETE FROM quota_reservations WHERE id = $1 RETURNING units', [reservation.id])
-        if (rows[0] === undefined) return
-        await tx.query(GIVE_BACK,
-          [reservation.userId, reservation.mode, reservation.feature, reservation.periodStart, Number(rows[0].units)])
-      })
+      await store.query(RELEASE, [reservation.id])
     },
 
     /** Releases reservations left by a crashed process; returns how many. */
     async releaseExpired (): Promise<number> {
-      return store.transaction(async (tx) => {
-        const { rows } = await tx.query<{ user_id: string, mode: string, feature: string, period_start: Date, units: string }>(
-          'DELETE FROM quota_reservations WHERE expires_at < $1 RETURNING user_id, mode, feature, period_start, units', [clock()])
-        for (const row of rows) {
-          await tx.query(GIVE_BACK,
-            [row.user_id, row.mode, row.feature, row.period_start, Number(row.units)])
-        }
-        return rows.length
-      })
+      const { rows } = await store.query<{ released: number }>(RELEASE_EXPIRED, [clock()])
+      return rows[0]?.released ?? 0
     },
 
     /** Ledger rows of a user and mode, newest first; `before` is the cursor (a row id) of the next page. */
@@ -162,14 +180,6 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
         })),
         nextCursor: rows.length > page.limit ? String(shown[shown.length - 1]?.id) : null
       }
-    },
-
-    /** Used and reserved units of the current period. */
-    async usage (key: QuotaKey, quota: QuotaLimit): Promise<{ used: number, reserved: number, resetsAt: Date }> {
-      const { start, end } = quotaPeriod(quota.period, clock())
-      const { rows } = await store.query<CounterRow>(`SELECT used, reserved FROM quota_usage
-        WHERE user_id = $1 AND mode = $2 AND feature = $3 AND period_start = $4`, [key.userId, key.mode, key.feature, start])
-      return { used: Number(rows[0]?.used ?? 0), reserved: Number(rows[0]?.reserved ?? 0), resetsAt: end }
     }
   }
 }

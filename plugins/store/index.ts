@@ -65,9 +65,20 @@ export function createPostgresStore (url: string): Store {
   })
   // An idle client losing its connection (a database restart) must not crash the process; the pool replaces it.
   pool.on('error', () => {})
+  // Parameterised statements are prepared once per connection under a name of their own, then only bound and
+  // run: PostgreSQL parses and plans the hot metering statements once instead of on every call.
+  const names = new Map<string, string>()
+  const named = (sql: string) => {
+    let name = names.get(sql)
+    if (name === undefined) {
+      name = `portal_ai_${names.size}`
+      names.set(sql, name)
+    }
+    return name
+  }
   const queryable = (client: pg.Pool | pg.PoolClient): Queryable => ({
     async query<Row>(sql: string, params?: unknown[]) {
-      const result = await client.query(sql, params)
+      const result = params === undefined ? await client.query(sql) : await client.query({ name: named(sql), text: sql, values: params })
       return { rows: result.rows as Row[], rowCount: result.rowCount ?? 0 }
     },
     async exec (sql: string) { await client.query(sql) }

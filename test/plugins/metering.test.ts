@@ -39,6 +39,8 @@ for (const backend of ['embedded', 'postgres'] as const) {
 
     const test = await metering.reserve({ ...key, mode: 'test' }, small, 3)
     t.equal(test.units, 3, 'test mode has its own bucket')
+    const tooBig = await metering.reserve(keyFor(), small, 4).catch((e: unknown) => e)
+    t.match(tooBig, { code: 'QUOTA_EXCEEDED', details: { limit: 3, used: 0 } }, 'a first call larger than the whole quota')
 
     const { rows } = await store.query<{ provider: string, units: string, request_id: string, estimated: boolean }>(
       'SELECT provider, units, request_id, estimated FROM usage_ledger WHERE user_id = $1', [key.userId])
@@ -53,10 +55,13 @@ for (const backend of ['embedded', 'postgres'] as const) {
     const metering = createMetering(store, () => now)
     const key = keyFor()
     const lost = await metering.reserve(key, quota, 5)
+    await metering.reserve(key, quota, 2)
+    await metering.reserve({ ...key, mode: 'test' }, quota, 3)
     t.equal(await metering.releaseExpired(), 0)
     now = new Date(now.getTime() + RESERVATION_TTL_MS + 1000)
-    t.equal(await metering.releaseExpired(), 1)
+    t.equal(await metering.releaseExpired(), 3, 'every expired reservation, two of them on one counter row')
     t.match(await metering.usage(key, quota), { used: 0, reserved: 0 })
+    t.match(await metering.usage({ ...key, mode: 'test' }, quota), { used: 0, reserved: 0 })
     t.equal(await metering.settle(lost, { provider: 'openai', model: 'gpt-4o-mini', unitsIn: 10, unitsOut: 4, units: 14, estimated: true }), false)
     t.match(await metering.usage(key, quota), { used: 14, reserved: 0 }, 'what was generated is charged, never zero')
     const { rows } = await store.query('SELECT model, estimated FROM usage_ledger WHERE user_id = $1', [key.userId])

@@ -1,0 +1,406 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs'
+import { Agent, request as httpRequest } from 'node:http'
+import { cpus, tmpdir, totalmem, platform, release } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { fileURLToPath } from 'node:url'
+import autocannon from 'autocannon'
+import pg from 'pg'
+import { Redis } from 'ioredis'
+import sharp from 'sharp'
+import defaultPlans from '../defaults/plans.json' with { type: 'json' }
+
+/**
+ * `npm run bench`: the service with its whole policy path (AI token, entitlement, rate limit, quota reservation
+ * and settlement, ledger row) against a local fake upstream, every figure measured side by side with the fake
+ * upstream called directly in the same run, so that ratios hold on a noisy machine. Prints a table, writes
+ * bench/results.json and docs/performance.md.
+ */
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const DATABASE_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+/** A database of its own (flushed before and after), so no counters of another run or of the tests count here. */
+const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379/14'
+/** Scale the run: BENCH_SCALE=0.2 for a quick look, 1 for the figures of docs/performance.md. */
+const SCALE = Number(process.env.BENCH_SCALE ?? '1')
+/** Users the load comes from (token minting is limited to 30 a minute per address, so fewer than that). */
+const USERS = 20
+/** BENCH_ONLY=1,2 runs some scenarios only (docs/performance.md is rewritten only by a run of all four). */
+const ONLY = new Set((process.env.BENCH_ONLY ?? '1,2,3,4').split(','))
+const STREAMS_HELD = 1000
+
+const work = mkdtempSync(join(tmpdir(), 'portal-ai-api-bench-'))
+const children: ChildProcess[] = []
+const cleanups: Array<() => Promise<void>> = []
+
+function rssMb (pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024
+}
+
+async function freePort (): Promise<number> {
+  const { createServer } = await import('node:net')
+  const server = createServer().listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as { port: number }
+  server.close()
+  return port
+}
+
+function start (name: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
+  const log = openSync(join(work, `${name}.log`), 'a')
+  const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', name === 'upstream' ? 'pipe' : log, log] })
+  children.push(child)
+  return child
+}
+
+async function waitFor (url: string, child: ChildProcess, name: string) {
+  for (let i = 0; i < 600; i++) {
+    if (child.exitCode !== null) throw new Error(`${name} exited (${child.exitCode}); see ${join(work, `${name}.log`)}`)
+    try {
+      if ((await fetch(url)).ok) return
+    } catch {}
+    await sleep(100)
+  }
+  throw new Error(`${name} did not become ready at ${url}`)
+}
+
+/** PostgreSQL and Redis when this machine runs them (a fresh schema of its own), else the embedded store. */
+async function backends (): Promise<{ env: Record<string, string>, store: string, limits: string }> {
+  const env: Record<string, string> = {}
+  let store = 'embedded PGlite'
+  let limits = 'in-memory rate limits'
+  const admin = new pg.Client({ connectionString: DATABASE_URL, connectionTimeoutMillis: 2000 })
+  try {
+    await admin.connect()
+    const schema = `bench_${randomBytes(4).toString('hex')}`
+    await admin.query(`CREATE SCHEMA ${schema}`)
+    const version = (await admin.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version ?? '?'
+    const url = new URL(DATABASE_URL)
+    url.searchParams.set('options', `-c search_path=${schema}`)
+    env.DATABASE_URL = url.toString()
+    store = `PostgreSQL ${version.split(' ')[0] ?? version}`
+    cleanups.push(async () => { await admin.query(`DROP SCHEMA ${schema} CASCADE`); await admin.end() })
+  } catch {
+    await admin.end().catch(() => {})
+  }
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null })
+  redis.on('error', () => {})
+  try {
+    await redis.connect()
+    const info = await redis.info('server')
+    await redis.flushdb()
+    env.REDIS_URL = REDIS_URL
+    cleanups.push(async () => {
+      const again = new Redis(REDIS_URL, { maxRetriesPerRequest: 0 })
+      await again.flushdb()
+      again.disconnect()
+    })
+    limits = `Redis ${/redis_version:(\S+)/.exec(info)?.[1] ?? '?'}`
+  } catch {}
+  redis.disconnect()
+  return { env, store, limits }
+}
+
+interface Sent { status: number, ms: number, firstMs: number, text: string }
+
+/** One request over a keep-alive agent; `firstMarker` times the arrival of the first body bytes holding it. */
+function post (agent: Agent, url: string, body: string | Buffer, headers: Record<string, string>, firstMarker?: (text: string) => boolean): Promise<Sent> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now()
+    const req = httpRequest(url, { method: 'POST', agent, headers: { 'content-length': String(Buffer.byteLength(body)), ...headers } }, (res) => {
+      let text = ''
+      let firstMs = -1
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => {
+        text += chunk
+        if (firstMs < 0 && firstMarker?.(text) === true) firstMs = performance.now() - started
+      })
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, ms: performance.now() - started, firstMs, text }))
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end(body)
+  })
+}
+
+const percentile = (values: number[], p: number) => {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN
+}
+const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits
+
+function expectOk (sent: Sent, what: string) {
+  if (sent.status !== 200) throw new Error(`${what}: HTTP ${sent.status} ${sent.text.slice(0, 300)}`)
+}
+
+async function cannon (opts: autocannon.Options): Promise<autocannon.Result> {
+  return new Promise((resolve, reject) => {
+    autocannon(opts, (err, result) => { if (err !== null && err !== undefined) reject(err); else resolve(result) })
+  })
+}
+
+async function main () {
+  const machine = {
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: cpus().length,
+    memoryGiB: round(totalmem() / 2 ** 30, 1),
+    os: `${platform()} ${release()}`,
+    node: process.version,
+    date: new Date().toISOString()
+  }
+  const { env: backendEnv, store, limits } = await backends()
+  process.stdout.write(`portal-ai-api benchmark on ${machine.cores} × ${machine.cpu}, ${store}, ${limits}\n`)
+
+  // The fake upstream, in a process of its own.
+  const upstream = start('upstream', ['--import', 'tsx', 'bench/upstream-process.ts'], { PATH: process.env.PATH })
+  const [line] = await once(upstream.stdout as NodeJS.ReadableStream, 'data') as [Buffer]
+  const upstreamUrl = `http://127.0.0.1:${/listening (\d+)/.exec(line.toString())?.[1] ?? ''}`
+  const control = async (change: Record<string, unknown>) => (await fetch(`${upstreamUrl}/_control`, { method: 'POST', body: JSON.stringify(change) })).json() as Promise<{ held: number, lastChatBody: string }>
+
+  // A plan without practical limits, so the benchmark measures the policy path rather than its refusals.
+  const plansFile = join(work, 'plans.json')
+  const unlimited = { quota: { limit: 1e15, period: 'month' }, rateLimitPerMinute: 100_000 }
+  writeFileSync(plansFile, JSON.stringify({ plans: { bench: { name: 'Benchmark', features: { 'settings-assistant': unlimited, 'background-removal': unlimited } } }, prices: defaultPlans.prices }))
+
+  const port = await freePort()
+  const adminToken = randomBytes(24).toString('base64url')
+  const service = `http://127.0.0.1:${port}`
+  // BENCH_PROFILE=1 writes the server's CPU profile (.cpuprofile, for Chrome DevTools) into the kept log folder.
+  const profile = process.env.BENCH_PROFILE === '1' ? ['--cpu-prof', `--cpu-prof-dir=${join(work, 'profile')}`] : []
+  const server = start('server', [...profile, 'dist/server.js'], {
+    PATH: process.env.PATH,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    LOG_LEVEL: 'info',
+    DATA_DIR: join(work, 'data'),
+    AI_TOKEN_SECRET: randomBytes(24).toString('base64url'),
+    USER_HASH_SECRET: randomBytes(24).toString('base64url'),
+    ADMIN_TOKEN: adminToken,
+    AI_TOKEN_TTL_SECONDS: '3600',
+    PLANS_FILE: plansFile,
+    OPENAI_API_KEY: 'bench-openai-key',
+    OPENAI_BASE_URL: `${upstreamUrl}/v1`,
+    REMOVEBG_API_KEY: 'bench-removebg-key',
+    REMOVEBG_BASE_URL: upstreamUrl,
+    BG_REMOVAL_PROVIDERS: 'removebg',
+    ...backendEnv
+  })
+  await waitFor(`${service}/health/ready`, server, 'server')
+  const pid = server.pid as number
+
+  // Users with live keys and AI tokens, taken in turn, as real traffic comes from many users.
+  const admin = { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }
+  const tokens: string[] = []
+  for (let i = 0; i < USERS; i++) {
+    const userId = `bench-${i}`
+    await fetch(`${service}/v1/admin/licenses/${userId}`, { method: 'PUT', headers: admin, body: JSON.stringify({ plan: 'bench' }) })
+    const key = (await (await fetch(`${service}/v1/admin/keys`, { method: 'POST', headers: admin, body: JSON.stringify({ userId, mode: 'live' }) })).json() as { key: string }).key
+    const minted = await fetch(`${service}/v1/ai/tokens`, { method: 'POST', headers: { authorization: `Bearer ${key}` } })
+    if (minted.status !== 201) throw new Error(`minting a token: HTTP ${minted.status} ${await minted.text()}`)
+    tokens.push((await minted.json() as { token: string }).token)
+  }
+
+  const question = JSON.stringify({ message: 'How do I make my exports sharper?', context: { appVersion: '4.2.0', platform: 'windows', settings: [{ id: 'export.sharpening', value: 'off' }] } })
+  const json = { 'content-type': 'application/json' }
+  const agentService = new Agent({ keepAlive: true, maxSockets: 1 })
+  const agentDirect = new Agent({ keepAlive: true, maxSockets: 1 })
+  const asUser = (i: number) => ({ ...json, authorization: `Bearer ${tokens[i % USERS] as string}` })
+  expectOk(await post(agentService, `${service}/v1/ai/settings-assistant/messages`, question, asUser(0)), 'warm-up call')
+  // The direct calls send the very body the service sent upstream.
+  const upstreamBody = (await control({})).lastChatBody
+  const upstreamChat = `${upstreamUrl}/v1/chat/completions`
+  const upstreamHeaders = { ...json, authorization: 'Bearer bench-openai-key' }
+  const results: Record<string, unknown> = { machine, store, limits }
+
+  // 1. Chat JSON at concurrency 1: added latency, from interleaved service and direct calls.
+  if (ONLY.has('1')) {
+    const rounds = Math.round(2000 * SCALE)
+    const viaService: number[] = []
+    const direct: number[] = []
+    for (let i = 0; i < rounds + 100; i++) {
+      const s = await post(agentService, `${service}/v1/ai/settings-assistant/messages`, question, asUser(i))
+      const d = await post(agentDirect, upstreamChat, upstreamBody, upstreamHeaders)
+      expectOk(s, 'chat via the service')
+      expectOk(d, 'chat direct')
+      if (i >= 100) { viaService.push(s.ms); direct.push(d.ms) }
+    }
+    results.chatLatency = {
+      rounds,
+      service: { p50: round(percentile(viaService, 50)), p99: round(percentile(viaService, 99)) },
+      direct: { p50: round(percentile(direct, 50)), p99: round(percentile(direct, 99)) },
+      addedP50: round(percentile(viaService, 50) - percentile(direct, 50)),
+      addedP99: round(percentile(viaService, 99) - percentile(direct, 99))
+    }
+  }
+
+  // 2. Chat JSON at concurrency 50: throughput through the service and direct.
+  if (ONLY.has('2')) {
+    const duration = Math.max(3, Math.round(10 * SCALE))
+    let next = 0
+    const serviceRun = (seconds: number) => cannon({
+      url: `${service}/v1/ai/settings-assistant/messages`,
+      connections: 50,
+      duration: seconds,
+      requests: [{ method: 'POST', body: question, setupRequest: (req) => ({ ...req, headers: asUser(next++) }) }]
+    })
+    const directRun = (seconds: number) => cannon({ url: upstreamChat, connections: 50, duration: seconds, method: 'POST', headers: upstreamHeaders, body: upstreamBody })
+    await serviceRun(2)
+    const viaService = await serviceRun(duration)
+    await directRun(2)
+    const direct = await directRun(duration)
+    const summary = (r: autocannon.Result) => ({ requestsPerSecond: round(r.requests.average, 0), p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors + r.timeouts })
+    // Ceilings on this machine for reference: the cheapest route, and an authenticated one without database or upstream.
+    const live = await cannon({ url: `${service}/health/live`, connections: 50, duration })
+    const entitlements = await cannon({ url: `${service}/v1/ai/entitlements`, connections: 50, duration, requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, headers: asUser(next++) }) }] })
+    results.chatThroughput = {
+      seconds: duration,
+      service: summary(viaService),
+      direct: summary(direct),
+      ratio: round(viaService.requests.average / direct.requests.average),
+      reference: { healthLive: summary(live), entitlements: summary(entitlements) }
+    }
+  }
+
+  // 3. SSE: time to the first delta minus the upstream's time to its first content chunk; then 1,000 streams held open.
+  if (ONLY.has('3')) {
+    const rounds = Math.round(300 * SCALE)
+    const sse = { ...json, accept: 'text/event-stream' }
+    const upstreamStreamBody = JSON.stringify({ ...JSON.parse(upstreamBody) as object, stream: true, stream_options: { include_usage: true } })
+    const viaService: number[] = []
+    const direct: number[] = []
+    for (let i = 0; i < rounds + 20; i++) {
+      const s = await post(agentService, `${service}/v1/ai/settings-assistant/messages`, question, { ...sse, authorization: asUser(i).authorization }, (text) => text.includes('event: delta'))
+      const d = await post(agentDirect, upstreamChat, upstreamStreamBody, upstreamHeaders, (text) => text.split('data: ').length > 2)
+      expectOk(s, 'stream via the service')
+      if (!s.text.includes('event: done')) throw new Error(`stream via the service did not end with done: ${s.text.slice(-300)}`)
+      if (i >= 20) { viaService.push(s.firstMs); direct.push(d.firstMs) }
+    }
+    const firstDelta = {
+      rounds,
+      service: { p50: round(percentile(viaService, 50)), p99: round(percentile(viaService, 99)) },
+      direct: { p50: round(percentile(direct, 50)), p99: round(percentile(direct, 99)) },
+      addedP50: round(percentile(viaService, 50) - percentile(direct, 50)),
+      addedP99: round(percentile(viaService, 99) - percentile(direct, 99))
+    }
+
+    const idleRss = rssMb(pid)
+    await control({ hold: true })
+    const agent = new Agent({ keepAlive: false, maxSockets: Infinity })
+    let started = 0
+    const opened = Array.from({ length: STREAMS_HELD }, async (_, i) => {
+      const sent = await post(agent, `${service}/v1/ai/settings-assistant/messages`, question, { ...sse, authorization: asUser(i).authorization }, (text) => {
+        if (text.includes('event: delta')) started++
+        return text.includes('event: delta')
+      })
+      return sent
+    })
+    const deadline = Date.now() + 120_000
+    for (let waited = 0; Date.now() < deadline; waited++) {
+      if (started >= STREAMS_HELD) break
+      await sleep(100)
+    }
+    await sleep(500)
+    const heldRss = rssMb(pid)
+    const open = started
+    await control({ release: true, hold: false })
+    const finished = await Promise.all(opened)
+    const done = finished.filter((s) => s.text.includes('event: done')).length
+    agent.destroy()
+    results.sse = { firstDelta, held: { streams: STREAMS_HELD, open, completed: done, idleRssMb: round(idleRss, 0), heldRssMb: round(heldRss, 0), perStreamKb: round(((heldRss - idleRss) * 1024) / Math.max(1, open), 1) } }
+  }
+
+  // 4. Background removal of a 5 MB PNG at concurrency 20: added latency and peak RSS.
+  if (ONLY.has('4')) {
+    const side = 1300
+    const png = await sharp(randomBytes(side * side * 3), { raw: { width: side, height: side, channels: 3 } }).png().toBuffer()
+    const boundary = 'portal-ai-api-bench'
+    const multipart = (field: string) => Buffer.concat([
+      Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${field}"; filename="layer.png"\r\nContent-Type: image/png\r\n\r\n`),
+      png,
+      Buffer.from(`\r\n--${boundary}--\r\n`)
+    ])
+    const contentType = `multipart/form-data; boundary=${boundary}`
+    const amount = Math.max(20, Math.round(100 * SCALE))
+    const idleRss = rssMb(pid)
+    let peakRss = idleRss
+    const sampler = setInterval(() => { peakRss = Math.max(peakRss, rssMb(pid)) }, 50)
+    let next = 0
+    const viaService = await cannon({
+      url: `${service}/v1/ai/background-removal`,
+      connections: 20,
+      amount,
+      timeout: 120,
+      requests: [{ method: 'POST', body: multipart('image'), setupRequest: (req) => ({ ...req, headers: { 'content-type': contentType, authorization: `Bearer ${tokens[next++ % USERS] as string}` } }) }]
+    })
+    clearInterval(sampler)
+    const direct = await cannon({ url: `${upstreamUrl}/v1.0/removebg`, connections: 20, amount, timeout: 120, method: 'POST', headers: { 'content-type': contentType, 'x-api-key': 'bench-removebg-key' }, body: multipart('image_file') })
+    results.backgroundRemoval = {
+      imageMb: round(png.length / 2 ** 20),
+      megapixels: round((side * side) / 1e6),
+      requests: amount,
+      service: { p50: viaService.latency.p50, p99: viaService.latency.p99, requestsPerSecond: round(viaService.requests.average, 1), non2xx: viaService.non2xx, errors: viaService.errors + viaService.timeouts },
+      direct: { p50: direct.latency.p50, p99: direct.latency.p99, requestsPerSecond: round(direct.requests.average, 1) },
+      addedP50: round(viaService.latency.p50 - direct.latency.p50),
+      idleRssMb: round(idleRss, 0),
+      peakRssMb: round(peakRss, 0),
+      growthMb: round(peakRss - idleRss, 0)
+    }
+  }
+
+  writeReport(results)
+}
+
+function writeReport (results: Record<string, any>) {
+  const r = results
+  const rows: Array<[string, string, string, boolean | null]> = []
+  if (r.chatLatency !== undefined) {
+    rows.push(['Chat JSON, concurrency 1: added latency p50', `${r.chatLatency.addedP50} ms (service ${r.chatLatency.service.p50}, direct ${r.chatLatency.direct.p50})`, '≤ 1 ms', r.chatLatency.addedP50 <= 1])
+    rows.push(['Chat JSON, concurrency 1: added latency p99', `${r.chatLatency.addedP99} ms (service ${r.chatLatency.service.p99}, direct ${r.chatLatency.direct.p99})`, '≤ 5 ms', r.chatLatency.addedP99 <= 5])
+  }
+  if (r.chatThroughput !== undefined) {
+    rows.push(['Chat JSON, concurrency 50: requests/s through the service', `${r.chatThroughput.service.requestsPerSecond} (direct ${r.chatThroughput.direct.requestsPerSecond})`, '≥ 4,500', r.chatThroughput.service.requestsPerSecond >= 4500])
+    rows.push(['Reference, concurrency 50: GET /health/live; GET /v1/ai/entitlements (AI token + Redis rate limit, no database, no upstream)', `${r.chatThroughput.reference.healthLive.requestsPerSecond}; ${r.chatThroughput.reference.entitlements.requestsPerSecond} requests/s`, '—', null])
+  }
+  if (r.sse !== undefined) {
+    rows.push(['SSE: time to first delta, added p50', `${r.sse.firstDelta.addedP50} ms (service ${r.sse.firstDelta.service.p50}, direct ${r.sse.firstDelta.direct.p50})`, '≤ 1 ms', r.sse.firstDelta.addedP50 <= 1])
+    rows.push([`SSE: ${STREAMS_HELD} streams held open, server RSS`, `${r.sse.held.heldRssMb} MB (idle ${r.sse.held.idleRssMb} MB; ${r.sse.held.open} open, ${r.sse.held.completed} completed)`, '≤ 300 MB', r.sse.held.heldRssMb <= 300])
+  }
+  if (r.backgroundRemoval !== undefined) {
+    rows.push(['Background removal, 5 MB PNG, concurrency 20: peak RSS', `${r.backgroundRemoval.peakRssMb} MB (idle ${r.backgroundRemoval.idleRssMb} MB, +${r.backgroundRemoval.growthMb} MB)`, '≤ 250 MB', r.backgroundRemoval.peakRssMb <= 250])
+    rows.push(['Background removal, 5 MB PNG, concurrency 20: added latency p50', `${r.backgroundRemoval.addedP50} ms (service ${r.backgroundRemoval.service.p50}, direct ${r.backgroundRemoval.direct.p50})`, '(reported)', null])
+  }
+  const table = ['| figure | measured | target | met |', '| --- | --- | --- | --- |',
+    ...rows.map(([what, measured, target, met]) => `| ${what} | ${measured} | ${target} | ${met === null ? '—' : met ? 'yes' : '**no**'} |`)].join('\n')
+  mkdirSync(join(ROOT, 'bench'), { recursive: true })
+  writeFileSync(join(ROOT, 'bench', 'results.json'), JSON.stringify(results, null, 2) + '\n')
+  process.stdout.write(`\n${table}\n\nDetails: bench/results.json\n`)
+  if (ONLY.size < 4) return
+  const m = r.machine
+  const doc = readFileSync(join(ROOT, 'docs', 'performance.md'), 'utf8')
+  const generated = [
+    '<!-- bench:start -->',
+    `Run of ${m.date.slice(0, 10)} on ${m.cores} × ${m.cpu}, ${m.memoryGiB} GiB, ${m.os}, Node ${m.node}; store: ${r.store}; rate limits: ${r.limits}.`,
+    'The load generator, the fake upstream, the service, PostgreSQL and Redis all share these cores.',
+    '',
+    table,
+    '',
+    '```json',
+    JSON.stringify({ chatLatency: r.chatLatency, chatThroughput: r.chatThroughput, sse: r.sse, backgroundRemoval: r.backgroundRemoval }, null, 2),
+    '```',
+    '<!-- bench:end -->'
+  ].join('\n')
+  writeFileSync(join(ROOT, 'docs', 'performance.md'), doc.replace(/<!-- bench:start -->[\s\S]*<!-- bench:end -->/, generated))
+}
+
+try {
+  await main()
+} finally {
+  for (const child of children) child.kill('SIGTERM')
+  await sleep(300)
+  for (const cleanup of cleanups) await cleanup().catch(() => {})
+  if (process.env.BENCH_KEEP_LOGS === undefined) rmSync(work, { recursive: true, force: true })
+  else process.stdout.write(`logs kept in ${work}\n`)
+}
