@@ -154,7 +154,8 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
     /** Releases reservations left by a crashed process; returns how many. */
     async releaseExpired (): Promise<number> {
       const { rows } = await store.query<{ released: number }>(RELEASE_EXPIRED, [clock()])
-      return rows[0]?.released ?? 0
+      // An aggregate: always one row.
+      return (rows[0] as { released: number }).released
     },
 
     /** Ledger rows of a user and mode, newest first; `before` is the cursor (a row id) of the next page. */

@@ -53,7 +53,7 @@ function uploadError (err: Error & { code?: string }): Error {
   if (err.code === 'FST_REQ_FILE_TOO_LARGE') {
     return new AppError('PAYLOAD_TOO_LARGE', `The image is larger than ${MAX_IMAGE_BYTES / (1024 * 1024)} MB: pick a smaller file or scale it down.`, { maxBytes: MAX_IMAGE_BYTES })
   }
-  if (PART_LIMIT_CODES.has(err.code ?? '')) return invalidField('/', 'has too many parts: send one file `image` and at most the fields output and format')
+  if (PART_LIMIT_CODES.has(String(err.code))) return invalidField('/', 'has too many parts: send one file `image` and at most the fields output and format')
   return new AppError('VALIDATION_ERROR', 'The multipart body is malformed or ended before it was complete: send the image again.')
 }
 
