@@ -1,0 +1,144 @@
+import fc from 'fast-check'
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import t, { type Test } from 'tap'
+import { adminHeaders, build, mint, userWithKey } from './helper.js'
+import { interceptNetwork } from './network.js'
+
+/**
+ * The bad-input corpus: generated requests (fast-check, over the request schemas and around them) and hand-picked
+ * ones. Whatever comes in, the answer is a documented 4xx in the envelope or a success, never a 5xx, and the
+ * service stays ready.
+ */
+interface Seen { cases: number, fiveHundreds: string[] }
+
+async function setup (t: Test) {
+  interceptNetwork(t) // test mode never leaves the process: any outbound request fails the test
+  const { app } = await build(t)
+  const { key, userId } = await userWithKey(app, { mode: 'test', plan: 'team' })
+  const { token } = await mint(app, key)
+  return { app, key, token, userId }
+}
+
+function check (seen: Seen, what: string, res: LightMyRequestResponse) {
+  seen.cases++
+  if (res.statusCode >= 500) seen.fiveHundreds.push(`${what}: ${res.statusCode} ${res.body.slice(0, 200)}`)
+  else if (res.statusCode >= 400) {
+    const body = res.json() as { error?: { code?: unknown, requestId?: unknown } }
+    if (typeof body.error?.code !== 'string' || typeof body.error.requestId !== 'string') seen.fiveHundreds.push(`${what}: ${res.statusCode} without the envelope`)
+  }
+}
+
+const ask = (app: FastifyInstance, token: string, payload: string | Buffer, contentType = 'application/json') =>
+  app.inject({ method: 'POST', url: '/v1/ai/settings-assistant/messages', headers: { authorization: `Bearer ${token}`, 'content-type': contentType }, payload })
+
+/** Values of every JSON type, nested, with the fields of the request schema mixed in at the top. */
+const jsonValue = fc.jsonValue({ maxDepth: 4 })
+const assistantBody = fc.oneof(
+  jsonValue,
+  fc.record({
+    message: fc.oneof(fc.string({ maxLength: 2100 }), jsonValue),
+    history: fc.oneof(fc.array(fc.record({ role: fc.oneof(fc.constantFrom('user', 'assistant', 'system', ''), jsonValue), content: fc.oneof(fc.string(), jsonValue) }, { requiredKeys: [] }), { maxLength: 12 }), jsonValue),
+    context: fc.oneof(fc.record({
+      appVersion: fc.oneof(fc.string({ maxLength: 50 }), jsonValue),
+      platform: fc.oneof(fc.constantFrom('windows', 'macos', 'linux', 'amiga'), jsonValue),
+      settings: fc.oneof(fc.array(fc.record({ id: fc.oneof(fc.constantFrom('export.sharpening', 'export.format', '__proto__', 'constructor.prototype'), fc.string()), value: jsonValue }, { requiredKeys: [] }), { maxLength: 45 }), jsonValue)
+    }, { requiredKeys: [] }), jsonValue),
+    extra: jsonValue
+  }, { requiredKeys: [] })
+)
+
+t.test('generated request bodies, queries and credentials never get a 5xx', async (t) => {
+  const { app, key, token } = await setup(t)
+  const seen: Seen = { cases: 0, fiveHundreds: [] }
+
+  await fc.assert(fc.asyncProperty(assistantBody, async (body) => {
+    check(seen, 'assistant body', await ask(app, token, JSON.stringify(body)))
+  }), { numRuns: 120, seed: 7 })
+
+  await fc.assert(fc.asyncProperty(fc.string({ maxLength: 300 }), fc.string({ maxLength: 30 }), async (text, contentType) => {
+    check(seen, 'assistant raw body', await ask(app, token, text, contentType.length > 0 ? contentType : 'application/json'))
+  }), { numRuns: 40, seed: 8 })
+
+  await fc.assert(fc.asyncProperty(fc.dictionary(fc.constantFrom('limit', 'cursor', 'mode', 'x'), fc.string({ maxLength: 30 })), async (query) => {
+    check(seen, 'usage query', await app.inject({ url: '/v1/ai/usage', query, headers: { authorization: `Bearer ${token}` } }))
+    check(seen, 'admin audit query', await app.inject({ url: '/v1/admin/audit', query, headers: adminHeaders }))
+  }), { numRuns: 30, seed: 9 })
+
+  await fc.assert(fc.asyncProperty(fc.string({ maxLength: 200 }), async (credential) => {
+    const res = await app.inject({ url: '/v1/ai/entitlements', headers: { authorization: credential.replace(/[\r\n]/g, '') } })
+    check(seen, 'authorization header', res)
+    if (res.statusCode !== 401) seen.fiveHundreds.push(`authorization header: ${res.statusCode} instead of 401`)
+  }), { numRuns: 40, seed: 10 })
+
+  await fc.assert(fc.asyncProperty(fc.string({ minLength: 1, maxLength: 140 }), jsonValue, async (userId, body) => {
+    check(seen, 'admin license', await app.inject({ method: 'PUT', url: `/v1/admin/licenses/${encodeURIComponent(userId)}`, headers: adminHeaders, payload: JSON.stringify(body) }))
+  }), { numRuns: 25, seed: 11 })
+
+  t.ok(seen.cases >= 250, `${seen.cases} generated requests`)
+  t.same(seen.fiveHundreds, [], 'no 5xx, and every refusal in the envelope')
+  // The key is still usable: nothing above broke the service's state.
+  t.equal((await app.inject({ method: 'POST', url: '/v1/ai/tokens', headers: { authorization: `Bearer ${key}` } })).statusCode, 201)
+  t.equal((await app.inject({ url: '/health/ready' })).statusCode, 200, 'the service stays ready')
+})
+
+t.test('hand-picked bad input: malformed, deep, huge, invalid UTF-8, tampered tokens, multipart abuse', async (t) => {
+  const { app, token } = await setup(t)
+  const seen: Seen = { cases: 0, fiveHundreds: [] }
+  const expect = async (what: string, status: number, res: Promise<LightMyRequestResponse>) => {
+    const answer = await res
+    check(seen, what, answer)
+    t.equal(answer.statusCode, status, `${what} → ${status} (got ${answer.statusCode})`)
+  }
+
+  await expect('truncated JSON', 400, ask(app, token, '{"message":"hi"'))
+  await expect('trailing comma', 400, ask(app, token, '{"message":"hi",}'))
+  await expect('a JSON string, not an object', 400, ask(app, token, '"hi"'))
+  await expect('null', 400, ask(app, token, 'null'))
+  await expect('deeply nested arrays', 400, ask(app, token, `{"message":"hi","context":${'['.repeat(5000)}${']'.repeat(5000)}}`))
+  await expect('deeply nested objects', 400, ask(app, token, `{"message":"hi","x":${'{"a":'.repeat(5000)}1${'}'.repeat(5000)}}`))
+  await expect('__proto__ key', 400, ask(app, token, '{"message":"hi","__proto__":{"admin":true}}'))
+  await expect('constructor.prototype key', 400, ask(app, token, '{"message":"hi","constructor":{"prototype":{"admin":true}}}'))
+  await expect('a body over the JSON limit', 413, ask(app, token, JSON.stringify({ message: 'x'.repeat(300 * 1024) })))
+  await expect('a message of 2,001 characters', 400, ask(app, token, JSON.stringify({ message: 'x'.repeat(2001) })))
+  // Invalid bytes decode to U+FFFD: a message like any other, not an error.
+  await expect('invalid UTF-8 bytes', 200, ask(app, token, Buffer.from([0x7b, 0x22, 0x6d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0xc3, 0x28, 0x22, 0x7d])))
+  await expect('lone surrogates', 200, ask(app, token, '{"message":"\\ud800 hi \\udfff"}'))
+  await expect('control characters', 200, ask(app, token, JSON.stringify({ message: 'a\u0000b\u001bc\u2028d' })))
+  await expect('XML as JSON', 400, ask(app, token, '<message>hi</message>'))
+  await expect('form-encoded body', 415, ask(app, token, 'message=hi', 'application/x-www-form-urlencoded'))
+  // JSON is UTF-8 whatever the header says (RFC 8259).
+  await expect('a content type with a bogus charset', 200, ask(app, token, '{"message":"hi"}', 'application/json; charset=ebcdic'))
+
+  const [header, payload, signature] = token.split('.') as [string, string, string]
+  const none = Buffer.from('{"alg":"none","typ":"JWT"}').toString('base64url')
+  const tampered: Record<string, string> = {
+    header: `${Buffer.from('{"alg":"HS512","typ":"JWT"}').toString('base64url')}.${payload}.${signature}`,
+    'alg none': `${none}.${payload}.`,
+    payload: `${header}.${Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload, 'base64url').toString()), plan: 'team', mode: 'live' })).toString('base64url')}.${signature}`,
+    signature: `${header}.${payload}.${signature.slice(0, -4)}AAAA`,
+    'no signature': `${header}.${payload}`,
+    'four segments': `${token}.x`,
+    'not base64': `${header}.%%%.${signature}`
+  }
+  for (const [what, bad] of Object.entries(tampered)) await expect(`token tampered: ${what}`, 401, ask(app, bad, '{"message":"hi"}'))
+  await expect('two Authorization schemes', 401, app.inject({ url: '/v1/ai/entitlements', headers: { authorization: `Basic ${token}` } }))
+
+  const boundary = 'x-boundary'
+  const part = (name: string, value: string, filename?: string) =>
+    `--${boundary}\r\nContent-Disposition: form-data; name="${name}"${filename === undefined ? '' : `; filename="${filename}"`}\r\n\r\n${value}\r\n`
+  const upload = (body: string) => app.inject({
+    method: 'POST', url: '/v1/ai/background-removal', headers: { authorization: `Bearer ${token}`, 'content-type': `multipart/form-data; boundary=${boundary}` }, payload: body
+  })
+  await expect('many files', 400, upload(Array.from({ length: 50 }, (_, i) => part('image', 'x', `${i}.png`)).join('') + `--${boundary}--\r\n`))
+  await expect('many fields', 400, upload(Array.from({ length: 50 }, (_, i) => part(`f${i}`, 'x')).join('') + `--${boundary}--\r\n`))
+  await expect('a field over its size limit', 400, upload(part('output', 'x'.repeat(5000)) + `--${boundary}--\r\n`))
+  await expect('no closing boundary', 400, upload(part('image', 'x', 'a.png')))
+  await expect('an empty multipart body', 400, upload(`--${boundary}--\r\n`))
+  await expect('a part header without a name', 400, upload(`--${boundary}\r\nContent-Disposition: form-data\r\n\r\nx\r\n--${boundary}--\r\n`))
+  await expect('multipart without a boundary', 400, app.inject({
+    method: 'POST', url: '/v1/ai/background-removal', headers: { authorization: `Bearer ${token}`, 'content-type': 'multipart/form-data' }, payload: 'x'
+  }))
+
+  t.same(seen.fiveHundreds, [], 'no 5xx, and every refusal in the envelope')
+  t.equal((await app.inject({ url: '/health/ready' })).statusCode, 200, 'the service stays ready')
+})
