@@ -8,6 +8,12 @@ import { loggerOptions } from './plugins/privacy.js'
 
 /** How long in-flight requests (streams included) get to finish after SIGTERM/SIGINT. */
 const SHUTDOWN_GRACE_MS = 10_000
+/** Readiness answers 503 this long before the listener closes, so a load balancer sees it and stops sending work. */
+const DRAIN_NOTICE_MS = 2_000
+/** Calls still waiting on a provider this long before the grace period ends are stopped, settled and told. */
+const STOP_MARGIN_MS = 2_000
+/** How often connections that became idle during the drain are closed. */
+const IDLE_SWEEP_MS = 200
 /** An idle socket is closed after this; streams send data well within it. */
 const CONNECTION_TIMEOUT_MS = 120_000
 /** The whole request must arrive within this (a 12 MB upload at ~200 KB/s). */
@@ -64,7 +70,13 @@ async function main () {
     if (err !== undefined) app.log.error({ err }, 'fatal error, shutting down')
     else app.log.info({ signal }, 'shutting down: draining in-flight requests')
     app.readiness.drain()
+    const stop = setTimeout(() => app.readiness.stopInFlight(), SHUTDOWN_GRACE_MS - STOP_MARGIN_MS)
+    await new Promise((resolve) => setTimeout(resolve, DRAIN_NOTICE_MS))
+    // A kept-alive connection whose last response ends during the drain is closed once idle, not kept open.
+    const sweep = setInterval(() => app.server.closeIdleConnections(), IDLE_SWEEP_MS)
     await app.close()
+    clearInterval(sweep)
+    clearTimeout(stop)
   })
 
   let address: string

@@ -1,4 +1,4 @@
-import { createFakeUpstream } from './fake-upstream.js'
+import { createFakeUpstream } from '../test/fake-upstream.js'
 
 // The fake upstream as a process of its own, so that it does not share an event loop with the load generator.
 const server = createFakeUpstream().listen(0, '127.0.0.1', () => {

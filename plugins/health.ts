@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin'
+import { AppError } from './errors.js'
 import type { HealthReadyBody } from '../schemas/health.js'
 
 const DEFAULT_CHECK_TIMEOUT_MS = 2000
@@ -19,6 +20,7 @@ class CheckTimeout extends Error {
 export function createReadiness (timeoutMs = DEFAULT_CHECK_TIMEOUT_MS) {
   const checks = new Map<string, ReadinessCheck>()
   let draining = false
+  const stopping = new AbortController()
 
   async function runOne (check: ReadinessCheck) {
     const started = performance.now()
@@ -47,6 +49,18 @@ export function createReadiness (timeoutMs = DEFAULT_CHECK_TIMEOUT_MS) {
     /** From now on the instance reports `draining` (503) so a load balancer stops sending it work. */
     drain () { draining = true },
     get draining () { return draining },
+    /**
+     * Aborted when the shutdown grace period is about to run out: calls still waiting on a provider (streams,
+     * mostly) stop, settle what they used and tell their client, instead of being cut when the process exits.
+     */
+    get stopSignal () { return stopping.signal },
+    stopInFlight () { stopping.abort() },
+    /** Aborts `controller` when in-flight calls are stopped; returns the function that forgets it (call it when done). */
+    abortOnStop (controller: AbortController): () => void {
+      const abort = () => controller.abort()
+      stopping.signal.addEventListener('abort', abort, { once: true })
+      return () => stopping.signal.removeEventListener('abort', abort)
+    },
     async run (): Promise<{ body: HealthReadyBody, failures: Array<{ name: string, err: Error }> }> {
       const names = [...checks.keys()]
       const results = await Promise.all(names.map(async (name) => runOne(checks.get(name) as ReadinessCheck)))
@@ -64,6 +78,9 @@ export function createReadiness (timeoutMs = DEFAULT_CHECK_TIMEOUT_MS) {
     }
   }
 }
+
+/** What a client is told when its call was stopped because the instance is shutting down. */
+export const restarting = () => new AppError('PROVIDER_UNAVAILABLE', 'The service is restarting: ask again in a moment.')
 
 declare module 'fastify' {
   interface FastifyInstance {

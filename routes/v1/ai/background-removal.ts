@@ -3,6 +3,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Multipart } from '@fastify/multipart'
 import Type from 'typebox'
 import { AppError } from '../../../plugins/errors.js'
+import { restarting } from '../../../plugins/health.js'
 import { finishImage, IMAGE_MIME, MAX_IMAGE_BYTES, prepareImage, type Format, type Output, type PreparedImage } from '../../../plugins/images.js'
 import type { BackgroundRemover } from '../../../providers/background-removal.js'
 import type { ProviderError } from '../../../providers/provider-error.js'
@@ -131,13 +132,18 @@ const backgroundRemoval: FastifyPluginAsyncTypebox = async (app) => {
 
     const metered = await app.meter(request, reply, 1)
     const controller = new AbortController()
-    reply.raw.on('close', () => { if (!reply.raw.writableFinished) controller.abort() })
+    const forget = app.readiness.abortOnStop(controller)
+    reply.raw.on('close', () => {
+      forget()
+      if (!reply.raw.writableFinished) controller.abort()
+    })
     let removed: { result: Buffer, used: BackgroundRemover }
     try {
       removed = await removeWithFallback(providers, image, upload.output, controller.signal, request.log)
     } catch (err) {
       await metered.release()
-      throw err
+      // Stopped by the shutdown: say so, whatever the provider's error said.
+      throw app.readiness.stopSignal.aborted ? restarting() : err
     }
     const { result, used } = removed
     let finished: Buffer

@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import Type from 'typebox'
 import { AppError, toEnvelope } from '../../../../plugins/errors.js'
+import { restarting } from '../../../../plugins/health.js'
 import type { MeteredCall } from '../../../../plugins/metering.js'
 import { MAX_OUTPUT_TOKENS } from '../../../../plugins/settings-assistant.js'
 import { estimatePromptTokens, estimateTokens, type ChatCall, type ChatEvent, type ChatProvider, type ChatUsage } from '../../../../providers/chat.js'
@@ -24,6 +25,11 @@ export function wantsStream (accept: string | undefined): boolean {
 
 const messages: FastifyPluginAsyncTypebox = async (app) => {
   const assistant = app.settingsAssistant
+  /** A call stopped by the shutdown (not by its client) says so, whatever the provider's error said. */
+  const stopping = () => app.readiness.stopSignal.aborted
+  const failure = (err: Error) => stopping() ? restarting() : err
+  /** Why a call that reached the provider ended early: it was charged for the prompt either way. */
+  const abortOutcome = () => stopping() ? 'shutdown' : 'client-aborted'
 
   /** Units of a finished (or cut) call: the provider's counts, or ours (flagged) when it sent none. Never zero. */
   function measured (call: ChatCall, usage: ChatUsage | null, generated: string): { usage: ChatUsage, estimated: boolean } {
@@ -51,10 +57,10 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
     try {
       result = await provider.complete(call)
     } catch (err) {
-      // A client that left has had its prompt sent: that is charged. Any other failure charged nothing.
-      if (call.signal.aborted) await settle(request, metered, provider, measured(call, null, ''), 'client-aborted')
+      // A call stopped (its client left, or the shutdown) has had its prompt sent: that is charged. Any other failure charged nothing.
+      if (call.signal.aborted) await settle(request, metered, provider, measured(call, null, ''), abortOutcome())
       else await metered.release()
-      throw err
+      throw failure(err as Error)
     }
     const suggestions = checked(request, result.toolArguments)
     const units = measured(call, result.usage, result.text + result.toolArguments.join(''))
@@ -72,9 +78,9 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
     try {
       first = await events.next()
     } catch (err) {
-      if (call.signal.aborted) await settle(request, metered, provider, measured(call, null, ''), 'client-aborted')
+      if (call.signal.aborted) await settle(request, metered, provider, measured(call, null, ''), abortOutcome())
       else await metered.release()
-      throw err
+      throw failure(err as Error)
     }
     const out = new PassThrough()
     const write = (event: string, data: unknown) => { if (!out.writableEnded && !out.destroyed) out.write(sseFrame(event, data)) }
@@ -101,10 +107,10 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
         const quota = await settle(request, metered, provider, units, 'completed')
         write('done', { id: request.id, finishReason: finished.finishReason, usage: units.usage, quota })
       } catch (err) {
-        const aborted = call.signal.aborted
-        await settle(request, metered, provider, measured(call, null, text + tools.join('')), aborted ? 'client-aborted' : 'provider-failed')
-        if (!aborted) {
-          const envelope = toEnvelope(err as Error)
+        const clientLeft = call.signal.aborted && !stopping()
+        await settle(request, metered, provider, measured(call, null, text + tools.join('')), call.signal.aborted ? abortOutcome() : 'provider-failed')
+        if (!clientLeft) {
+          const envelope = toEnvelope(failure(err as Error))
           request.log.warn({ err }, 'assistant stream ended with an error event')
           request.errorCode = envelope.code
           const body: ErrorResponseBody = { error: { code: envelope.code, message: envelope.message, requestId: request.id } }
@@ -159,7 +165,11 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
     reply.header('ai-provider', provider.name)
 
     const controller = new AbortController()
-    reply.raw.on('close', () => { if (!reply.raw.writableFinished) controller.abort() })
+    const forget = app.readiness.abortOnStop(controller)
+    reply.raw.on('close', () => {
+      forget()
+      if (!reply.raw.writableFinished) controller.abort()
+    })
     const call: ChatCall = {
       messages: assistant.messages(body),
       tool: assistant.tool,

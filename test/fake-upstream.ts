@@ -1,12 +1,12 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import { completion, streamChunks } from '../test/openai-fake.js'
+import { completion, streamChunks } from './openai-fake.js'
 
 /**
  * A local stand-in for the providers, over real HTTP on loopback: OpenAI's Chat Completions (JSON and SSE, in
  * the documented shapes of test/openai-fake.ts) and remove.bg (`POST /v1.0/removebg`, which echoes the uploaded
  * image as the result). `POST /_control` tells what it saw (counts, the last chat body) and sets how it behaves: `firstChunkDelayMs` before a stream's first chunk,
- * and `hold`, which keeps every stream open after its first delta until `{"release": true}`.
- * `bench/upstream-process.ts` runs it as a process of its own.
+ * and `hold`, which keeps every stream open after its first delta until `{"release": true}` (or a count).
+ * `bench/upstream-process.ts` runs it as a process of its own for the benchmark; tests start it in-process.
  */
 export interface Behaviour { firstChunkDelayMs: number, hold: boolean }
 
@@ -26,7 +26,7 @@ async function body (req: IncomingMessage): Promise<Buffer> {
 
 export function createFakeUpstream () {
   const behaviour: Behaviour = { firstChunkDelayMs: 0, hold: false }
-  let held: Array<() => void> = []
+  const held: Array<() => void> = []
   const stats = { chat: 0, streams: 0, removebg: 0 }
   let lastChatBody = ''
 
@@ -65,13 +65,12 @@ export function createFakeUpstream () {
   }
 
   async function control (req: IncomingMessage, res: ServerResponse) {
-    const change = JSON.parse((await body(req)).toString('utf8') || '{}') as Partial<Behaviour> & { release?: boolean }
+    const change = JSON.parse((await body(req)).toString('utf8') || '{}') as Partial<Behaviour> & { release?: boolean | number }
     if (change.firstChunkDelayMs !== undefined) behaviour.firstChunkDelayMs = change.firstChunkDelayMs
     if (change.hold !== undefined) behaviour.hold = change.hold
-    if (change.release === true) {
-      const waiting = held
-      held = []
-      for (const resume of waiting) resume()
+    // `release`: true lets every held stream go on, a number the oldest that many.
+    if (change.release !== undefined && change.release !== false) {
+      for (const resume of held.splice(0, change.release === true ? held.length : change.release)) resume()
     }
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ behaviour, held: held.length, stats, lastChatBody }))
   }
