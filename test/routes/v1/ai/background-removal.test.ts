@@ -236,6 +236,29 @@ t.test('both providers down → PROVIDER_UNAVAILABLE with quota unchanged; no fo
   t.same(await counters(app, userId), [{ used: 0, reserved: 0 }])
 })
 
+t.test('a call still at the provider when the shutdown stops in-flight calls → 503 "restarting", quota released, no fallback', async (t) => {
+  let rembgCalls = 0
+  let started: () => void = () => {}
+  const atProvider = new Promise<void>((resolve) => { started = resolve })
+  interceptNetwork(t,
+    http.post(REMOVEBG_URL, async ({ request }) => {
+      started()
+      await new Promise((resolve) => request.signal.addEventListener('abort', resolve))
+      return HttpResponse.error()
+    }),
+    http.post(`${REMBG}/api/remove`, () => { rembgCalls++; return HttpResponse.error() }))
+  const { app } = await build(t, { env: BOTH_ENV })
+  const { userId, token } = await tokenFor(app)
+  const pending = upload(app, token, await jpegWithGps())
+  await atProvider
+  app.readiness.stopInFlight()
+  const res = await pending
+  t.equal(res.statusCode, 503)
+  t.match(res.json().error, { code: 'PROVIDER_UNAVAILABLE', message: 'The service is restarting: ask again in a moment.' })
+  t.equal(rembgCalls, 0, 'a stopped call does not fall back')
+  t.same(await counters(app, userId), [{ used: 0, reserved: 0 }])
+})
+
 t.test('a provider answer that is not an image → PROVIDER_ERROR, quota released', async (t) => {
   interceptNetwork(t, http.post(REMOVEBG_URL, () => new HttpResponse('<html>maintenance</html>', { headers: { 'content-type': 'image/png' } })))
   const { app } = await build(t, { env: LIVE_ENV })

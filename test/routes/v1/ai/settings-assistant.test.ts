@@ -262,6 +262,26 @@ t.test('a client that leaves before the first byte: upstream aborted, the prompt
   t.same(await counters(app, userId), [{ used: (await ledger(app, userId)).reduce((sum, r) => sum + Number(r.units), 0), reserved: 0 }])
 })
 
+t.test('the shutdown stops a JSON call still waiting on OpenAI: 503 "restarting", the prompt settled (estimated)', async (t) => {
+  let started: () => void = () => {}
+  const atProvider = new Promise<void>((resolve) => { started = resolve })
+  interceptNetwork(t, http.post(OPENAI_URL, async ({ request }) => {
+    started()
+    await new Promise((resolve) => request.signal.addEventListener('abort', resolve))
+    return HttpResponse.error()
+  }))
+  const { app } = await build(t, { env: LIVE_ENV })
+  const { userId, token } = await tokenFor(app)
+  const pending = ask(app, token, { message: 'How do I make my exports sharper?' })
+  await atProvider
+  app.readiness.stopInFlight()
+  const res = await pending
+  t.equal(res.statusCode, 503)
+  t.match(res.json().error, { code: 'PROVIDER_UNAVAILABLE', message: 'The service is restarting: ask again in a moment.' })
+  t.match(await ledger(app, userId), [{ estimated: true, units_out: '0' }], 'the prompt that was sent is charged, estimated')
+  t.same((await counters(app, userId)).map((c) => c.reserved), [0])
+})
+
 t.test('only the declared fields leave; canaries appear in no log line, audit row or ledger row', async (t) => {
   const { seen } = interceptNetwork(t, http.post(OPENAI_URL, async ({ request }) => {
     const body = await request.json() as { stream?: boolean }
