@@ -191,8 +191,11 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
       const deadline = AbortSignal.timeout(opts.timeoutMs)
       const completion = await retrying(AbortSignal.any([call.signal, deadline]), async () =>
         once(call.signal, deadline, (signal) => client.chat.completions.create({ ...body(call), stream: false }, { signal })))
-      const choice = completion.choices[0]
-      if (choice === undefined) throw new ProviderError('PROVIDER_ERROR', 'The chat provider sent no answer.')
+      // A body that is not a chat completion (an HTML page from a proxy arrives as text) cannot be read.
+      const shape = completion as unknown as { choices?: unknown }
+      if (typeof shape !== 'object' || !Array.isArray(shape.choices)) throw new ProviderError('PROVIDER_ERROR', 'The chat provider sent a response that cannot be read.')
+      const choice = completion.choices[0] as (typeof completion.choices)[number] | undefined
+      if (choice?.message === undefined) throw new ProviderError('PROVIDER_ERROR', 'The chat provider sent no answer.')
       return {
         text: choice.message.content ?? '',
         toolArguments: (choice.message.tool_calls ?? []).flatMap((c) => c.type === 'function' ? [c.function.arguments] : []),

@@ -6,9 +6,24 @@ import { completion, streamChunks } from './openai-fake.js'
  * the documented shapes of test/openai-fake.ts) and remove.bg (`POST /v1.0/removebg`, which echoes the uploaded
  * image as the result). `POST /_control` tells what it saw (counts, the last chat body) and sets how it behaves: `firstChunkDelayMs` before a stream's first chunk,
  * and `hold`, which keeps every stream open after its first delta until `{"release": true}` (or a count).
+ * `fault` makes the next `faultTimes` calls fail one way (a status with or without Retry-After, no first byte, a
+ * stall or a reset in the middle of the body, an unreadable or wrong-typed body, an oversized one).
  * `bench/upstream-process.ts` runs it as a process of its own for the benchmark; tests start it in-process.
  */
-export interface Behaviour { firstChunkDelayMs: number, hold: boolean }
+export type Fault =
+  | { kind: 'status', status: number, retryAfter?: string }
+  | { kind: 'no-first-byte' | 'stall' | 'reset' | 'malformed' | 'wrong-type' | 'oversized' }
+export interface Behaviour {
+  firstChunkDelayMs: number
+  hold: boolean
+  /** What goes wrong, for the next `faultTimes` calls (then it answers normally again). */
+  fault: Fault | null
+  faultTimes: number
+}
+type Shape = 'json' | 'sse' | 'png'
+
+/** remove.bg's largest answer the service reads is 64 MB: one more. */
+const OVERSIZED_MB = 65
 
 const REPLY = 'Turn on output sharpening in the Export panel and raise the JPEG quality.'
 const SUGGESTION = { settingId: 'export.sharpening', value: 'high', reason: 'Sharper exports.' }
@@ -24,8 +39,59 @@ async function body (req: IncomingMessage): Promise<Buffer> {
   return Buffer.concat(chunks)
 }
 
+const closed = (res: ServerResponse) => new Promise<void>((resolve) => {
+  if (res.destroyed) resolve()
+  else res.once('close', () => resolve())
+})
+
+/** Answers with `fault` in the shape of the endpoint. */
+async function injectFault (fault: Fault, res: ServerResponse, shape: Shape, image: Buffer = Buffer.alloc(0)) {
+  const type = { json: 'application/json', sse: 'text/event-stream; charset=utf-8', png: 'image/png' }[shape]
+  const partial = { json: JSON_REPLY.slice(0, 40), sse: SSE_FRAMES.slice(0, FIRST_CONTENT_FRAME + 1).join(''), png: image.subarray(0, 1000) }[shape]
+  switch (fault.kind) {
+    case 'status': {
+      const errorBody = shape === 'png'
+        ? { errors: [{ title: 'Injected failure', code: 'injected' }] }
+        : { error: { message: 'Injected failure', type: fault.status === 429 ? 'rate_limit_exceeded' : 'server_error', param: null, code: null } }
+      res.writeHead(fault.status, { 'content-type': 'application/json', ...(fault.retryAfter === undefined ? {} : { 'retry-after': fault.retryAfter }) })
+      res.end(JSON.stringify(errorBody))
+      return
+    }
+    case 'no-first-byte':
+      await closed(res)
+      return
+    case 'stall':
+    case 'reset':
+      res.writeHead(200, { 'content-type': type })
+      res.write(partial)
+      if (fault.kind === 'reset') setTimeout(() => res.socket?.destroy(), 20)
+      await closed(res)
+      return
+    case 'malformed':
+      res.writeHead(200, { 'content-type': type }).end(shape === 'sse' ? `${SSE_FRAMES[0] ?? ''}data: {not json\n\n` : 'not json, not an image {')
+      return
+    case 'wrong-type':
+      res.writeHead(200, { 'content-type': 'text/html' }).end('<html><body>502 Bad Gateway</body></html>')
+      return
+    case 'oversized': {
+      res.writeHead(200, { 'content-type': type })
+      const chunk = Buffer.alloc(1024 * 1024, 1)
+      for (let i = 0; i < OVERSIZED_MB && !res.destroyed; i++) {
+        if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve))
+      }
+      res.end()
+    }
+  }
+}
+
 export function createFakeUpstream () {
-  const behaviour: Behaviour = { firstChunkDelayMs: 0, hold: false }
+  const behaviour: Behaviour = { firstChunkDelayMs: 0, hold: false, fault: null, faultTimes: 0 }
+  /** The fault of this call, if any is left to inject. */
+  const takeFault = (): Fault | null => {
+    if (behaviour.fault === null || behaviour.faultTimes <= 0) return null
+    behaviour.faultTimes--
+    return behaviour.fault
+  }
   const held: Array<() => void> = []
   const stats = { chat: 0, streams: 0, removebg: 0 }
   let lastChatBody = ''
@@ -34,6 +100,11 @@ export function createFakeUpstream () {
     lastChatBody = (await body(req)).toString('utf8')
     const request = JSON.parse(lastChatBody) as { stream?: boolean }
     stats.chat++
+    const fault = takeFault()
+    if (fault !== null) {
+      await injectFault(fault, res, request.stream === true ? 'sse' : 'json')
+      return
+    }
     if (request.stream !== true) {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON_REPLY)
       return
@@ -61,13 +132,17 @@ export function createFakeUpstream () {
       return
     }
     const bytes = Buffer.from(await image.arrayBuffer())
+    const fault = takeFault()
+    if (fault !== null) {
+      await injectFault(fault, res, 'png', bytes)
+      return
+    }
     res.writeHead(200, { 'content-type': 'image/png', 'x-credits-charged': '1' }).end(bytes)
   }
 
   async function control (req: IncomingMessage, res: ServerResponse) {
     const change = JSON.parse((await body(req)).toString('utf8') || '{}') as Partial<Behaviour> & { release?: boolean | number }
-    if (change.firstChunkDelayMs !== undefined) behaviour.firstChunkDelayMs = change.firstChunkDelayMs
-    if (change.hold !== undefined) behaviour.hold = change.hold
+    Object.assign(behaviour, Object.fromEntries(Object.entries(change).filter(([key]) => key in behaviour)))
     // `release`: true lets every held stream go on, a number the oldest that many.
     if (change.release !== undefined && change.release !== false) {
       for (const resume of held.splice(0, change.release === true ? held.length : change.release)) resume()

@@ -85,6 +85,8 @@ t.test('unreadable or empty answers are PROVIDER_ERROR; missing usage is null', 
   interceptNetwork(t, http.post(OPENAI_URL, () => {
     if (mode === 'garbage') return new HttpResponse('<html>oops</html>', { headers: { 'content-type': 'application/json' } })
     if (mode === 'empty') return HttpResponse.json({ ...completion('x'), choices: [] })
+    if (mode === 'html') return new HttpResponse('<html>502 Bad Gateway</html>', { headers: { 'content-type': 'text/html' } })
+    if (mode === 'no-message') return HttpResponse.json({ ...completion('x'), choices: [{ index: 0, finish_reason: 'stop' }] })
     if (mode === 'tool-only') {
       const body = completion('', [{ settingId: 'display.theme', value: 'dark', reason: 'r' }])
       return HttpResponse.json({ ...body, choices: [{ ...body.choices[0], message: { ...body.choices[0]?.message, content: null } }] })
@@ -97,6 +99,10 @@ t.test('unreadable or empty answers are PROVIDER_ERROR; missing usage is null', 
   const { provider } = chat()
   await t.rejects(provider.complete(call()), { code: 'PROVIDER_ERROR', message: /cannot be read/ })
   mode = 'empty'
+  await t.rejects(provider.complete(call()), { code: 'PROVIDER_ERROR', message: /no answer/ })
+  mode = 'html'
+  await t.rejects(provider.complete(call()), { code: 'PROVIDER_ERROR', message: /cannot be read/ }, 'a 200 with an HTML page from a proxy')
+  mode = 'no-message'
   await t.rejects(provider.complete(call()), { code: 'PROVIDER_ERROR', message: /no answer/ })
   mode = 'tool-only'
   t.match(await provider.complete(call()), { text: '', toolArguments: [/display\.theme/] })
