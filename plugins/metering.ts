@@ -64,17 +64,23 @@ const RESERVE = `WITH counter AS (
   )
   SELECT used, reserved FROM counter`
 
-/** Settles reservation $1: its units leave `reserved`, the settled units ($6) join `used`, one ledger row; one statement. */
-const SETTLE = `WITH reservation AS (
-    DELETE FROM quota_reservations WHERE id = $1 RETURNING units
+/**
+ * Settles reservation $1 in one statement: one ledger row (keyed by the reservation, so a retried settlement that
+ * had in fact committed changes nothing), the reservation's units leave `reserved` and the settled units ($6)
+ * join `used`. `found`: the reservation was still there.
+ */
+const SETTLE = `WITH ledger AS (
+    INSERT INTO usage_ledger (user_id, mode, feature, provider, model, units_in, units_out, units, cost_micro_usd, request_id, estimated, reservation_id)
+    VALUES ($2, $3, $4, $7, $8, $9, $10, $6, $11, $12, $13, $1)
+    ON CONFLICT (reservation_id) DO NOTHING
+    RETURNING id
+  ), reservation AS (
+    DELETE FROM quota_reservations WHERE id = $1 AND EXISTS (SELECT 1 FROM ledger) RETURNING units
   ), counter AS (
     UPDATE quota_usage SET reserved = reserved - COALESCE((SELECT units FROM reservation), 0), used = used + $6
-    WHERE user_id = $2 AND mode = $3 AND feature = $4 AND period_start = $5
-  ), ledger AS (
-    INSERT INTO usage_ledger (user_id, mode, feature, provider, model, units_in, units_out, units, cost_micro_usd, request_id, estimated)
-    VALUES ($2, $3, $4, $7, $8, $9, $10, $6, $11, $12, $13)
+    WHERE user_id = $2 AND mode = $3 AND feature = $4 AND period_start = $5 AND EXISTS (SELECT 1 FROM ledger)
   )
-  SELECT count(*)::int AS found FROM reservation`
+  SELECT (SELECT count(*) FROM reservation)::int AS found`
 
 /** Deletes the reservations matching `where` (on $1) and gives their units back to their counter rows; one statement. */
 const giveBack = (where: string) => `WITH gone AS (

@@ -102,5 +102,15 @@ CREATE TABLE usage_ledger (
 );
 CREATE INDEX usage_ledger_user ON usage_ledger (user_id, mode, id);
 `
+  },
+  {
+    id: 3,
+    name: 'idempotent-settlement',
+    sql: `
+-- The reservation a ledger row settles: a settlement retried after its first attempt did commit (the connection
+-- died before the answer) finds its row and changes nothing.
+ALTER TABLE usage_ledger ADD COLUMN reservation_id text;
+CREATE UNIQUE INDEX usage_ledger_reservation ON usage_ledger (reservation_id);
+`
   }
 ]

@@ -27,6 +27,8 @@ for (const backend of ['embedded', 'postgres'] as const) {
     const first = await metering.reserve(key, small, 1, 'req-1')
     t.same(await metering.usage(key, small), { used: 0, reserved: 1, resetsAt: first.resetsAt })
     t.equal(await metering.settle(first, { provider: 'sandbox', units: 1, requestId: 'req-1' }), true)
+    t.equal(await metering.settle(first, { provider: 'sandbox', units: 1, requestId: 'req-1' }), false,
+      'a settlement retried after it had committed (its answer lost with the connection) changes nothing')
     const failed = await metering.reserve(key, small, 1)
     await metering.release(failed)
     await metering.release(failed)
@@ -45,6 +47,7 @@ for (const backend of ['embedded', 'postgres'] as const) {
     const { rows } = await store.query<{ provider: string, units: string, request_id: string, estimated: boolean }>(
       'SELECT provider, units, request_id, estimated FROM usage_ledger WHERE user_id = $1', [key.userId])
     t.match(rows, [{ provider: 'sandbox', request_id: 'req-1', estimated: false }])
+    t.equal(rows.length, 1, 'one ledger row, however often it was settled')
     t.equal(Number(rows[0]?.units), 1)
   })
 

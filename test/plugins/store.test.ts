@@ -17,7 +17,7 @@ for (const backend of ['embedded', 'postgres'] as const) {
     const { rows } = await store.query<{ n: number }>('SELECT count(*)::int AS n FROM extra_table')
     t.equal(rows[0]?.n, 2)
     const recorded = await store.query<{ id: number }>('SELECT id FROM schema_migrations ORDER BY id')
-    t.same(recorded.rows.map((r) => r.id), [1, 2, 1000])
+    t.same(recorded.rows.map((r) => r.id), [1, 2, 3, 1000])
   })
 
   t.test(`${backend}: several instances migrating at once apply each migration once`, async (t) => {
