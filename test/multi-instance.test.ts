@@ -1,0 +1,63 @@
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { FastifyInstance } from 'fastify'
+import sharp from 'sharp'
+import t, { type Test } from 'tap'
+import { build, createTestStore, mint, newUserId, adminHeaders } from './helper.js'
+
+/**
+ * Two instances sharing one PostgreSQL and one Redis, under one concurrent load split between them: the quota and
+ * the per-minute limit hold for the user as a whole, not per instance.
+ */
+const REDIS_URL = `${process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'}/11`
+const PLANS_FILE = join(mkdtempSync(join(tmpdir(), 'multi-plans-')), 'plans.json')
+writeFileSync(PLANS_FILE, JSON.stringify({
+  plans: {
+    'tight-quota': { name: 'Tight quota', features: { 'background-removal': { quota: { limit: 30, period: 'day' }, rateLimitPerMinute: 100_000 } } },
+    'tight-rate': { name: 'Tight rate', features: { 'background-removal': { quota: { limit: 1_000_000, period: 'day' }, rateLimitPerMinute: 25 } } }
+  }
+}))
+const png = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#ffffff' } }).png().toBuffer()
+
+function upload (app: FastifyInstance, token: string) {
+  const boundary = 'multi-boundary'
+  const payload = Buffer.concat([Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n`), png, Buffer.from(`\r\n--${boundary}--\r\n`)])
+  return app.inject({ method: 'POST', url: '/v1/ai/background-removal', headers: { authorization: `Bearer ${token}`, 'content-type': `multipart/form-data; boundary=${boundary}` }, payload })
+}
+
+async function twoInstances (t: Test) {
+  const { store, drop } = await createTestStore('postgres')
+  t.teardown(drop)
+  const env = { PLANS_FILE, REDIS_URL }
+  const a = await build(t, { store, env })
+  const b = await build(t, { store, env })
+  return [a.app, b.app] as const
+}
+
+/** A user on `plan` with a test key, and a token from each instance. */
+async function userOn (a: FastifyInstance, b: FastifyInstance, plan: string) {
+  const userId = newUserId('multi')
+  await a.inject({ method: 'PUT', url: `/v1/admin/licenses/${userId}`, headers: adminHeaders, payload: { plan } })
+  const { key } = (await b.inject({ method: 'POST', url: '/v1/admin/keys', headers: adminHeaders, payload: { userId, mode: 'test' } })).json() as { key: string }
+  return { userId, tokens: [(await mint(a, key)).token, (await mint(b, key)).token] as const }
+}
+
+const tally = (statuses: number[]) => statuses.reduce<Record<number, number>>((n, s) => ({ ...n, [s]: (n[s] ?? 0) + 1 }), {})
+
+t.test('the quota holds across two instances under concurrent load', async (t) => {
+  const [a, b] = await twoInstances(t)
+  const { userId, tokens } = await userOn(a, b, 'tight-quota')
+  const results = await Promise.all(Array.from({ length: 90 }, (_, i) => upload(i % 2 === 0 ? a : b, tokens[i % 2] as string)))
+  t.same(tally(results.map((r) => r.statusCode)), { 200: 30, 402: 60 }, 'exactly the quota succeeds, the rest is QUOTA_EXCEEDED')
+  const usage = (await a.inject({ url: `/v1/admin/usage?userId=${userId}&mode=test`, headers: adminHeaders })).json() as { features: Array<{ id: string, used: number, reserved: number }> }
+  t.match(usage.features.find((f) => f.id === 'background-removal'), { used: 30, reserved: 0 })
+})
+
+t.test('the per-minute limit holds across two instances sharing Redis', async (t) => {
+  const [a, b] = await twoInstances(t)
+  const { tokens } = await userOn(a, b, 'tight-rate')
+  const results = await Promise.all(Array.from({ length: 60 }, (_, i) => upload(i % 2 === 0 ? a : b, tokens[i % 2] as string)))
+  t.same(tally(results.map((r) => r.statusCode)), { 200: 25, 429: 35 }, 'exactly the limit succeeds, the rest is RATE_LIMITED')
+  t.ok(results.filter((r) => r.statusCode === 429).every((r) => /^\d+$/.test(String(r.headers['retry-after']))), 'every refusal says when to retry')
+})
