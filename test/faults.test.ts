@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify'
 import sharp from 'sharp'
 import t from 'tap'
 import { createFakeUpstream, type Fault } from './fake-upstream.js'
-import { build, mint, userWithKey } from './helper.js'
+import { build, mint, multipart, userWithKey } from './helper.js'
 
 /**
  * The fault matrix over real HTTP: both features against a fake upstream on loopback that fails on demand (no
@@ -41,9 +41,8 @@ async function state (app: FastifyInstance, userId: string) {
 }
 
 function upload (app: FastifyInstance, token: string) {
-  const boundary = 'faults-boundary'
-  const payload = Buffer.concat([Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n`), image, Buffer.from(`\r\n--${boundary}--\r\n`)])
-  return app.inject({ method: 'POST', url: '/v1/ai/background-removal', headers: { authorization: `Bearer ${token}`, 'content-type': `multipart/form-data; boundary=${boundary}` }, payload })
+  const body = multipart([{ name: 'image', value: image, filename: 'a.png', type: 'image/png' }])
+  return app.inject({ method: 'POST', url: '/v1/ai/background-removal', headers: { authorization: `Bearer ${token}`, 'content-type': body.contentType }, payload: body.payload })
 }
 
 const ask = (app: FastifyInstance, token: string, stream: boolean) => app.inject({

@@ -119,3 +119,17 @@ export async function mint (app: FastifyInstance, credential: string, features?:
   if (res.statusCode !== 201) throw new Error(`mint: ${res.statusCode} ${res.body}`)
   return res.json() as { token: string, plan: string, features: string[], mode: string, expiresIn: number, expiresAt: string }
 }
+
+/** A multipart body by hand, as a client sends it. */
+export function multipart (parts: Array<{ name: string, value: Buffer | string, filename?: string, type?: string }>) {
+  const boundary = '----portal-ai-api-test-boundary'
+  const chunks: Buffer[] = []
+  for (const part of parts) {
+    const disposition = `form-data; name="${part.name}"${part.filename === undefined ? '' : `; filename="${part.filename}"`}`
+    chunks.push(Buffer.from(`--${boundary}\r\nContent-Disposition: ${disposition}\r\n${part.type === undefined ? '' : `Content-Type: ${part.type}\r\n`}\r\n`))
+    chunks.push(typeof part.value === 'string' ? Buffer.from(part.value) : part.value)
+    chunks.push(Buffer.from('\r\n'))
+  }
+  chunks.push(Buffer.from(`--${boundary}--\r\n`))
+  return { payload: Buffer.concat(chunks), contentType: `multipart/form-data; boundary=${boundary}` }
+}

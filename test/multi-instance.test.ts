@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import sharp from 'sharp'
 import t, { type Test } from 'tap'
-import { build, createTestStore, mint, newUserId, adminHeaders } from './helper.js'
+import { adminHeaders, build, createTestStore, mint, multipart, newUserId } from './helper.js'
 
 /**
  * Two instances sharing one PostgreSQL and one Redis, under one concurrent load split between them: the quota and
@@ -21,9 +21,8 @@ writeFileSync(PLANS_FILE, JSON.stringify({
 const png = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#ffffff' } }).png().toBuffer()
 
 function upload (app: FastifyInstance, token: string) {
-  const boundary = 'multi-boundary'
-  const payload = Buffer.concat([Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n`), png, Buffer.from(`\r\n--${boundary}--\r\n`)])
-  return app.inject({ method: 'POST', url: '/v1/ai/background-removal', headers: { authorization: `Bearer ${token}`, 'content-type': `multipart/form-data; boundary=${boundary}` }, payload })
+  const body = multipart([{ name: 'image', value: png, filename: 'a.png', type: 'image/png' }])
+  return app.inject({ method: 'POST', url: '/v1/ai/background-removal', headers: { authorization: `Bearer ${token}`, 'content-type': body.contentType }, payload: body.payload })
 }
 
 async function twoInstances (t: Test) {

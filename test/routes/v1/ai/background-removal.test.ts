@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify'
 import { http, HttpResponse } from 'msw'
 import sharp from 'sharp'
 import t from 'tap'
-import { build, createTestStore, mint, TEST_SECRETS, userWithKey } from '../../../helper.js'
+import { build, createTestStore, mint, multipart, TEST_SECRETS, userWithKey } from '../../../helper.js'
 import { interceptNetwork } from '../../../network.js'
 import { start } from '../../../server-process.js'
 
@@ -20,20 +20,6 @@ const BOTH_ENV = { ...LIVE_ENV, BG_REMOVAL_PROVIDERS: 'removebg,rembg', REMBG_UR
 async function tokenFor (app: FastifyInstance, mode: 'live' | 'test' = 'live', plan = 'pro') {
   const { userId, key } = await userWithKey(app, { plan, mode })
   return { userId, token: (await mint(app, key)).token }
-}
-
-/** A multipart body by hand, as a client sends it. */
-function multipart (parts: Array<{ name: string, value: Buffer | string, filename?: string, type?: string }>) {
-  const boundary = '----portal-ai-api-test-boundary'
-  const chunks: Buffer[] = []
-  for (const part of parts) {
-    const disposition = `form-data; name="${part.name}"${part.filename === undefined ? '' : `; filename="${part.filename}"`}`
-    chunks.push(Buffer.from(`--${boundary}\r\nContent-Disposition: ${disposition}\r\n${part.type === undefined ? '' : `Content-Type: ${part.type}\r\n`}\r\n`))
-    chunks.push(typeof part.value === 'string' ? Buffer.from(part.value) : part.value)
-    chunks.push(Buffer.from('\r\n'))
-  }
-  chunks.push(Buffer.from(`--${boundary}--\r\n`))
-  return { payload: Buffer.concat(chunks), contentType: `multipart/form-data; boundary=${boundary}` }
 }
 
 function upload (app: FastifyInstance, token: string, image: Buffer, fields: Record<string, string> = {}, filename = 'layer.jpg') {
