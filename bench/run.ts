@@ -1,17 +1,12 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { once } from 'node:events'
-import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs'
-import { Agent, request as httpRequest } from 'node:http'
-import { cpus, tmpdir, totalmem, platform, release } from 'node:os'
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
+import { Agent } from 'node:http'
+import { cpus, totalmem, platform, release } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
-import pg from 'pg'
-import { Redis } from 'ioredis'
 import sharp from 'sharp'
-import defaultPlans from '../defaults/plans.json' with { type: 'json' }
+import { percentile, post, ROOT, round, rssMb, startStack, type Sent, type Stack } from './harness.js'
 
 /**
  * `npm run bench`: the service with its whole policy path (AI token, entitlement, rate limit, quota reservation
@@ -19,10 +14,6 @@ import defaultPlans from '../defaults/plans.json' with { type: 'json' }
  * upstream called directly in the same run, so that ratios hold on a noisy machine. Prints a table, writes
  * bench/results.json and docs/performance.md.
  */
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
-const DATABASE_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
-/** A database of its own (flushed before and after), so no counters of another run or of the tests count here. */
-const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379/14'
 /** Scale the run: BENCH_SCALE=0.2 for a quick look, 1 for the figures of docs/performance.md. */
 const SCALE = Number(process.env.BENCH_SCALE ?? '1')
 /** Users the load comes from (token minting is limited to 30 a minute per address, so fewer than that). */
@@ -30,107 +21,6 @@ const USERS = 20
 /** BENCH_ONLY=1,2 runs some scenarios only (docs/performance.md is rewritten only by a run of all four). */
 const ONLY = new Set((process.env.BENCH_ONLY ?? '1,2,3,4').split(','))
 const STREAMS_HELD = 1000
-
-const work = mkdtempSync(join(tmpdir(), 'portal-ai-api-bench-'))
-const children: ChildProcess[] = []
-const cleanups: Array<() => Promise<void>> = []
-
-function rssMb (pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024
-}
-
-async function freePort (): Promise<number> {
-  const { createServer } = await import('node:net')
-  const server = createServer().listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as { port: number }
-  server.close()
-  return port
-}
-
-function start (name: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
-  const log = openSync(join(work, `${name}.log`), 'a')
-  const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', name === 'upstream' ? 'pipe' : log, log] })
-  children.push(child)
-  return child
-}
-
-async function waitFor (url: string, child: ChildProcess, name: string) {
-  for (let i = 0; i < 600; i++) {
-    if (child.exitCode !== null) throw new Error(`${name} exited (${child.exitCode}); see ${join(work, `${name}.log`)}`)
-    try {
-      if ((await fetch(url)).ok) return
-    } catch {}
-    await sleep(100)
-  }
-  throw new Error(`${name} did not become ready at ${url}`)
-}
-
-/** PostgreSQL and Redis when this machine runs them (a fresh schema of its own), else the embedded store. */
-async function backends (): Promise<{ env: Record<string, string>, store: string, limits: string }> {
-  const env: Record<string, string> = {}
-  let store = 'embedded PGlite'
-  let limits = 'in-memory rate limits'
-  const admin = new pg.Client({ connectionString: DATABASE_URL, connectionTimeoutMillis: 2000 })
-  try {
-    await admin.connect()
-    const schema = `bench_${randomBytes(4).toString('hex')}`
-    await admin.query(`CREATE SCHEMA ${schema}`)
-    const version = (await admin.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version ?? '?'
-    const url = new URL(DATABASE_URL)
-    url.searchParams.set('options', `-c search_path=${schema}`)
-    env.DATABASE_URL = url.toString()
-    store = `PostgreSQL ${version.split(' ')[0] ?? version}`
-    cleanups.push(async () => { await admin.query(`DROP SCHEMA ${schema} CASCADE`); await admin.end() })
-  } catch {
-    await admin.end().catch(() => {})
-  }
-  const redis = new Redis(REDIS_URL, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null })
-  redis.on('error', () => {})
-  try {
-    await redis.connect()
-    const info = await redis.info('server')
-    await redis.flushdb()
-    env.REDIS_URL = REDIS_URL
-    cleanups.push(async () => {
-      const again = new Redis(REDIS_URL, { maxRetriesPerRequest: 0 })
-      await again.flushdb()
-      again.disconnect()
-    })
-    limits = `Redis ${/redis_version:(\S+)/.exec(info)?.[1] ?? '?'}`
-  } catch {}
-  redis.disconnect()
-  return { env, store, limits }
-}
-
-interface Sent { status: number, ms: number, firstMs: number, text: string }
-
-/** One request over a keep-alive agent; `firstMarker` times the arrival of the first body bytes holding it. */
-function post (agent: Agent, url: string, body: string | Buffer, headers: Record<string, string>, firstMarker?: (text: string) => boolean): Promise<Sent> {
-  return new Promise((resolve, reject) => {
-    const started = performance.now()
-    const req = httpRequest(url, { method: 'POST', agent, headers: { 'content-length': String(Buffer.byteLength(body)), ...headers } }, (res) => {
-      let text = ''
-      let firstMs = -1
-      res.setEncoding('utf8')
-      res.on('data', (chunk: string) => {
-        text += chunk
-        if (firstMs < 0 && firstMarker?.(text) === true) firstMs = performance.now() - started
-      })
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, ms: performance.now() - started, firstMs, text }))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end(body)
-  })
-}
-
-const percentile = (values: number[], p: number) => {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN
-}
-const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits
 
 function expectOk (sent: Sent, what: string) {
   if (sent.status !== 200) throw new Error(`${what}: HTTP ${sent.status} ${sent.text.slice(0, 300)}`)
@@ -151,57 +41,15 @@ async function main () {
     node: process.version,
     date: new Date().toISOString()
   }
-  const { env: backendEnv, store, limits } = await backends()
-  process.stdout.write(`portal-ai-api benchmark on ${machine.cores} × ${machine.cpu}, ${store}, ${limits}\n`)
-
-  // The fake upstream, in a process of its own.
-  const upstream = start('upstream', ['--import', 'tsx', 'bench/upstream-process.ts'], { PATH: process.env.PATH })
-  const [line] = await once(upstream.stdout as NodeJS.ReadableStream, 'data') as [Buffer]
-  const upstreamUrl = `http://127.0.0.1:${/listening (\d+)/.exec(line.toString())?.[1] ?? ''}`
-  const control = async (change: Record<string, unknown>) => (await fetch(`${upstreamUrl}/_control`, { method: 'POST', body: JSON.stringify(change) })).json() as Promise<{ held: number, lastChatBody: string }>
-
-  // A plan without practical limits, so the benchmark measures the policy path rather than its refusals.
-  const plansFile = join(work, 'plans.json')
-  const unlimited = { quota: { limit: 1e15, period: 'month' }, rateLimitPerMinute: 100_000 }
-  writeFileSync(plansFile, JSON.stringify({ plans: { bench: { name: 'Benchmark', features: { 'settings-assistant': unlimited, 'background-removal': unlimited } } }, prices: defaultPlans.prices }))
-
-  const port = await freePort()
-  const adminToken = randomBytes(24).toString('base64url')
-  const service = `http://127.0.0.1:${port}`
   // BENCH_PROFILE=1 writes the server's CPU profile (.cpuprofile, for Chrome DevTools) into the kept log folder.
-  const profile = process.env.BENCH_PROFILE === '1' ? ['--cpu-prof', `--cpu-prof-dir=${join(work, 'profile')}`] : []
-  const server = start('server', [...profile, 'dist/server.js'], {
-    PATH: process.env.PATH,
-    PORT: String(port),
-    HOST: '127.0.0.1',
-    LOG_LEVEL: 'info',
-    DATA_DIR: join(work, 'data'),
-    AI_TOKEN_SECRET: randomBytes(24).toString('base64url'),
-    USER_HASH_SECRET: randomBytes(24).toString('base64url'),
-    ADMIN_TOKEN: adminToken,
-    AI_TOKEN_TTL_SECONDS: '3600',
-    PLANS_FILE: plansFile,
-    OPENAI_API_KEY: 'bench-openai-key',
-    OPENAI_BASE_URL: `${upstreamUrl}/v1`,
-    REMOVEBG_API_KEY: 'bench-removebg-key',
-    REMOVEBG_BASE_URL: upstreamUrl,
-    BG_REMOVAL_PROVIDERS: 'removebg',
-    ...backendEnv
+  const stack = await startStack({
+    name: 'bench',
+    users: USERS,
+    nodeFlags: (logs) => process.env.BENCH_PROFILE === '1' ? ['--cpu-prof', `--cpu-prof-dir=${join(logs, 'profile')}`] : []
   })
-  await waitFor(`${service}/health/ready`, server, 'server')
-  const pid = server.pid as number
-
-  // Users with live keys and AI tokens, taken in turn, as real traffic comes from many users.
-  const admin = { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }
-  const tokens: string[] = []
-  for (let i = 0; i < USERS; i++) {
-    const userId = `bench-${i}`
-    await fetch(`${service}/v1/admin/licenses/${userId}`, { method: 'PUT', headers: admin, body: JSON.stringify({ plan: 'bench' }) })
-    const key = (await (await fetch(`${service}/v1/admin/keys`, { method: 'POST', headers: admin, body: JSON.stringify({ userId, mode: 'live' }) })).json() as { key: string }).key
-    const minted = await fetch(`${service}/v1/ai/tokens`, { method: 'POST', headers: { authorization: `Bearer ${key}` } })
-    if (minted.status !== 201) throw new Error(`minting a token: HTTP ${minted.status} ${await minted.text()}`)
-    tokens.push((await minted.json() as { token: string }).token)
-  }
+  stack0 = stack
+  const { service, upstreamUrl, control, pid, tokens, store, limits } = stack
+  process.stdout.write(`portal-ai-api benchmark on ${machine.cores} × ${machine.cpu}, ${store}, ${limits}\n`)
 
   const question = JSON.stringify({ message: 'How do I make my exports sharper?', context: { appVersion: '4.2.0', platform: 'windows', settings: [{ id: 'export.sharpening', value: 'off' }] } })
   const json = { 'content-type': 'application/json' }
@@ -314,6 +162,10 @@ async function main () {
 
   // 4. Background removal of a 5 MB PNG at concurrency 20: added latency and peak RSS.
   if (ONLY.has('4')) {
+    // On a server of its own: the 1,000 streams of scenario 3 leave V8's heap grown, which is not what uploads cost.
+    await stack.close()
+    const own = await startStack({ name: 'bench', users: USERS })
+    stack0 = own
     const side = 1300
     const png = await sharp(randomBytes(side * side * 3), { raw: { width: side, height: side, channels: 3 } }).png().toBuffer()
     const boundary = 'portal-ai-api-bench'
@@ -324,19 +176,19 @@ async function main () {
     ])
     const contentType = `multipart/form-data; boundary=${boundary}`
     const amount = Math.max(20, Math.round(100 * SCALE))
-    const idleRss = rssMb(pid)
+    const idleRss = rssMb(own.pid)
     let peakRss = idleRss
-    const sampler = setInterval(() => { peakRss = Math.max(peakRss, rssMb(pid)) }, 50)
+    const sampler = setInterval(() => { peakRss = Math.max(peakRss, rssMb(own.pid)) }, 50)
     let next = 0
     const viaService = await cannon({
-      url: `${service}/v1/ai/background-removal`,
+      url: `${own.service}/v1/ai/background-removal`,
       connections: 20,
       amount,
       timeout: 120,
-      requests: [{ method: 'POST', body: multipart('image'), setupRequest: (req) => ({ ...req, headers: { 'content-type': contentType, authorization: `Bearer ${tokens[next++ % USERS] as string}` } }) }]
+      requests: [{ method: 'POST', body: multipart('image'), setupRequest: (req) => ({ ...req, headers: { 'content-type': contentType, authorization: `Bearer ${own.tokens[next++ % USERS] as string}` } }) }]
     })
     clearInterval(sampler)
-    const direct = await cannon({ url: `${upstreamUrl}/v1.0/removebg`, connections: 20, amount, timeout: 120, method: 'POST', headers: { 'content-type': contentType, 'x-api-key': 'bench-removebg-key' }, body: multipart('image_file') })
+    const direct = await cannon({ url: `${own.upstreamUrl}/v1.0/removebg`, connections: 20, amount, timeout: 120, method: 'POST', headers: { 'content-type': contentType, 'x-api-key': 'bench-removebg-key' }, body: multipart('image_file') })
     results.backgroundRemoval = {
       imageMb: round(png.length / 2 ** 20),
       megapixels: round((side * side) / 1e6),
@@ -395,12 +247,9 @@ function writeReport (results: Record<string, any>) {
   writeFileSync(join(ROOT, 'docs', 'performance.md'), doc.replace(/<!-- bench:start -->[\s\S]*<!-- bench:end -->/, generated))
 }
 
+let stack0: Stack | undefined
 try {
   await main()
 } finally {
-  for (const child of children) child.kill('SIGTERM')
-  await sleep(300)
-  for (const cleanup of cleanups) await cleanup().catch(() => {})
-  if (process.env.BENCH_KEEP_LOGS === undefined) rmSync(work, { recursive: true, force: true })
-  else process.stdout.write(`logs kept in ${work}\n`)
+  await stack0?.close()
 }

@@ -88,7 +88,14 @@ export const ConfigSchema = Type.Object({
   REMOVEBG_API_KEY: Type.Optional(Type.String({ minLength: 1, 'x-secret': true, 'x-group': 'Background removal', description: 'remove.bg API key.' })),
   REMOVEBG_BASE_URL: url({ default: 'https://api.remove.bg', 'x-group': 'Background removal', description: 'remove.bg endpoint (for a proxy).' }),
   REMBG_URL: Type.Optional(url({ 'x-group': 'Background removal', description: 'Self-hosted rembg server, e.g. http://rembg:7000.' })),
-  BG_REMOVAL_TIMEOUT_MS: ms(30_000, { 'x-group': 'Background removal', description: 'Timeout of one background-removal attempt, in ms.' })
+  BG_REMOVAL_TIMEOUT_MS: ms(30_000, { 'x-group': 'Background removal', description: 'Timeout of one background-removal attempt, in ms.' }),
+  BG_REMOVAL_MAX_IN_FLIGHT: Type.Integer({
+    minimum: 1,
+    maximum: 256,
+    default: 6,
+    'x-group': 'Background removal',
+    description: 'Background removals under way at once on an instance (upload to result; each holds about two copies of its image); more wait with their upload unread. Bounds memory: see docs/operations.md, Sizing.'
+  })
 }, { additionalProperties: false, title: 'Environment', description: 'Configuration of portal-ai-api, read from the environment.' })
 
 type Env = Static<typeof ConfigSchema>

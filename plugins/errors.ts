@@ -144,9 +144,10 @@ export default fp(async function errors (app) {
 
   app.setErrorHandler(async (err: FastifyError, request, reply) => {
     const envelope = toEnvelope(err)
-    if (envelope.status >= 500) {
-      request.log.error({ err }, 'request failed')
-    }
+    // Error level asks an operator to act: a fault of the service. A documented 5xx (a provider failing or slow,
+    // the database away) is a warn line: the events that call for action log their own error line.
+    if (envelope.code === 'INTERNAL_ERROR') request.log.error({ err }, 'request failed')
+    else if (envelope.status >= 500) request.log.warn({ err }, 'request failed')
     return sendEnvelope(request, reply, envelope)
   })
 

@@ -20,8 +20,11 @@ export function sniffType (bytes: Uint8Array): ImageType | null {
   return null
 }
 
-/** A prepared image: oriented, metadata stripped, in its own format; what a provider receives. */
-export interface PreparedImage { bytes: Buffer, type: ImageType, width: number, height: number }
+/**
+ * A prepared image: oriented, metadata stripped, in its own format; what a provider receives. Held as a Blob,
+ * the one copy that waits through the provider call and goes into its multipart body as it is.
+ */
+export interface PreparedImage { blob: Blob, type: ImageType, width: number, height: number }
 
 /** A small counting semaphore: bounds how many images are decoded at once. */
 export function createGate (slots: number) {
@@ -69,7 +72,7 @@ export async function prepareImage (bytes: Buffer): Promise<PreparedImage> {
       ? pipeline.png()
       : type === 'jpeg' ? pipeline.jpeg({ quality: 95, chromaSubsampling: '4:4:4' }) : pipeline.webp({ quality: 95 })
     const { data, info } = await encoded.toBuffer({ resolveWithObject: true })
-    return { bytes: data, type, width: info.width, height: info.height }
+    return { blob: new Blob([data], { type: IMAGE_MIME[type] }), type, width: info.width, height: info.height }
   } catch {
     throw invalid()
   }
@@ -102,6 +105,12 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** Runs image work with at most IMAGE_CONCURRENCY images decoded at once. */
     imageGate: ReturnType<typeof createGate>
+    /**
+     * Runs one background removal, from its unread upload to its result, with at most BG_REMOVAL_MAX_IN_FLIGHT
+     * under way (each holds its prepared image and then the provider's answer); the rest wait with their upload
+     * unread in the socket.
+     */
+    imagesInFlight: ReturnType<typeof createGate>
   }
 }
 
@@ -110,4 +119,5 @@ export default fp(async function images (app) {
   sharp.cache(false)
   sharp.concurrency(1)
   app.decorate('imageGate', createGate(IMAGE_CONCURRENCY))
-}, { name: 'images', fastify: '5.x' })
+  app.decorate('imagesInFlight', createGate(app.config.BG_REMOVAL_MAX_IN_FLIGHT))
+}, { name: 'images', fastify: '5.x', dependencies: ['config'] })

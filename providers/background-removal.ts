@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
-import { IMAGE_MIME, type Output, type PreparedImage } from '../plugins/images.js'
+import type { Output, PreparedImage } from '../plugins/images.js'
 import { ProviderError } from './provider-error.js'
 import { DEFAULT_RETRY_POLICY, retryAfterMs, withRetry, type RetryPolicy } from './retry.js'
 import { createSandboxBackground } from './sandbox-background.js'
@@ -15,28 +15,44 @@ export interface BackgroundRemover {
 }
 
 /** Reads a body up to `max` bytes, giving up as soon as `signal` aborts, whatever the transport does. */
-async function readCapped (res: Response, max: number, signal: AbortSignal, provider: string): Promise<Buffer> {
+export async function readCapped (res: Response, max: number, signal: AbortSignal, provider: string): Promise<Buffer> {
   const reader = (res.body as ReadableStream<Uint8Array>).getReader()
   signal.throwIfAborted()
-  const stopped = new Promise<never>((_resolve, reject) => {
-    signal.addEventListener('abort', () => reject(signal.reason), { once: true })
-  })
+  // The listener goes when the read ends: one left on a composite signal (AbortSignal.any) keeps the signal,
+  // and with it these chunks, alive for as long as its sources might still abort, even after they are gone.
+  let stop!: (reason: unknown) => void
+  const stopped = new Promise<never>((_resolve, reject) => { stop = reject })
   stopped.catch(() => {})
+  const onAbort = () => stop(signal.reason)
+  signal.addEventListener('abort', onAbort, { once: true })
+  // With a Content-Length within the limit the body goes straight into one buffer of that size, so the chunks
+  // are garbage as soon as they are copied (no second, concatenated copy at the end).
+  const declared = Number(res.headers.get('content-length') ?? NaN)
+  let body = Number.isSafeInteger(declared) && declared >= 0 && declared <= max ? Buffer.allocUnsafe(declared) : Buffer.alloc(0)
   const chunks: Uint8Array[] = []
   let size = 0
   try {
     for (;;) {
       const { done, value } = await Promise.race([reader.read(), stopped])
       if (done) break
+      if (size + value.byteLength > max) throw new ProviderError('PROVIDER_ERROR', `The ${provider} result is larger than ${max} bytes.`)
+      if (chunks.length === 0 && size + value.byteLength <= body.length) body.set(value, size)
+      else {
+        // More than declared (or nothing declared): keep the chunks and join them at the end.
+        if (chunks.length === 0 && size > 0) chunks.push(body.subarray(0, size))
+        chunks.push(value)
+      }
       size += value.byteLength
-      if (size > max) throw new ProviderError('PROVIDER_ERROR', `The ${provider} result is larger than ${max} bytes.`)
-      chunks.push(value)
     }
   } catch (err) {
     reader.cancel().catch(() => {})
     throw err
+  } finally {
+    signal.removeEventListener('abort', onAbort)
   }
-  return Buffer.concat(chunks)
+  if (chunks.length > 0) body = Buffer.concat(chunks)
+  // Fewer bytes than declared: the part that came.
+  return body.subarray(0, size)
 }
 
 interface HttpCall { url: string, form: FormData, headers?: Record<string, string> }
@@ -72,10 +88,6 @@ export function createHttpCaller (opts: { provider: string, timeoutMs: number, r
   }
 }
 
-function imageBlob (image: PreparedImage) {
-  return new Blob([image.bytes], { type: IMAGE_MIME[image.type] })
-}
-
 /** 429 and 5xx are worth another attempt; the rest is final. */
 function statusError (provider: string, res: HttpResult): ProviderError {
   if (res.status === 429) {
@@ -96,7 +108,7 @@ export function createRemoveBg (opts: { apiKey: string, baseUrl: string, timeout
     async remove (image, { output, signal }) {
       return call(() => {
         const form = new FormData()
-        form.append('image_file', imageBlob(image), `image.${image.type}`)
+        form.append('image_file', image.blob, `image.${image.type}`)
         form.append('size', 'auto')
         form.append('format', 'png')
         form.append('channels', output === 'mask' ? 'alpha' : 'rgba')
@@ -129,7 +141,7 @@ export function createRembg (opts: { url: string, timeoutMs: number, retry?: Ret
     async remove (image, { output, signal }) {
       return call(() => {
         const form = new FormData()
-        form.append('file', imageBlob(image), `image.${image.type}`)
+        form.append('file', image.blob, `image.${image.type}`)
         if (output === 'mask') form.append('om', 'true')
         return { url, form }
       }, (res) => statusError('rembg', res), signal)

@@ -16,10 +16,11 @@ export function createSandboxBackground (gate: <T>(work: () => Promise<T>) => Pr
     // Decoding runs in the server's image slots, like intake: the sandbox works on pixels where a real provider waits on the network.
     remove: async (image, { output }) => gate(async () => {
       const { width, height } = image
+      const bytes = Buffer.from(await image.blob.arrayBuffer())
       const scale = Math.min(1, Math.sqrt(SANDBOX_MAX_PIXELS / (width * height)))
       const w = Math.max(1, Math.round(width * scale))
       const h = Math.max(1, Math.round(height * scale))
-      const rgb = await sharp(image.bytes).resize(w, h, { fit: 'fill' }).removeAlpha().raw().toBuffer()
+      const rgb = await sharp(bytes).resize(w, h, { fit: 'fill' }).removeAlpha().raw().toBuffer()
       const mask = new Uint8Array(w * h).fill(255)
       const near = (i: number) => Math.abs((rgb[i * 3] as number) - (rgb[0] as number)) <= TOLERANCE &&
         Math.abs((rgb[i * 3 + 1] as number) - (rgb[1] as number)) <= TOLERANCE &&
@@ -39,7 +40,7 @@ export function createSandboxBackground (gate: <T>(work: () => Promise<T>) => Pr
       const alpha = await sharp(Buffer.from(mask), { raw: { width: w, height: h, channels: 1 } }).resize(width, height, { fit: 'fill' }).toColourspace('b-w').raw().toBuffer()
       if (output === 'mask') return sharp(alpha, { raw: { width, height, channels: 1 } }).toColourspace('b-w').png().toBuffer()
       // Two steps: sharp would apply removeAlpha after joinChannel in one pipeline.
-      const colour = await sharp(image.bytes).removeAlpha().toColourspace('srgb').raw().toBuffer()
+      const colour = await sharp(bytes).removeAlpha().toColourspace('srgb').raw().toBuffer()
       return sharp(colour, { raw: { width, height, channels: 3 } }).joinChannel(alpha, { raw: { width, height, channels: 1 } }).png().toBuffer()
     })
   }

@@ -90,10 +90,11 @@ export function createFakeUpstream () {
   const takeFault = (): Fault | null => {
     if (behaviour.fault === null || behaviour.faultTimes <= 0) return null
     behaviour.faultTimes--
+    stats.faults++
     return behaviour.fault
   }
   const held: Array<() => void> = []
-  const stats = { chat: 0, streams: 0, removebg: 0 }
+  const stats = { chat: 0, streams: 0, removebg: 0, faults: 0 }
   let lastChatBody = ''
 
   async function chat (req: IncomingMessage, res: ServerResponse) {

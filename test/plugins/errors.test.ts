@@ -15,6 +15,7 @@ async function errorRoutes (app: FastifyInstance) {
   app.get('/test/app-error', async () => {
     throw new AppError('QUOTA_EXCEEDED', 'Quota of settings-assistant used up.', { limit: 5, used: 5 }, { 'retry-after': '60' })
   })
+  app.get('/test/provider-down', async () => { throw new AppError('PROVIDER_UNAVAILABLE', 'The provider is busy.') })
   app.get('/test/crash', async () => { throw new Error('database password is hunter2') })
   app.get('/test/teapot', async () => { throw Object.assign(new Error('teapot with content'), { statusCode: 418 }) })
   app.get('/test/library-403', async () => { throw Object.assign(new Error('library says forbidden'), { statusCode: 403 }) })
@@ -131,6 +132,15 @@ t.test('a crash is a 500 that reveals nothing; the log keeps only safe facts', a
   t.notMatch(logs.text, /hunter2/)
   const [failed] = logs.find('request failed')
   t.match(failed, { level: 50, requestId: res.headers['x-request-id'], err: { type: 'Error', message: `[REDACTED] (${'database password is hunter2'.length} chars)`, stack: /at / } })
+})
+
+t.test('a documented 5xx (a provider failing) is a warn line; error lines are kept for faults of the service', async (t) => {
+  const { app, logs } = await build(t, { register: errorRoutes })
+  const res = await app.inject({ url: '/test/provider-down' })
+  t.equal(res.statusCode, 503)
+  t.equal(envelope(res).code, 'PROVIDER_UNAVAILABLE')
+  t.match(logs.find('request failed'), [{ level: 40, requestId: res.headers['x-request-id'], err: { type: 'AppError' } }])
+  t.equal(logs.entries.filter((e) => (e.level as number) >= 50).length, 0)
 })
 
 t.test('4xx errors from elsewhere get a fixed message, never their own text', async (t) => {

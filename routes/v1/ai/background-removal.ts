@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyBaseLogger } from 'fastify'
+import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import type { Multipart } from '@fastify/multipart'
 import Type from 'typebox'
 import { AppError } from '../../../plugins/errors.js'
@@ -124,11 +124,18 @@ const backgroundRemoval: FastifyPluginAsyncTypebox = async (app) => {
       throw new AppError('PROVIDER_NOT_CONFIGURED', 'Background removal is not set up on this server (no REMOVEBG_API_KEY or REMBG_URL): use a test-mode key, or ask the operator.')
     }
     // Reading waits for a slot too: an upload not yet read stays in the socket's buffers, not in memory.
+    return app.imagesInFlight(() => removeBackground(request, reply, providers))
+  })
+
+  /** One call, from its unread upload to the result. */
+  async function removeBackground (request: FastifyRequest, reply: FastifyReply, providers: BackgroundRemover[]) {
+    // Only the prepared image leaves this step: the upload's bytes are garbage once it is re-encoded.
     const { upload, image } = await app.imageGate(async () => {
-      const read = await readUpload(request.parts({ limits: MULTIPART_LIMITS }))
-      return { upload: read, image: await prepareImage(read.image) }
+      const { image: bytes, ...fields } = await readUpload(request.parts({ limits: MULTIPART_LIMITS }))
+      const prepared = await prepareImage(bytes)
+      request.log.info({ bytes: bytes.length, type: prepared.type, width: prepared.width, height: prepared.height, fingerprint: app.hash.content(bytes) }, 'image accepted')
+      return { upload: fields, image: prepared }
     })
-    request.log.info({ bytes: upload.image.length, type: image.type, width: image.width, height: image.height, fingerprint: app.hash.content(upload.image) }, 'image accepted')
 
     const metered = await app.meter(request, reply, 1)
     const controller = new AbortController()
@@ -157,7 +164,7 @@ const backgroundRemoval: FastifyPluginAsyncTypebox = async (app) => {
     reply.header('ai-provider', used.name).type(IMAGE_MIME[upload.format])
     // The contract documents the binary body as a string (format: binary); the payload is the bytes.
     return reply.send(finished as unknown as string)
-  })
+  }
 }
 
 export default backgroundRemoval
