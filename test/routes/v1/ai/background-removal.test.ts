@@ -222,13 +222,19 @@ t.test('both providers down → PROVIDER_UNAVAILABLE with quota unchanged; no fo
   t.same(await counters(app, userId), [{ used: 0, reserved: 0 }])
 })
 
+/** A promise and the function that resolves it (Promise.withResolvers is Node 22). */
+function deferred () {
+  let settle: () => void = () => {}
+  const promise = new Promise<void>((resolve) => { settle = resolve })
+  return { promise, resolve: () => settle() }
+}
+
 t.test('a call still at the provider when the shutdown stops in-flight calls → 503 "restarting", quota released, no fallback', async (t) => {
   let rembgCalls = 0
-  let started: () => void = () => {}
-  const atProvider = new Promise<void>((resolve) => { started = resolve })
+  const atProvider = deferred()
   interceptNetwork(t,
     http.post(REMOVEBG_URL, async ({ request }) => {
-      started()
+      atProvider.resolve()
       await new Promise((resolve) => request.signal.addEventListener('abort', resolve))
       return HttpResponse.error()
     }),
@@ -236,7 +242,7 @@ t.test('a call still at the provider when the shutdown stops in-flight calls →
   const { app } = await build(t, { env: BOTH_ENV })
   const { userId, token } = await tokenFor(app)
   const pending = upload(app, token, await jpegWithGps())
-  await atProvider
+  await atProvider.promise
   app.readiness.stopInFlight()
   const res = await pending
   t.equal(res.statusCode, 503)
@@ -247,14 +253,12 @@ t.test('a call still at the provider when the shutdown stops in-flight calls →
 
 t.test('BG_REMOVAL_MAX_IN_FLIGHT: calls beyond it wait their turn, then run', async (t) => {
   let calls = 0
-  let release: () => void = () => {}
-  const released = new Promise<void>((resolve) => { release = resolve })
-  let first: () => void = () => {}
-  const firstArrived = new Promise<void>((resolve) => { first = resolve })
+  const released = deferred()
+  const firstArrived = deferred()
   interceptNetwork(t, http.post(REMOVEBG_URL, async ({ request }) => {
     calls++
-    first()
-    await released
+    firstArrived.resolve()
+    await released.promise
     const image = (await request.formData()).get('image_file') as Blob
     const { width, height } = await sharp(Buffer.from(await image.arrayBuffer())).metadata()
     return new HttpResponse(await cutout(width, height), { headers: { 'content-type': 'image/png' } })
@@ -263,11 +267,11 @@ t.test('BG_REMOVAL_MAX_IN_FLIGHT: calls beyond it wait their turn, then run', as
   const { token } = await tokenFor(app)
   const image = await jpegWithGps()
   const one = upload(app, token, image)
-  await firstArrived
+  await firstArrived.promise
   const two = upload(app, token, image)
   await new Promise((resolve) => setTimeout(resolve, 300))
   t.equal(calls, 1, 'the second call waits while the first is at the provider')
-  release()
+  released.resolve()
   t.same([(await one).statusCode, (await two).statusCode], [200, 200])
   t.equal(calls, 2)
 })
