@@ -26,13 +26,27 @@ export function sniffType (bytes: Uint8Array): ImageType | null {
  */
 export interface PreparedImage { blob: Blob, type: ImageType, width: number, height: number }
 
-/** A small counting semaphore: bounds how many images are decoded at once. */
-export function createGate (slots: number) {
+/**
+ * A small counting semaphore: bounds how many jobs run at once. With `maxWait`, a job that has waited that long
+ * for its turn is not run: it fails with `maxWait.error()`.
+ */
+export function createGate (slots: number, maxWait?: { ms: number, error: () => Error }) {
   let free = slots
   const waiting: Array<() => void> = []
+  const turn = () => new Promise<void>((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined
+    const go = () => { clearTimeout(timer); resolve() }
+    waiting.push(go)
+    if (maxWait !== undefined) {
+      timer = setTimeout(() => {
+        waiting.splice(waiting.indexOf(go), 1)
+        reject(maxWait.error())
+      }, maxWait.ms)
+    }
+  })
   return async function run<T> (work: () => Promise<T>): Promise<T> {
     if (free > 0) free--
-    else await new Promise<void>((resolve) => waiting.push(resolve))
+    else await turn()
     try {
       return await work()
     } finally {
@@ -42,6 +56,9 @@ export function createGate (slots: number) {
     }
   }
 }
+
+/** The longest a background removal waits for its turn: well inside the server's 60 s to receive a request. */
+const MAX_TURN_WAIT_MS = 20_000
 
 const invalid = () => new AppError('INVALID_IMAGE', 'The image cannot be decoded: it may be truncated or corrupt. Pick another image.')
 
@@ -119,5 +136,11 @@ export default fp(async function images (app) {
   sharp.cache(false)
   sharp.concurrency(1)
   app.decorate('imageGate', createGate(IMAGE_CONCURRENCY))
-  app.decorate('imagesInFlight', createGate(app.config.BG_REMOVAL_MAX_IN_FLIGHT))
+  // A call that cannot start within a provider attempt's time limit (at most 20 s) is told to come back, rather
+  // than left waiting until the server gives up on receiving its upload and drops the connection.
+  const waitMs = Math.min(app.config.BG_REMOVAL_TIMEOUT_MS, MAX_TURN_WAIT_MS)
+  app.decorate('imagesInFlight', createGate(app.config.BG_REMOVAL_MAX_IN_FLIGHT, {
+    ms: waitMs,
+    error: () => new AppError('PROVIDER_UNAVAILABLE', 'Background removal is busy on this server: try again in a moment.', undefined, { 'retry-after': '5' })
+  }))
 }, { name: 'images', fastify: '5.x', dependencies: ['config'] })

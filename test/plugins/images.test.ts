@@ -49,3 +49,16 @@ t.test('the gate lets N jobs run at once and queues the rest, also after a failu
   t.equal(await third, 3)
   t.same(order, ['first start', 'first end', 'second', 'third'])
 })
+
+t.test('with maxWait, a job that waited too long fails and leaves the queue; the others keep their order', async (t) => {
+  const gate = createGate(1, { ms: 30, error: () => new Error('busy') })
+  let release: () => void = () => {}
+  const first = gate(() => new Promise<void>((resolve) => { release = resolve }))
+  const late = gate(async () => 'never')
+  await t.rejects(late, { message: 'busy' }, 'no turn within 30 ms')
+  const next = gate(async () => 'next')
+  release()
+  await first
+  t.equal(await next, 'next', 'the slot the late job left goes to the next one')
+  t.equal(await gate(async () => 'again'), 'again', 'and comes back free')
+})

@@ -276,6 +276,22 @@ t.test('BG_REMOVAL_MAX_IN_FLIGHT: calls beyond it wait their turn, then run', as
   t.equal(calls, 2)
 })
 
+t.test('a call that gets no turn within BG_REMOVAL_TIMEOUT_MS → 503 PROVIDER_UNAVAILABLE with Retry-After, no quota used', async (t) => {
+  const { app } = await build(t, { env: { BG_REMOVAL_MAX_IN_FLIGHT: '1', BG_REMOVAL_TIMEOUT_MS: '200' } })
+  const { userId, token } = await tokenFor(app, 'test')
+  // The instance's only turn is taken.
+  const busy = deferred()
+  const holder = app.imagesInFlight(() => busy.promise)
+  const res = await upload(app, token, await jpegWithGps())
+  t.equal(res.statusCode, 503)
+  t.match(res.json().error, { code: 'PROVIDER_UNAVAILABLE', message: /busy/ })
+  t.equal(res.headers['retry-after'], '5')
+  t.same(await counters(app, userId), [])
+  busy.resolve()
+  await holder
+  t.equal((await upload(app, token, await jpegWithGps())).statusCode, 200, 'the next call runs once the turn is free')
+})
+
 t.test('a provider answer that is not an image → PROVIDER_ERROR, quota released', async (t) => {
   interceptNetwork(t, http.post(REMOVEBG_URL, () => new HttpResponse('<html>maintenance</html>', { headers: { 'content-type': 'image/png' } })))
   const { app } = await build(t, { env: LIVE_ENV })
