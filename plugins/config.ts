@@ -94,7 +94,7 @@ export const ConfigSchema = Type.Object({
     maximum: 256,
     default: 6,
     'x-group': 'Background removal',
-    description: 'Background removals under way at once on an instance (upload to result; each holds about two copies of its image). More wait with their upload unread, for at most BG_REMOVAL_TIMEOUT_MS (20 s at most), then get PROVIDER_UNAVAILABLE with Retry-After. Bounds memory: see docs/operations.md, Sizing.'
+    description: 'Background removals under way at once on an instance (upload to result; each holds about two copies of its image). More wait with their upload unread, for at most BG_REMOVAL_TIMEOUT_MS (45 s at most), then get PROVIDER_UNAVAILABLE with Retry-After. Bounds memory: see docs/operations.md, Sizing.'
   })
 }, { additionalProperties: false, title: 'Environment', description: 'Configuration of portal-ai-api, read from the environment.' })
 

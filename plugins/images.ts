@@ -57,8 +57,11 @@ export function createGate (slots: number, maxWait?: { ms: number, error: () => 
   }
 }
 
-/** The longest a background removal waits for its turn: well inside the server's 60 s to receive a request. */
-const MAX_TURN_WAIT_MS = 20_000
+/**
+ * The longest a background removal waits for its turn: the server gives a request 60 s to arrive, and the
+ * upload still has to come in after its turn.
+ */
+const MAX_TURN_WAIT_MS = 45_000
 
 const invalid = () => new AppError('INVALID_IMAGE', 'The image cannot be decoded: it may be truncated or corrupt. Pick another image.')
 
@@ -136,7 +139,7 @@ export default fp(async function images (app) {
   sharp.cache(false)
   sharp.concurrency(1)
   app.decorate('imageGate', createGate(IMAGE_CONCURRENCY))
-  // A call that cannot start within a provider attempt's time limit (at most 20 s) is told to come back, rather
+  // A call that cannot start within a provider attempt's time limit (at most 45 s) is told to come back, rather
   // than left waiting until the server gives up on receiving its upload and drops the connection.
   const waitMs = Math.min(app.config.BG_REMOVAL_TIMEOUT_MS, MAX_TURN_WAIT_MS)
   app.decorate('imagesInFlight', createGate(app.config.BG_REMOVAL_MAX_IN_FLIGHT, {

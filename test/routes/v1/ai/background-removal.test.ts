@@ -340,7 +340,8 @@ t.test('20 concurrent 10 MB uploads to the real server: every answer right, peak
   // transpiler, so the loader's own memory does not blur the figure.
   const { url, drop } = await createTestStore('postgres')
   t.teardown(drop)
-  const { child, address } = await start(t, { ...TEST_SECRETS, DATABASE_URL: url as string }, ['--import', 'tsx', 'server.ts'])
+  // The longest wait for a turn (45 s), so that a slow machine queues the 20 uploads rather than turning some away.
+  const { child, address } = await start(t, { ...TEST_SECRETS, DATABASE_URL: url as string, BG_REMOVAL_TIMEOUT_MS: '45000' }, ['--import', 'tsx', 'server.ts'])
   const admin = { authorization: `Bearer ${TEST_SECRETS.ADMIN_TOKEN}`, 'content-type': 'application/json' }
   await fetch(`${address}/v1/admin/licenses/load-user`, { method: 'PUT', headers: admin, body: JSON.stringify({ plan: 'team', status: 'active' }) })
   const { key } = await (await fetch(`${address}/v1/admin/keys`, { method: 'POST', headers: admin, body: JSON.stringify({ userId: 'load-user', mode: 'test' }) })).json() as { key: string }
