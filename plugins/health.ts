@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http'
 import fp from 'fastify-plugin'
 import { AppError } from './errors.js'
 import type { HealthReadyBody } from '../schemas/health.js'
@@ -55,11 +56,23 @@ export function createReadiness (timeoutMs = DEFAULT_CHECK_TIMEOUT_MS) {
      */
     get stopSignal () { return stopping.signal },
     stopInFlight () { stopping.abort() },
-    /** Aborts `controller` when in-flight calls are stopped; returns the function that forgets it (call it when done). */
-    abortOnStop (controller: AbortController): () => void {
+    /**
+     * The signal of one call's provider work: aborted when its client leaves before the answer is sent, or when
+     * in-flight calls are stopped. The shutdown forgets the call once its response is closed.
+     */
+    callSignal (res: ServerResponse): AbortSignal {
+      const controller = new AbortController()
       const abort = () => controller.abort()
       stopping.signal.addEventListener('abort', abort, { once: true })
-      return () => stopping.signal.removeEventListener('abort', abort)
+      res.on('close', () => {
+        stopping.signal.removeEventListener('abort', abort)
+        if (!res.writableFinished) abort()
+      })
+      return controller.signal
+    },
+    /** What a call that failed reports: "restarting" when the shutdown stopped it, whatever the provider said. */
+    failure (err: Error): Error {
+      return stopping.signal.aborted ? restarting() : err
     },
     async run (): Promise<{ body: HealthReadyBody, failures: Array<{ name: string, err: Error }> }> {
       const names = [...checks.keys()]
@@ -80,7 +93,7 @@ export function createReadiness (timeoutMs = DEFAULT_CHECK_TIMEOUT_MS) {
 }
 
 /** What a client is told when its call was stopped because the instance is shutting down. */
-export const restarting = () => new AppError('PROVIDER_UNAVAILABLE', 'The service is restarting: ask again in a moment.')
+const restarting = () => new AppError('PROVIDER_UNAVAILABLE', 'The service is restarting: ask again in a moment.')
 
 declare module 'fastify' {
   interface FastifyInstance {

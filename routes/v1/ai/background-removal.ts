@@ -3,7 +3,6 @@ import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import type { Multipart } from '@fastify/multipart'
 import Type from 'typebox'
 import { AppError } from '../../../plugins/errors.js'
-import { restarting } from '../../../plugins/health.js'
 import { finishImage, IMAGE_MIME, MAX_IMAGE_BYTES, prepareImage, type Format, type Output, type PreparedImage } from '../../../plugins/images.js'
 import type { BackgroundRemover } from '../../../providers/background-removal.js'
 import type { ProviderError } from '../../../providers/provider-error.js'
@@ -138,19 +137,13 @@ const backgroundRemoval: FastifyPluginAsyncTypebox = async (app) => {
     })
 
     const metered = await app.meter(request, reply, 1)
-    const controller = new AbortController()
-    const forget = app.readiness.abortOnStop(controller)
-    reply.raw.on('close', () => {
-      forget()
-      if (!reply.raw.writableFinished) controller.abort()
-    })
+    const signal = app.readiness.callSignal(reply.raw)
     let removed: { result: Buffer, used: BackgroundRemover }
     try {
-      removed = await removeWithFallback(providers, image, upload.output, controller.signal, request.log)
+      removed = await removeWithFallback(providers, image, upload.output, signal, request.log)
     } catch (err) {
       await metered.release()
-      // Stopped by the shutdown: say so, whatever the provider's error said.
-      throw app.readiness.stopSignal.aborted ? restarting() : err
+      throw app.readiness.failure(err as Error)
     }
     const { result, used } = removed
     let finished: Buffer

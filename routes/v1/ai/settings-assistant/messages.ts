@@ -3,7 +3,6 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import Type from 'typebox'
 import { AppError, toEnvelope } from '../../../../plugins/errors.js'
-import { restarting } from '../../../../plugins/health.js'
 import type { MeteredCall } from '../../../../plugins/metering.js'
 import { MAX_OUTPUT_TOKENS } from '../../../../plugins/settings-assistant.js'
 import { estimatePromptTokens, estimateTokens, type ChatCall, type ChatEvent, type ChatProvider, type ChatUsage } from '../../../../providers/chat.js'
@@ -27,7 +26,6 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
   const assistant = app.settingsAssistant
   /** A call stopped by the shutdown (not by its client) says so, whatever the provider's error said. */
   const stopping = () => app.readiness.stopSignal.aborted
-  const failure = (err: Error) => stopping() ? restarting() : err
   /** Why a call that reached the provider ended early: it was charged for the prompt either way. */
   const abortOutcome = () => stopping() ? 'shutdown' : 'client-aborted'
 
@@ -60,7 +58,7 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
       // A call stopped (its client left, or the shutdown) has had its prompt sent: that is charged. Any other failure charged nothing.
       if (call.signal.aborted) await settle(request, metered, provider, measured(call, null, ''), abortOutcome())
       else await metered.release()
-      throw failure(err as Error)
+      throw app.readiness.failure(err as Error)
     }
     const suggestions = checked(request, result.toolArguments)
     const units = measured(call, result.usage, result.text + result.toolArguments.join(''))
@@ -80,7 +78,7 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
     } catch (err) {
       if (call.signal.aborted) await settle(request, metered, provider, measured(call, null, ''), abortOutcome())
       else await metered.release()
-      throw failure(err as Error)
+      throw app.readiness.failure(err as Error)
     }
     const out = new PassThrough()
     const write = (event: string, data: unknown) => { if (!out.writableEnded && !out.destroyed) out.write(sseFrame(event, data)) }
@@ -110,7 +108,7 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
         const clientLeft = call.signal.aborted && !stopping()
         await settle(request, metered, provider, measured(call, null, text + tools.join('')), call.signal.aborted ? abortOutcome() : 'provider-failed')
         if (!clientLeft) {
-          const envelope = toEnvelope(failure(err as Error))
+          const envelope = toEnvelope(app.readiness.failure(err as Error))
           request.log.warn({ err }, 'assistant stream ended with an error event')
           request.errorCode = envelope.code
           const body: ErrorResponseBody = { error: { code: envelope.code, message: envelope.message, requestId: request.id } }
@@ -164,22 +162,17 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
     }
     reply.header('ai-provider', provider.name)
 
-    const controller = new AbortController()
-    const forget = app.readiness.abortOnStop(controller)
-    reply.raw.on('close', () => {
-      forget()
-      if (!reply.raw.writableFinished) controller.abort()
-    })
+    const signal = app.readiness.callSignal(reply.raw)
     const call: ChatCall = {
       messages: assistant.messages(body),
       tool: assistant.tool,
       user: app.hash.user(principal.userId),
       maxOutputTokens: MAX_OUTPUT_TOKENS,
-      signal: controller.signal
+      signal
     }
     if (app.config.MODERATION === 'openai' && app.openaiChat !== null && provider === app.openaiChat) {
       const texts = [body.message, ...(body.history ?? []).filter((t) => t.role === 'user').map((t) => t.content)]
-      if (await app.openaiChat.flagged(texts, controller.signal)) {
+      if (await app.openaiChat.flagged(texts, signal)) {
         request.log.info({ check: 'moderation' }, 'message refused by moderation')
         throw new AppError('CONTENT_REJECTED', 'The message was refused by the content policy check: rephrase it.')
       }
