@@ -14,6 +14,10 @@ import health from './plugins/health.js'
 import privacy from './plugins/privacy.js'
 import schemas from './plugins/schemas.js'
 import store, { type Store } from './plugins/store/index.js'
+import contentCrypto from './plugins/content-crypto.js'
+import jobs from './plugins/jobs.js'
+import files from './plugins/files.js'
+import userData from './plugins/user-data.js'
 import auth from './plugins/auth/index.js'
 import entitlements from './plugins/entitlements.js'
 import audit from './plugins/audit.js'
@@ -26,6 +30,8 @@ import sandboxChat from './providers/sandbox-chat.js'
 import healthRoutes from './routes/health/index.js'
 import aiRoutes from './routes/v1/ai/index.js'
 import adminRoutes from './routes/v1/admin/index.js'
+import webhookRoutes from './routes/v1/webhooks/index.js'
+import webhooks from './plugins/webhooks.js'
 
 /** JSON bodies are small (a chat message, a settings context); images come through multipart with their own limits. */
 export const JSON_BODY_LIMIT = 256 * 1024
@@ -37,12 +43,13 @@ const AJV_OPTIONS = { allErrors: true, removeAdditional: false, useDefaults: tru
  * which are text on the wire, are coerced to the declared types.
  */
 type ExternalSchemas = Parameters<ReturnType<typeof AjvCompiler>>[0]
+type RouteDefinition = Parameters<ReturnType<ReturnType<typeof AjvCompiler>>>[0]
 
 function buildValidator (externalSchemas: ExternalSchemas, serverOptions: { plugins: [] }) {
   const options = { plugins: serverOptions.plugins }
   const strict = AjvCompiler()(externalSchemas, { ...options, customOptions: { ...AJV_OPTIONS, coerceTypes: false } })
   const coercing = AjvCompiler()(externalSchemas, { ...options, customOptions: { ...AJV_OPTIONS, coerceTypes: 'array' } })
-  return (route: { httpPart?: string }) => route.httpPart === 'body' ? strict(route) : coercing(route)
+  return (route: RouteDefinition) => route.httpPart === 'body' ? strict(route) : coercing(route)
 }
 
 /** Fastify's own options, shared by the server and the tests; the logger instance comes from the caller. */
@@ -88,12 +95,17 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await server.register(multipart)
   await server.register(aiTokens)
   await server.register(store, { store: opts.store })
+  await server.register(contentCrypto)
+  await server.register(jobs)
+  await server.register(userData)
+  await server.register(files)
   // Rate limits before auth: the per-address limit of POST /v1/ai/tokens must count failed attempts too.
   await server.register(rateLimit)
   await server.register(auth)
   await server.register(entitlements)
   await server.register(audit)
   await server.register(metering)
+  await server.register(webhooks)
   await server.register(settingsAssistant)
   await server.register(openaiChat)
   await server.register(sandboxChat)
@@ -103,6 +115,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await server.register(healthRoutes, { prefix: '/health' })
   await server.register(aiRoutes, { prefix: '/v1/ai' })
   await server.register(adminRoutes, { prefix: '/v1/admin' })
+  await server.register(webhookRoutes, { prefix: '/v1/webhooks' })
 }
 
 const appPlugin = fp(app, { name: 'app', fastify: '5.x' })

@@ -18,6 +18,9 @@ Commands:
   keys list --user ID                                  list a user's keys
   keys revoke KEY_ID                                   revoke a key
   usage --user ID [--mode live|test]                   usage of the current period
+  jobs list [--queue Q] [--state S] [--limit N]        recent jobs: queue, state, attempts, error code
+  jobs retry JOB_ID                                    put a failed job back in its queue
+  content rekey                                        re-encrypt stored content under the first CONTENT_KEYS key
 
 Options:
   --url URL    server to talk to (default http://127.0.0.1:$PORT, PORT defaulting to 3000)
@@ -89,6 +92,7 @@ interface Usage {
   features: Array<{ id: string, unit: string, period: string, limit: number, used: number, reserved: number, remaining: number, resetsAt: string }>
 }
 interface License { userId: string, plan: string, status: string, validUntil: string | null }
+interface Job { id: string, queue: string, state: string, retryCount: number, retryLimit: number, createdAt: string, errorCode: string | null }
 
 const describeLicense = (l: License) =>
   `${l.userId}: plan ${l.plan}, ${l.status}${l.validUntil === null ? '' : `, until ${l.validUntil}`}`
@@ -106,7 +110,10 @@ export async function runCli (argv: string[], io: CliIo): Promise<number> {
         plan: { type: 'string' },
         until: { type: 'string' },
         mode: { type: 'string' },
-        name: { type: 'string' }
+        name: { type: 'string' },
+        queue: { type: 'string' },
+        state: { type: 'string' },
+        limit: { type: 'string' }
       }
     })
     const [command, sub, arg] = positionals
@@ -169,6 +176,28 @@ export async function runCli (argv: string[], io: CliIo): Promise<number> {
         const lines = usage.features.map((f) => `${f.id}: ${f.used} of ${f.limit} ${f.unit} used this ${f.period}` +
           `${f.reserved > 0 ? ` (${f.reserved} in flight)` : ''}, ${f.remaining} left, resets ${f.resetsAt}`)
         print(usage, [`${usage.userId} (${usage.plan}, ${usage.mode}):`, ...lines.map((l) => `  ${l}`)].join('\n'))
+        return 0
+      }
+      case 'jobs list': {
+        const query = new URLSearchParams()
+        if (values.queue !== undefined) query.set('queue', values.queue)
+        if (values.state !== undefined) query.set('state', values.state)
+        if (values.limit !== undefined) query.set('limit', values.limit)
+        const list = await call(io, base, 'GET', `/v1/admin/jobs?${query.toString()}`) as { data: Job[] }
+        const lines = list.data.map((j) => [j.id, j.queue, j.state, `${j.retryCount}/${j.retryLimit}`, j.createdAt, j.errorCode ?? '-'].join('  '))
+        print(list, lines.length === 0 ? 'No jobs.' : ['id  queue  state  retries  created  error', ...lines].join('\n'))
+        return 0
+      }
+      case 'jobs retry': {
+        const job = await call(io, base, 'POST', `/v1/admin/jobs/${encodeURIComponent(need(arg, 'JOB_ID'))}/retry`) as Job
+        print(job, `Job ${job.id} (${job.queue}) is queued again.`)
+        return 0
+      }
+      case 'content rekey': {
+        const result = await call(io, base, 'POST', '/v1/admin/content/rekey') as { keyId: string, rekeyed: Record<string, number> }
+        const total = Object.values(result.rekeyed).reduce((a, b) => a + b, 0)
+        print(result, `Re-encrypted ${total} rows under key ${result.keyId}` +
+          `${total === 0 ? '' : ` (${Object.entries(result.rekeyed).filter(([, n]) => n > 0).map(([table, n]) => `${table} ${n}`).join(', ')})`}.`)
         return 0
       }
       default:

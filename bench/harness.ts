@@ -94,8 +94,14 @@ async function backends (cleanups: Array<() => Promise<void>>): Promise<{ env: R
     const url = new URL(DATABASE_URL)
     url.searchParams.set('options', `-c search_path=${schema}`)
     databaseUrl = env.DATABASE_URL = url.toString()
+    // The job queue in a schema of the run too, dropped with it.
+    env.JOBS_SCHEMA = `${schema}_jobs`
     store = `PostgreSQL ${version.split(' ')[0] ?? version}`
-    cleanups.push(async () => { await admin.query(`DROP SCHEMA ${schema} CASCADE`); await admin.end() })
+    cleanups.push(async () => {
+      await admin.query(`DROP SCHEMA ${schema} CASCADE`)
+      await admin.query(`DROP SCHEMA IF EXISTS ${schema}_jobs CASCADE`)
+      await admin.end()
+    })
   } catch {
     await admin.end().catch(() => {})
   }
@@ -192,6 +198,7 @@ export async function startStack (options: StackOptions): Promise<Stack> {
       AI_TOKEN_SECRET: randomBytes(24).toString('base64url'),
       USER_HASH_SECRET: randomBytes(24).toString('base64url'),
       ADMIN_TOKEN: adminToken,
+      CONTENT_KEYS: `bench:${randomBytes(32).toString('base64')}`,
       AI_TOKEN_TTL_SECONDS: '3600',
       PLANS_FILE: plansFile,
       OPENAI_API_KEY: `${options.name}-openai-key`,

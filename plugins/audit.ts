@@ -2,17 +2,19 @@ import fp from 'fastify-plugin'
 import type { ErrorCodeName } from '../schemas/errors.js'
 import type { Queryable } from './store/index.js'
 
-export type AuditAction = 'token.minted' | 'key.created' | 'key.revoked' | 'license.changed' | 'access.denied'
+export type AuditAction = 'token.minted' | 'key.created' | 'key.revoked' | 'license.changed' | 'access.denied' |
+  'webhook.created' | 'webhook.deleted' | 'webhook.disabled' | 'user-data.deleted' | 'content.rekeyed' | 'job.retried'
 
 export interface AuditEventInput {
-  /** `user:<id>`, `admin` or `anonymous`. */
+  /** `user:<id>`, `admin`, `system` (the service itself, e.g. a job) or `anonymous`. */
   actor: string
   action: AuditAction
   /** What was acted on: `user:<id>`, `key:<id>`, or a route. */
   target: string
   /** `ok`, or the error code of a denial. */
   outcome: 'ok' | ErrorCodeName
-  requestId: string
+  /** null for what the service did by itself (a job). */
+  requestId: string | null
   /** Ids, plan names, features, modes; never content and never a key. */
   details?: Record<string, unknown> | null
 }

@@ -2,6 +2,7 @@ import { createHmac, randomBytes } from 'node:crypto'
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import fp from 'fastify-plugin'
+import { generateKeyRing, parseKeyRing, type KeyRing } from './content-crypto.js'
 import Type, { type Static, type TSchema } from 'typebox'
 import Value from 'typebox/value'
 
@@ -95,14 +96,59 @@ export const ConfigSchema = Type.Object({
     default: 6,
     'x-group': 'Background removal',
     description: 'Background removals under way at once on an instance (upload to result; each holds about two copies of its image). More wait with their upload unread, for at most BG_REMOVAL_TIMEOUT_MS (45 s at most), then get PROVIDER_UNAVAILABLE with Retry-After. Bounds memory: see docs/operations.md, Sizing.'
-  })
+  }),
+
+  CONTENT_KEYS: Type.Optional(Type.String({
+    minLength: 1,
+    'x-secret': true,
+    'x-expected': 'comma-separated id:base64key pairs, each key 32 bytes',
+    'x-group': 'Content at rest',
+    description: 'Key ring of the content stored encrypted (AES-256-GCM): `id:base64key,…`, the first one encrypts, the others still decrypt (rotation). Generated into DATA_DIR when embedded; required with DATABASE_URL. After adding a key in front, `portal-ai-api content rekey` re-encrypts to it.'
+  })),
+
+  JOB_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 64, default: 2, 'x-group': 'Jobs', description: 'Jobs of one queue run at once on an instance (every instance runs workers).' }),
+  JOB_SUPERVISE_SECONDS: Type.Integer({
+    minimum: 1,
+    maximum: 3600,
+    default: 30,
+    'x-group': 'Jobs',
+    description: 'How often an instance looks for jobs whose worker died (their expiry passed) and hands them back to the queue, in seconds.'
+  }),
+  JOBS_SCHEMA: Type.String({
+    pattern: '^[a-z_][a-z0-9_]{0,62}$',
+    default: 'pgboss',
+    'x-expected': 'a lower-case PostgreSQL schema name',
+    'x-group': 'Jobs',
+    description: 'Database schema of the job queue (pg-boss) in the service\'s own database.'
+  }),
+
+  FILES_DIR: Type.Optional(Type.String({ minLength: 1, 'x-group': 'Files', description: 'Folder of stored files (results, in-flight uploads) when S3_BUCKET is unset. Default DATA_DIR/files.' })),
+  S3_BUCKET: Type.Optional(Type.String({
+    pattern: '^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$',
+    'x-expected': 'an S3 bucket name',
+    'x-group': 'Files',
+    description: 'Keep files in this bucket of an S3-compatible store instead of FILES_DIR (needed for several instances). Credentials come from the standard AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, …).'
+  })),
+  S3_ENDPOINT: Type.Optional(url({ 'x-group': 'Files', description: 'Endpoint of an S3-compatible store (MinIO, R2, …); unset for AWS S3.' })),
+  S3_REGION: Type.String({ minLength: 1, default: 'us-east-1', 'x-group': 'Files', description: 'Region of the bucket.' }),
+  S3_FORCE_PATH_STYLE: oneOf(['true', 'false'] as const, 'false', { 'x-group': 'Files', description: '`true`: bucket in the path (most self-hosted S3-compatible stores).' }),
+  FILES_URL_SECRET: secret({ 'x-group': 'Files', description: 'Key of the HMAC of signed file links (at least 32 characters). Derived from AI_TOKEN_SECRET when unset.' }),
+  FILES_URL_TTL_SECONDS: Type.Integer({ minimum: 60, maximum: 7 * 86_400, default: 3600, 'x-group': 'Files', description: 'Lifetime of a signed file link, in seconds.' }),
+  FILE_RETENTION_DAYS: Type.Integer({ minimum: 1, maximum: 3650, default: 30, 'x-group': 'Files', description: 'Stored files older than this are deleted by a daily job.' }),
+
+  WEBHOOK_ALLOW_PRIVATE: oneOf(['true', 'false'] as const, 'false', { 'x-group': 'Webhooks', description: '`true`: webhooks may target http:// and private, loopback or link-local addresses (a closed network). Default: only https:// to public addresses.' })
 }, { additionalProperties: false, title: 'Environment', description: 'Configuration of portal-ai-api, read from the environment.' })
 
 type Env = Static<typeof ConfigSchema>
-export type Config = Omit<Env, 'AI_TOKEN_SECRET' | 'USER_HASH_SECRET' | 'ADMIN_TOKEN'> & {
+export type Config = Omit<Env, 'AI_TOKEN_SECRET' | 'USER_HASH_SECRET' | 'ADMIN_TOKEN' | 'CONTENT_KEYS' | 'FILES_URL_SECRET' | 'FILES_DIR'> & {
   AI_TOKEN_SECRET: string
   USER_HASH_SECRET: string
   ADMIN_TOKEN: string
+  CONTENT_KEYS: string
+  FILES_URL_SECRET: string
+  FILES_DIR: string
+  /** CONTENT_KEYS, parsed. */
+  contentKeyRing: KeyRing
   /** Values that must never appear in a log line. */
   secrets: string[]
 }
@@ -159,18 +205,25 @@ export function parseEnv (env: NodeJS.ProcessEnv): Env {
   if ((env2.TLS_CERT_FILE === undefined) !== (env2.TLS_KEY_FILE === undefined)) {
     problems.push('TLS_CERT_FILE and TLS_KEY_FILE go together: set both to serve HTTPS, or neither.')
   }
+  if (env2.CONTENT_KEYS !== undefined && !failing.has('CONTENT_KEYS')) {
+    const ring = parseKeyRing(env2.CONTENT_KEYS)
+    if (Array.isArray(ring)) problems.push(...ring)
+  }
   if (env2.DATABASE_URL !== undefined) {
     for (const name of ['AI_TOKEN_SECRET', 'USER_HASH_SECRET', 'ADMIN_TOKEN'] as const) {
       if (env2[name] === undefined && !failing.has(name)) {
         problems.push(`${name} is required with DATABASE_URL (every instance must share it), at least ${MIN_SECRET_LENGTH} characters.`)
       }
     }
+    if (env2.CONTENT_KEYS === undefined) {
+      problems.push('CONTENT_KEYS is required with DATABASE_URL (every instance must share it): id:base64key, e.g. k1:$(openssl rand -base64 32).')
+    }
   }
   if (problems.length > 0) throw new ConfigError(problems)
   return env2
 }
 
-interface EmbeddedSecrets { aiTokenSecret: string, adminToken: string }
+interface EmbeddedSecrets { aiTokenSecret: string, adminToken: string, contentKeys: string }
 
 export const embeddedSecretsFile = (dataDir: string) => join(resolve(dataDir), EMBEDDED_SECRETS_FILE)
 
@@ -180,7 +233,8 @@ export function readEmbeddedSecrets (dataDir: string): EmbeddedSecrets | null {
   try {
     const saved = JSON.parse(readFileSync(file, 'utf8')) as Partial<EmbeddedSecrets>
     if (typeof saved.aiTokenSecret === 'string' && typeof saved.adminToken === 'string') {
-      return { aiTokenSecret: saved.aiTokenSecret, adminToken: saved.adminToken }
+      // A data folder from before content encryption gets its key ring on the next start.
+      return { aiTokenSecret: saved.aiTokenSecret, adminToken: saved.adminToken, contentKeys: typeof saved.contentKeys === 'string' ? saved.contentKeys : '' }
     }
     return null
   } catch (err) {
@@ -196,8 +250,10 @@ export function readEmbeddedSecrets (dataDir: string): EmbeddedSecrets | null {
 export function embeddedSecrets (dataDir: string): EmbeddedSecrets {
   const file = embeddedSecretsFile(dataDir)
   const saved = readEmbeddedSecrets(dataDir)
-  if (saved !== null) return saved
-  const created = { aiTokenSecret: randomBytes(32).toString('base64url'), adminToken: randomBytes(32).toString('base64url') }
+  if (saved !== null && saved.contentKeys !== '') return saved
+  const created = saved === null
+    ? { aiTokenSecret: randomBytes(32).toString('base64url'), adminToken: randomBytes(32).toString('base64url'), contentKeys: generateKeyRing() }
+    : { ...saved, contentKeys: generateKeyRing() }
   try {
     mkdirSync(resolve(dataDir), { recursive: true })
     writeFileSync(file, JSON.stringify(created, null, 2) + '\n', { mode: 0o600 })
@@ -212,20 +268,27 @@ export function embeddedSecrets (dataDir: string): EmbeddedSecrets {
 /** The full configuration: the environment checked, then the embedded secrets filled in where unset. */
 export function loadConfig (env: NodeJS.ProcessEnv): Config {
   const parsed = parseEnv(env)
-  const needsEmbedded = parsed.AI_TOKEN_SECRET === undefined || parsed.ADMIN_TOKEN === undefined
+  const needsEmbedded = parsed.AI_TOKEN_SECRET === undefined || parsed.ADMIN_TOKEN === undefined || parsed.CONTENT_KEYS === undefined
   const embedded = needsEmbedded ? embeddedSecrets(parsed.DATA_DIR) : undefined
   const aiTokenSecret = parsed.AI_TOKEN_SECRET ?? (embedded as EmbeddedSecrets).aiTokenSecret
+  const derive = (purpose: string) => createHmac('sha256', aiTokenSecret).update(`portal-ai-api/${purpose}`).digest('base64url')
+  const contentKeys = parsed.CONTENT_KEYS ?? (embedded as EmbeddedSecrets).contentKeys
   const config = {
     ...parsed,
     AI_TOKEN_SECRET: aiTokenSecret,
     ADMIN_TOKEN: parsed.ADMIN_TOKEN ?? (embedded as EmbeddedSecrets).adminToken,
-    USER_HASH_SECRET: parsed.USER_HASH_SECRET ?? createHmac('sha256', aiTokenSecret).update('portal-ai-api/user-hash').digest('base64url'),
+    USER_HASH_SECRET: parsed.USER_HASH_SECRET ?? derive('user-hash'),
+    CONTENT_KEYS: contentKeys,
+    FILES_URL_SECRET: parsed.FILES_URL_SECRET ?? derive('files-url'),
+    FILES_DIR: parsed.FILES_DIR ?? join(parsed.DATA_DIR, 'files'),
+    contentKeyRing: parseKeyRing(contentKeys) as KeyRing,
     secrets: [] as string[]
   }
   config.secrets = CONFIG_VARIABLES
     .filter((name) => properties[name]?.['x-secret'] === true)
     .map((name) => (config as Record<string, unknown>)[name])
     .filter((v): v is string => typeof v === 'string' && v.length >= 8)
+    .concat([...config.contentKeyRing.keys.values()].map((key) => key.toString('base64')))
   return config
 }
 

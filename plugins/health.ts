@@ -2,10 +2,12 @@ import type { ServerResponse } from 'node:http'
 import fp from 'fastify-plugin'
 import { AppError } from './errors.js'
 import type { HealthReadyBody } from '../schemas/health.js'
+import type { QueueHealth } from './jobs.js'
 
 const DEFAULT_CHECK_TIMEOUT_MS = 2000
 
-export type ReadinessCheck = (signal: AbortSignal) => Promise<void>
+/** A check throws when the dependency fails; it may return figures to show beside its status (the job queues). */
+export type ReadinessCheck = (signal: AbortSignal) => Promise<void | { queues: Record<string, QueueHealth> }>
 
 class CheckTimeout extends Error {
   constructor () {
@@ -31,9 +33,9 @@ export function createReadiness (timeoutMs = DEFAULT_CHECK_TIMEOUT_MS) {
     })
     const timer = setTimeout(() => controller.abort(), timeoutMs)
     try {
-      await Promise.race([check(controller.signal), timedOut])
+      const details = await Promise.race([check(controller.signal), timedOut])
       clearTimeout(timer)
-      return { status: 'ok' as const, durationMs: Math.round((performance.now() - started) * 100) / 100 }
+      return { status: 'ok' as const, durationMs: Math.round((performance.now() - started) * 100) / 100, ...details }
     } catch (err) {
       clearTimeout(timer)
       const e = err as Error & { code?: unknown }

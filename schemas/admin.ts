@@ -95,13 +95,14 @@ export const ApiKeyList = Type.Object({
 
 export const AuditAction = Type.Union([
   Type.Literal('token.minted'), Type.Literal('key.created'), Type.Literal('key.revoked'),
-  Type.Literal('license.changed'), Type.Literal('access.denied')
+  Type.Literal('license.changed'), Type.Literal('access.denied'), Type.Literal('webhook.created'), Type.Literal('webhook.deleted'),
+  Type.Literal('webhook.disabled'), Type.Literal('user-data.deleted'), Type.Literal('content.rekeyed'), Type.Literal('job.retried')
 ], { $id: 'AuditAction', title: 'AuditAction' })
 
 export const AuditEvent = Type.Object({
   id: Type.String({ description: 'Increasing id; also the pagination cursor.' }),
   at: isoTime('When it happened.'),
-  actor: Type.String({ description: '`user:<id>`, `admin` or `anonymous`.' }),
+  actor: Type.String({ description: '`user:<id>`, `admin`, `system` or `anonymous`.' }),
   action: refTo<Static<typeof AuditAction>>('AuditAction'),
   target: Type.Union([Type.String(), Type.Null()], { description: '`user:<id>`, `key:<id>` or `METHOD /route`.' }),
   outcome: Type.String({ description: '`ok`, or the error code of a denial.' }),

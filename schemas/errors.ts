@@ -19,6 +19,8 @@ export const ErrorCode = Type.Union([
   Type.Literal('PROVIDER_UNAVAILABLE'),
   Type.Literal('PROVIDER_NOT_CONFIGURED'),
   Type.Literal('PROVIDER_TIMEOUT'),
+  Type.Literal('CONFLICT'),
+  Type.Literal('STORAGE_UNAVAILABLE'),
   Type.Literal('INTERNAL_ERROR')
 ], {
   $id: 'ErrorCode',
@@ -47,6 +49,8 @@ export const ERROR_STATUS: Record<ErrorCodeName, number> = {
   PROVIDER_UNAVAILABLE: 503,
   PROVIDER_NOT_CONFIGURED: 503,
   PROVIDER_TIMEOUT: 504,
+  CONFLICT: 409,
+  STORAGE_UNAVAILABLE: 503,
   INTERNAL_ERROR: 500
 }
 

@@ -7,7 +7,13 @@ export const HealthLive = Type.Object({
 export const CheckResult = Type.Object({
   status: Type.Union([Type.Literal('ok'), Type.Literal('failing')]),
   durationMs: Type.Number({ description: 'How long the check took.' }),
-  reason: Type.Optional(Type.String({ description: 'Why it fails, in a word or code (never connection details).' }))
+  reason: Type.Optional(Type.String({ description: 'Why it fails, in a word or code (never connection details).' })),
+  queues: Type.Optional(Type.Record(Type.String(), Type.Object({
+    queued: Type.Integer({ minimum: 0, description: 'Jobs waiting (new or to be retried).' }),
+    active: Type.Integer({ minimum: 0, description: 'Jobs running on some instance now.' }),
+    failedLastHour: Type.Integer({ minimum: 0, description: 'Jobs that failed for good in the last hour.' }),
+    meanProcessingMs: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], { description: 'Mean run time of the last 100 completed jobs; null before the first.' })
+  }), { description: 'The `jobs` check only: figures per queue.' }))
 }, { $id: 'CheckResult', title: 'CheckResult' })
 
 export const HealthReady = Type.Object({
@@ -21,6 +27,12 @@ export const HealthReady = Type.Object({
   $id: 'HealthReady',
   title: 'HealthReady',
   description: 'Whether this instance can serve feature calls now.',
-  examples: [{ status: 'ready', checks: { database: { status: 'ok', durationMs: 1.2 } } }]
+  examples: [{
+    status: 'ready',
+    checks: {
+      database: { status: 'ok', durationMs: 1.2 },
+      jobs: { status: 'ok', durationMs: 3.4, queues: { 'files.cleanup': { queued: 0, active: 0, failedLastHour: 0, meanProcessingMs: 41 } } }
+    }
+  }]
 })
 export type HealthReadyBody = Static<typeof HealthReady>

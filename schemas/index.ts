@@ -5,6 +5,9 @@ import { identitySchemas } from './identity.js'
 import { featureSchemas } from './features.js'
 import { settingsAssistantSchemas } from './settings-assistant.js'
 import { usageSchemas } from './usage.js'
+import { jobSchemas } from './jobs.js'
+import { userDataSchemas } from './user-data.js'
+import { webhookSchemas } from './webhooks.js'
 
 /** Named components: added once with `addSchema`, referred to by `$ref`, published under components.schemas. */
-export const sharedSchemas = [ErrorCode, ErrorResponse, HealthLive, CheckResult, HealthReady, ...identitySchemas, ...adminSchemas, ...usageSchemas, ...featureSchemas, ...settingsAssistantSchemas]
+export const sharedSchemas = [ErrorCode, ErrorResponse, HealthLive, CheckResult, HealthReady, ...identitySchemas, ...adminSchemas, ...usageSchemas, ...featureSchemas, ...settingsAssistantSchemas, ...jobSchemas, ...userDataSchemas, ...webhookSchemas]

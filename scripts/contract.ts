@@ -3,6 +3,7 @@ import { buildApp } from '../app.js'
 import { CONFIG_VARIABLES, ConfigSchema, expectation, loadConfig } from '../plugins/config.js'
 import { createEmbeddedStore } from '../plugins/store/index.js'
 import { FEATURE_IDS, FEATURES, PROVIDERS } from '../plugins/features.js'
+import { PLATFORM_STORAGE } from '../plugins/user-data.js'
 
 /** Where the committed contract and the generated variable reference live. */
 export const OPENAPI_FILE = new URL('../openapi/openapi.json', import.meta.url)
@@ -97,11 +98,18 @@ export function generatePrivacyDoc (): string {
       `**Logged:** ${f.logged}`, '', `**Stored:** ${f.stored}`, '',
       '**Limits:**', '', ...Object.entries(f.limits).map(([k, v]) => `- ${k}: ${v}`), '')
   }
+  lines.push('## Kept by the platform', '',
+    'Anything a user wrote or uploaded that a feature keeps is stored only encrypted (AES-256-GCM under the',
+    '`CONTENT_KEYS` key ring, each value bound to its table, row and owner), and deleted for real when the user',
+    'deletes it or all their data (`DELETE /v1/ai/me/data`; `GET /v1/ai/me/data` exports it).', '',
+    '| what | where | encrypted | kept for |', '| --- | --- | --- | --- |',
+    ...PLATFORM_STORAGE.map((p) => `| ${p.what} | ${p.where} | ${p.encrypted} | ${p.kept} |`), '')
   lines.push('## Everywhere', '',
     '- Logs carry request ids, hashed user ids, sizes, token counts, hashes and timings; bodies, query strings,',
     '  credentials and configured secrets are kept out by serializers, redaction and a final scrubber.',
     '- Provider keys stay on the server: never in a response, a log line, an error or the OpenAPI document.',
     '- The audit table records who did what and when (tokens minted, keys, licenses, denials); never content.',
+    '- Webhook payloads carry ids, types and statuses only: never content, never a file link.',
     '')
   return lines.join('\n')
 }

@@ -74,7 +74,27 @@ t.test('generated request bodies, queries and credentials never get a 5xx', asyn
     check(seen, 'admin license', await app.inject({ method: 'PUT', url: `/v1/admin/licenses/${encodeURIComponent(userId)}`, headers: adminHeaders, payload: JSON.stringify(body) }))
   }), { numRuns: 25, seed: 11 })
 
-  t.ok(seen.cases >= 250, `${seen.cases} generated requests`)
+  const webhookBody = fc.oneof(jsonValue, fc.record({
+    url: fc.oneof(fc.webUrl({ withQueryParameters: true }), fc.string({ maxLength: 3000 }), fc.constantFrom('https://127.0.0.1/h', 'https://[::1]/h', 'file:///etc/passwd', 'https://8.8.8.8/h'), jsonValue),
+    events: fc.oneof(fc.array(fc.oneof(fc.constantFrom('ping', 'staging.completed', 'scan.completed', 'nope', ''), jsonValue), { maxLength: 8 }), jsonValue),
+    description: fc.oneof(fc.string({ maxLength: 600 }), jsonValue),
+    enabled: jsonValue
+  }, { requiredKeys: [] }))
+  const webhookAuth = { authorization: `Bearer ${token}` }
+  await fc.assert(fc.asyncProperty(webhookBody, fc.string({ maxLength: 40 }), async (body, id) => {
+    check(seen, 'webhook create', await app.inject({ method: 'POST', url: '/v1/webhooks', headers: webhookAuth, payload: JSON.stringify(body) }))
+    check(seen, 'webhook change', await app.inject({ method: 'PATCH', url: `/v1/webhooks/${encodeURIComponent(id)}`, headers: webhookAuth, payload: JSON.stringify(body) }))
+    check(seen, 'webhook read', await app.inject({ url: `/v1/webhooks/${encodeURIComponent(id)}`, headers: webhookAuth }))
+  }), { numRuns: 40, seed: 12 })
+
+  await fc.assert(fc.asyncProperty(fc.string({ maxLength: 60 }), fc.dictionary(fc.constantFrom('expires', 'signature', 'cursor', 'limit', 'queue', 'state'), fc.string({ maxLength: 60 })), async (id, query) => {
+    check(seen, 'file read', await app.inject({ url: `/v1/ai/files/${encodeURIComponent(id)}`, query }))
+    check(seen, 'webhook list', await app.inject({ url: '/v1/webhooks', query, headers: webhookAuth }))
+    check(seen, 'admin jobs', await app.inject({ url: '/v1/admin/jobs', query, headers: adminHeaders }))
+    check(seen, 'admin job retry', await app.inject({ method: 'POST', url: `/v1/admin/jobs/${encodeURIComponent(id)}/retry`, headers: adminHeaders }))
+  }), { numRuns: 30, seed: 13 })
+
+  t.ok(seen.cases >= 450, `${seen.cases} generated requests`)
   t.same(seen.fiveHundreds, [], 'no 5xx, and every refusal in the envelope')
   // The key is still usable: nothing above broke the service's state.
   t.equal((await app.inject({ method: 'POST', url: '/v1/ai/tokens', headers: { authorization: `Bearer ${key}` } })).statusCode, 201)
@@ -138,6 +158,19 @@ t.test('hand-picked bad input: malformed, deep, huge, invalid UTF-8, tampered to
   await expect('multipart without a boundary', 400, app.inject({
     method: 'POST', url: '/v1/ai/background-removal', headers: { authorization: `Bearer ${token}`, 'content-type': 'multipart/form-data' }, payload: 'x'
   }))
+
+  const webhook = (payload: string | Buffer, contentType = 'application/json') =>
+    app.inject({ method: 'POST', url: '/v1/webhooks', headers: { authorization: `Bearer ${token}`, 'content-type': contentType }, payload })
+  await expect('a webhook body of binary bytes', 400, webhook(Buffer.from([0, 1, 2, 0xff, 0xfe])))
+  await expect('a huge webhook body', 413, webhook(JSON.stringify({ url: 'https://8.8.8.8/h', events: ['ping'], description: 'x'.repeat(300 * 1024) })))
+  await expect('a webhook url of 3,000 characters', 400, webhook(JSON.stringify({ url: `https://8.8.8.8/${'a'.repeat(3000)}`, events: ['ping'] })))
+  await expect('a webhook to cloud metadata', 400, webhook(JSON.stringify({ url: 'https://169.254.169.254/latest/meta-data/', events: ['ping'] })))
+  await expect('a webhook with an unknown event', 400, webhook(JSON.stringify({ url: 'https://8.8.8.8/h', events: ['staging.completed', 'everything'] })))
+  await expect('a file link with a huge expiry', 400, app.inject({ url: `/v1/ai/files/3f2b8c1e-9d4a-4e5b-8f6a-2c1d0e9b7a65?expires=${'9'.repeat(40)}&signature=${'A'.repeat(43)}` }))
+  await expect('a tampered file link', 401, app.inject({ url: `/v1/ai/files/3f2b8c1e-9d4a-4e5b-8f6a-2c1d0e9b7a65?expires=99999999999&signature=${'A'.repeat(43)}` }))
+  await expect('a file link with a signature and a token', 401, app.inject({ url: `/v1/ai/files/3f2b8c1e-9d4a-4e5b-8f6a-2c1d0e9b7a65?expires=1&signature=${'A'.repeat(43)}`, headers: { authorization: `Bearer ${token}` } }))
+  await expect('a malformed file URL', 400, app.inject({ url: '/v1/ai/files/%E0%A4%A' }))
+  await expect('a data deletion without a token', 401, app.inject({ method: 'DELETE', url: '/v1/ai/me/data' }))
 
   t.same(seen.fiveHundreds, [], 'no 5xx, and every refusal in the envelope')
   t.equal((await app.inject({ url: '/health/ready' })).statusCode, 200, 'the service stays ready')

@@ -6,16 +6,24 @@ import { buildApp } from '../app.js'
 import { loadConfig, type Config } from '../plugins/config.js'
 import { loggerOptions } from '../plugins/privacy.js'
 import { createEmbeddedStore, createPostgresStore, migrate, type Store } from '../plugins/store/index.js'
+import { tcpProxy } from './network.js'
 
 /** Secrets of the test configuration: long enough to pass validation, recognisable in a leak. */
 export const TEST_SECRETS = {
   AI_TOKEN_SECRET: 'test-ai-token-secret-abcdefghijklmnopqrstuvwxyz',
   USER_HASH_SECRET: 'test-user-hash-secret-abcdefghijklmnopqrstuvwxyz',
-  ADMIN_TOKEN: 'test-admin-token-abcdefghijklmnopqrstuvwxyz0123'
+  ADMIN_TOKEN: 'test-admin-token-abcdefghijklmnopqrstuvwxyz0123',
+  CONTENT_KEYS: `test1:${Buffer.alloc(32, 7).toString('base64')}`
 }
 
+/**
+ * The job queue's schema of this test file: test files run in parallel on one PostgreSQL, and a worker of one must
+ * never take the jobs of another (on PGlite in memory every store is apart anyway).
+ */
+export const JOBS_SCHEMA = `jobs_${randomBytes(5).toString('hex')}`
+
 export function testConfig (env: Record<string, string> = {}): Config {
-  return loadConfig({ ...TEST_SECRETS, LOG_LEVEL: 'debug', ...env })
+  return loadConfig({ ...TEST_SECRETS, JOBS_SCHEMA, LOG_LEVEL: 'debug', ...env })
 }
 
 /** Every log line the app wrote, as parsed JSON, plus the raw text for leak checks. */
@@ -56,9 +64,27 @@ export async function createTestStore (backend: Backend = DEFAULT_BACKEND): Prom
     drop: async () => {
       await store.close()
       await admin.exec(`DROP SCHEMA ${schema} CASCADE`)
+      await admin.exec(`DROP SCHEMA IF EXISTS ${JOBS_SCHEMA} CASCADE`)
       await admin.close()
     }
   }
+}
+
+/**
+ * A fresh PostgreSQL store reached through a TCP proxy of the test's own: `proxy.stop()` cuts the database away
+ * (connections reset, new ones refused) and `proxy.start()` brings it back, the shared server never touched.
+ */
+export async function proxiedPostgres (t: Test) {
+  const { url, drop } = await createTestStore('postgres')
+  t.teardown(drop)
+  const proxy = tcpProxy(5432)
+  await proxy.start()
+  t.teardown(() => proxy.stop())
+  const viaProxy = new URL(url as string)
+  viaProxy.port = String(proxy.port)
+  const store = createPostgresStore(viaProxy.toString())
+  t.teardown(() => store.close())
+  return { store, proxy }
 }
 
 let shared: ReturnType<typeof createTestStore> | undefined

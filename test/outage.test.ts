@@ -1,50 +1,15 @@
-import { once } from 'node:events'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { connect, createServer, type Server, type Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
-import { createPostgresStore } from '../plugins/store/index.js'
-import { build, createTestStore, mint, userWithKey } from './helper.js'
+import { build, mint, proxiedPostgres, userWithKey } from './helper.js'
+import { tcpProxy } from './network.js'
 
 /**
- * PostgreSQL and Redis going away under load and coming back, without restarting the service. Each is reached
- * through a TCP proxy of this test's own, which it stops (every connection reset, new ones refused) and starts
- * again on the same port, so the shared servers other test files use are never touched.
+ * PostgreSQL and Redis going away under load and coming back, without restarting the service, each reached through
+ * a TCP proxy of this test's own (test/network.ts), so the shared servers other test files use are never touched.
  */
-function tcpProxy (targetPort: number) {
-  let server: Server | undefined
-  let port = 0
-  const sockets = new Set<Socket>()
-  return {
-    get port () { return port },
-    async start () {
-      server = createServer((client) => {
-        const upstream = connect(targetPort, '127.0.0.1')
-        const drop = () => {
-          client.destroy()
-          upstream.destroy()
-          sockets.delete(client)
-          sockets.delete(upstream)
-        }
-        for (const socket of [client, upstream]) {
-          sockets.add(socket)
-          socket.on('error', drop).on('close', drop)
-        }
-        client.pipe(upstream).pipe(client)
-      })
-      server.listen(port, '127.0.0.1')
-      await once(server, 'listening')
-      port = (server.address() as { port: number }).port
-    },
-    async stop () {
-      for (const socket of sockets) socket.destroy()
-      sockets.clear()
-      await new Promise((resolve) => server?.close(resolve))
-    }
-  }
-}
 
 /** A plan whose per-minute limit the load stays under: the load measures outages, not the limit. */
 const PLANS_FILE = join(mkdtempSync(join(tmpdir(), 'outage-plans-')), 'plans.json')
@@ -91,15 +56,7 @@ async function cut (t: Test, app: FastifyInstance, proxy: ReturnType<typeof tcpP
 }
 
 t.test('PostgreSQL stopped during load: feature calls fail closed with 503, readiness 503; both recover without a restart, and nothing is lost', async (t) => {
-  const { url, drop } = await createTestStore('postgres')
-  t.teardown(drop)
-  const proxy = tcpProxy(5432)
-  await proxy.start()
-  t.teardown(() => proxy.stop())
-  const viaProxy = new URL(url as string)
-  viaProxy.port = String(proxy.port)
-  const store = createPostgresStore(viaProxy.toString())
-  t.teardown(() => store.close())
+  const { store, proxy } = await proxiedPostgres(t)
   const { app, logs } = await build(t, { store, env: { PLANS_FILE } })
   const { userId, key } = await userWithKey(app, { mode: 'test', plan: 'load' })
   const { token } = await mint(app, key)

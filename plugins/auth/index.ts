@@ -34,6 +34,8 @@ declare module 'fastify' {
   }
   interface FastifyInstance {
     apiKeys: ReturnType<typeof createApiKeys>
+    /** Runs one kind of authentication inside a handler, for a route that accepts more than one (signed file links). */
+    authenticate: (request: FastifyRequest, reply: FastifyReply, kind: AuthKind) => Promise<void>
   }
 }
 
@@ -115,6 +117,8 @@ export default fp(async function auth (app) {
     credential,
     admin
   }
+
+  app.decorate('authenticate', async (request: FastifyRequest, reply: FastifyReply, kind: AuthKind) => checks[kind](request, reply))
 
   app.addHook('onReady', async () => {
     if (await apiKeys.count() > 0) return

@@ -20,6 +20,9 @@ export const swaggerOptions: FastifyDynamicSwaggerOptions = {
       { name: 'features', description: 'What each AI feature sends to which provider (the disclosure manifest).' },
       { name: 'settings-assistant', description: 'Stage 1: the Settings Assistant chat, JSON or streamed (SSE), with setting suggestions checked against the catalog.' },
       { name: 'background-removal', description: 'Stage 2: background removal of one image (remove.bg or a self-hosted rembg, with fallback).' },
+      { name: 'files', description: 'Stored files (results of features), read with the owner\'s AI token or through a signed, expiring link.' },
+      { name: 'webhooks', description: 'Your endpoints for notifications of finished work, signed per the Standard Webhooks convention.' },
+      { name: 'data', description: 'Everything the service keeps about you: export it, or delete it.' },
       { name: 'tokens', description: 'AI tokens: exchange a portal credential or an API key for a short-lived AI token.' },
       { name: 'admin', description: 'Licenses, API keys and audit, behind ADMIN_TOKEN. The CLI is a client of these routes.' }
     ],

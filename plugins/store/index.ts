@@ -15,6 +15,10 @@ export interface Queryable {
 
 export interface Store extends Queryable {
   readonly kind: 'embedded' | 'postgres'
+  /** The embedded database itself, for a library that speaks to PGlite (the job queue). */
+  readonly pglite?: PGlite
+  /** The PostgreSQL URL, for a library that opens its own pool (the job queue). */
+  readonly url?: string
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>
   close(): Promise<void>
 }
@@ -48,6 +52,7 @@ export async function createEmbeddedStore (dataDir: string): Promise<Store> {
   const db = await PGlite.create(location)
   return {
     kind: 'embedded',
+    pglite: db,
     ...pgliteQueryable(db),
     transaction: async (fn) => db.transaction(async (tx) => fn(pgliteQueryable(tx))),
     close: async () => { await db.close() }
@@ -85,6 +90,7 @@ export function createPostgresStore (url: string): Store {
   })
   return {
     kind: 'postgres',
+    url,
     ...queryable(pool),
     async transaction (fn) {
       const client = await pool.connect()

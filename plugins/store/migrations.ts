@@ -112,5 +112,64 @@ CREATE INDEX usage_ledger_user ON usage_ledger (user_id, mode, id);
 ALTER TABLE usage_ledger ADD COLUMN reservation_id text;
 CREATE UNIQUE INDEX usage_ledger_reservation ON usage_ledger (reservation_id);
 `
+  },
+  {
+    id: 4,
+    name: 'files',
+    sql: `
+-- A stored file's record; its bytes are in FILES_DIR or the S3 bucket under storage_key.
+CREATE TABLE files (
+  id           text PRIMARY KEY,
+  user_id      text NOT NULL,
+  feature      text NOT NULL,
+  kind         text NOT NULL CHECK (kind IN ('result', 'upload')),
+  content_type text NOT NULL,
+  size         bigint NOT NULL CHECK (size >= 0),
+  sha256       text NOT NULL,
+  storage_key  text NOT NULL UNIQUE,
+  created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX files_user ON files (user_id, created_at);
+CREATE INDEX files_created_at ON files (created_at);
+`
+  },
+  {
+    id: 5,
+    name: 'webhooks',
+    sql: `
+-- A user's webhook endpoint. Its url (which may carry a token), description and signing secret are stored only
+-- encrypted (content crypto under key_id, each value bound to its row and column).
+CREATE TABLE webhook_endpoints (
+  id                 text PRIMARY KEY,
+  user_id            text NOT NULL,
+  events             text[] NOT NULL,
+  enabled            boolean NOT NULL DEFAULT true,
+  disabled_reason    text,
+  key_id             text NOT NULL,
+  url_sealed         bytea NOT NULL,
+  description_sealed bytea,
+  secret_sealed      bytea NOT NULL,
+  failing_since   timestamptz,
+  created_at      timestamptz NOT NULL DEFAULT now(),
+  updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX webhook_endpoints_user ON webhook_endpoints (user_id, created_at);
+
+-- One row per event per endpoint: what was sent (ids and statuses only) and how it went.
+CREATE TABLE webhook_deliveries (
+  id              text PRIMARY KEY,
+  endpoint_id     text NOT NULL REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
+  user_id         text NOT NULL,
+  event_type      text NOT NULL,
+  payload         jsonb NOT NULL,
+  status          text NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+  attempts        integer NOT NULL DEFAULT 0,
+  last_status     integer,
+  last_error      text,
+  created_at      timestamptz NOT NULL DEFAULT now(),
+  delivered_at    timestamptz
+);
+CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, created_at);
+`
   }
 ]

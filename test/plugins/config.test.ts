@@ -64,8 +64,23 @@ t.test('rules across variables', async (t) => {
   t.same(withDb, [
     'ADMIN_TOKEN must be a text of at least 32 characters.',
     'AI_TOKEN_SECRET is required with DATABASE_URL (every instance must share it), at least 32 characters.',
-    'USER_HASH_SECRET is required with DATABASE_URL (every instance must share it), at least 32 characters.'
+    'USER_HASH_SECRET is required with DATABASE_URL (every instance must share it), at least 32 characters.',
+    'CONTENT_KEYS is required with DATABASE_URL (every instance must share it): id:base64key, e.g. k1:$(openssl rand -base64 32).'
   ])
+})
+
+t.test('CONTENT_KEYS: each entry an id and a 32-byte key, never echoed', async (t) => {
+  const key = Buffer.alloc(32, 1).toString('base64')
+  t.same(problemsOf({ CONTENT_KEYS: `k1:${key},k2:${Buffer.alloc(16).toString('base64')},no-colon,bad id:${key},k1:${key}` }), [
+    'CONTENT_KEYS key "k2" must be 32 bytes in base64 (openssl rand -base64 32).',
+    'CONTENT_KEYS entry 3 must be id:base64key with an id of letters, digits, - or _ (at most 32).',
+    'CONTENT_KEYS entry 4 must be id:base64key with an id of letters, digits, - or _ (at most 32).',
+    'CONTENT_KEYS names key "k1" twice.'
+  ])
+  const config = loadConfig({ DATA_DIR: tmp(), CONTENT_KEYS: `new:${key},old:${Buffer.alloc(32, 2).toString('base64')}` })
+  t.equal(config.contentKeyRing.primary, 'new', 'the first key encrypts')
+  t.same([...config.contentKeyRing.keys.keys()], ['new', 'old'])
+  t.ok(config.secrets.includes(key), 'each key is kept out of logs on its own')
 })
 
 t.test('the message of a ConfigError lists the problems and points at docs/env.md', async (t) => {
@@ -92,7 +107,20 @@ t.test('embedded secrets are generated once into DATA_DIR, mode 600, and reused'
   t.equal(second.AI_TOKEN_SECRET, first.AI_TOKEN_SECRET)
   t.equal(second.ADMIN_TOKEN, first.ADMIN_TOKEN)
   t.equal(second.USER_HASH_SECRET, first.USER_HASH_SECRET)
+  t.equal(second.CONTENT_KEYS, first.CONTENT_KEYS, 'the content key ring is generated once too')
+  t.equal(saved.contentKeys, first.CONTENT_KEYS)
   t.ok(second.secrets.includes(first.ADMIN_TOKEN), 'generated secrets are kept out of logs too')
+  t.not(first.FILES_URL_SECRET, first.AI_TOKEN_SECRET, 'the file link key is derived, not the token key')
+  t.equal(first.FILES_DIR, join(dir, 'files'))
+})
+
+t.test('a data folder from before content encryption gets a key ring, its other secrets kept', async (t) => {
+  const dir = tmp()
+  writeFileSync(join(dir, 'secrets.json'), JSON.stringify({ aiTokenSecret: 'x'.repeat(43), adminToken: 'y'.repeat(43) }))
+  const config = loadConfig({ DATA_DIR: dir })
+  t.equal(config.AI_TOKEN_SECRET, 'x'.repeat(43))
+  t.match(config.CONTENT_KEYS, /^k1:[A-Za-z0-9+/]{43}=$/)
+  t.equal((JSON.parse(readFileSync(join(dir, 'secrets.json'), 'utf8')) as Record<string, string>).contentKeys, config.CONTENT_KEYS)
 })
 
 t.test('a secrets file that is not ours is regenerated; an unreadable one is a problem', async (t) => {
@@ -127,9 +155,12 @@ t.test('configured secrets are all collected for the log scrubber', async (t) =>
     ADMIN_TOKEN: 'c'.repeat(40),
     OPENAI_API_KEY: 'sk-test-openai-key',
     REMOVEBG_API_KEY: 'removebg-key-1234',
-    DATABASE_URL: 'postgres://user:pw@127.0.0.1/test'
+    DATABASE_URL: 'postgres://user:pw@127.0.0.1/test',
+    CONTENT_KEYS: `k1:${Buffer.alloc(32, 3).toString('base64')}`,
+    FILES_URL_SECRET: 'd'.repeat(40)
   })
-  t.same(new Set(config.secrets), new Set(['a'.repeat(40), 'b'.repeat(40), 'c'.repeat(40), 'sk-test-openai-key', 'removebg-key-1234', 'postgres://user:pw@127.0.0.1/test']))
+  t.same(new Set(config.secrets), new Set(['a'.repeat(40), 'b'.repeat(40), 'c'.repeat(40), 'sk-test-openai-key', 'removebg-key-1234',
+    'postgres://user:pw@127.0.0.1/test', `k1:${Buffer.alloc(32, 3).toString('base64')}`, Buffer.alloc(32, 3).toString('base64'), 'd'.repeat(40)]))
 })
 
 t.test('TRUST_PROXY forms', async (t) => {

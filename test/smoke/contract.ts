@@ -60,6 +60,8 @@ export class Contract {
     const response = operation.responses[String(status)]
     if (response === undefined) return [`${method} ${path} (${operationId}) does not document status ${status} (documented: ${Object.keys(operation.responses).join(', ')})`]
     const mediaType = contentType.split(';')[0]?.trim().toLowerCase() ?? ''
+    // A response documented without content (204, 304) conforms when none came.
+    if (response.content === undefined && mediaType === '') return []
     const media = response.content?.[mediaType]
     if (media === undefined) return [`${operationId} ${status}: content type ${mediaType || '(none)'} is not documented (documented: ${Object.keys(response.content ?? {}).join(', ') || 'no body'})`]
     return this.checkSchema(`#/${pointer('paths', path, method.toLowerCase(), 'responses', String(status), 'content', mediaType, 'schema')}`, body)

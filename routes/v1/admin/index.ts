@@ -2,6 +2,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import audit from './audit.js'
 import keys from './keys.js'
 import licenses from './licenses.js'
+import platform from './platform.js'
 import usage from './usage.js'
 
 /** /v1/admin: licenses, API keys and the audit trail, behind ADMIN_TOKEN. The CLI is its client. */
@@ -10,6 +11,7 @@ const admin: FastifyPluginAsync = async (app) => {
   await app.register(keys)
   await app.register(audit)
   await app.register(usage)
+  await app.register(platform)
 }
 
 export default admin

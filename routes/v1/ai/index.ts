@@ -2,6 +2,8 @@ import type { FastifyPluginAsync } from 'fastify'
 import backgroundRemoval from './background-removal.js'
 import entitlements from './entitlements.js'
 import features from './features.js'
+import files from './files.js'
+import me from './me.js'
 import settingsAssistant from './settings-assistant/index.js'
 import tokens from './tokens.js'
 import usage from './usage.js'
@@ -12,6 +14,8 @@ const ai: FastifyPluginAsync = async (app) => {
   await app.register(entitlements)
   await app.register(usage)
   await app.register(features)
+  await app.register(files)
+  await app.register(me)
   await app.register(settingsAssistant, { prefix: '/settings-assistant' })
   await app.register(backgroundRemoval)
 }

@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify'
 import { http, HttpResponse } from 'msw'
 import sharp from 'sharp'
 import t from 'tap'
-import { build, createTestStore, mint, multipart, TEST_SECRETS, userWithKey } from '../../../helper.js'
+import { build, createTestStore, mint, multipart, TEST_SECRETS, JOBS_SCHEMA, userWithKey } from '../../../helper.js'
 import { interceptNetwork } from '../../../network.js'
 import { start } from '../../../server-process.js'
 
@@ -341,7 +341,7 @@ t.test('20 concurrent 10 MB uploads to the real server: every answer right, peak
   const { url, drop } = await createTestStore('postgres')
   t.teardown(drop)
   // The longest wait for a turn (45 s), so that a slow machine queues the 20 uploads rather than turning some away.
-  const { child, address } = await start(t, { ...TEST_SECRETS, DATABASE_URL: url as string, BG_REMOVAL_TIMEOUT_MS: '45000' }, ['--import', 'tsx', 'server.ts'])
+  const { child, address } = await start(t, { ...TEST_SECRETS, JOBS_SCHEMA, DATABASE_URL: url as string, BG_REMOVAL_TIMEOUT_MS: '45000' }, ['--import', 'tsx', 'server.ts'])
   const admin = { authorization: `Bearer ${TEST_SECRETS.ADMIN_TOKEN}`, 'content-type': 'application/json' }
   await fetch(`${address}/v1/admin/licenses/load-user`, { method: 'PUT', headers: admin, body: JSON.stringify({ plan: 'team', status: 'active' }) })
   const { key } = await (await fetch(`${address}/v1/admin/keys`, { method: 'POST', headers: admin, body: JSON.stringify({ userId: 'load-user', mode: 'test' }) })).json() as { key: string }

@@ -1,0 +1,77 @@
+import fp from 'fastify-plugin'
+
+/**
+ * What the platform keeps, how, and for how long (docs/privacy.md is generated from this; features declare their
+ * own in the feature registry). Each entry is also a section of a user's export and deletion where it holds user data.
+ */
+export const PLATFORM_STORAGE = [
+  {
+    what: 'Stored files (results of features; uploads while their job runs)',
+    where: 'FILES_DIR on the instance, or the S3 bucket of S3_BUCKET; a `files` row with owner, type, size and SHA-256',
+    encrypted: 'By the store (disk or bucket encryption is the operator\'s); never public: read with the owner\'s AI token or a signed link valid FILES_URL_TTL_SECONDS',
+    kept: 'FILE_RETENTION_DAYS (30) for results, deleted by a daily job; uploads as soon as their job ends; at once on DELETE /v1/ai/me/data'
+  },
+  {
+    what: 'Webhook endpoints (url, events, description) and their signing secrets',
+    where: 'Tables `webhook_endpoints` and `webhook_deliveries` (event type, ids and statuses sent, HTTP status of each attempt)',
+    encrypted: 'The url (it may carry a token), the description and the signing secret, with AES-256-GCM under CONTENT_KEYS, bound to their row; events and statuses in plain text',
+    kept: 'Until the user deletes the endpoint or their data; deliveries with their endpoint'
+  },
+  {
+    what: 'Jobs (work that runs after a request was answered)',
+    where: 'The job queue\'s schema (JOBS_SCHEMA) in the same database: ids and statuses only, never content',
+    encrypted: 'Not needed: a job carries ids; what it works on is read from its own (encrypted) record',
+    kept: 'Finished jobs 7 days'
+  },
+  {
+    what: 'Usage ledger and audit trail',
+    where: 'Tables `usage_ledger` (feature, provider, model, units, cost, request id) and `audit_events` (who did what, when)',
+    encrypted: 'Not needed: no content, no keys',
+    kept: 'Kept as billing and security records, also after a user\'s data is deleted'
+  }
+] as const
+
+/**
+ * What one part of the service keeps about a user, for the data export and the deletion request (SPEC §11).
+ * Every feature and platform plugin that stores anything for a user registers one; the routes know none by name.
+ */
+export interface UserDataSection {
+  /** The key of this section in the export (`files`, `webhooks`, `chats`…). */
+  name: string
+  /** Everything kept, decrypted, as the user would read it; no internal keys or secrets. */
+  export: (userId: string) => Promise<unknown>
+  /** Deletes it for real (bytes included) and revokes what points outside; returns how many records went. */
+  delete: (userId: string) => Promise<number>
+}
+
+export function createUserData () {
+  const sections = new Map<string, UserDataSection>()
+  return {
+    register (section: UserDataSection) {
+      if (sections.has(section.name)) throw new Error(`user data section ${section.name} is registered twice`)
+      sections.set(section.name, section)
+    },
+    get sections () { return [...sections.keys()] },
+    async export (userId: string): Promise<Record<string, unknown>> {
+      const out: Record<string, unknown> = {}
+      for (const section of sections.values()) out[section.name] = await section.export(userId)
+      return out
+    },
+    /** Every section, in registration order; returns the records deleted per section. */
+    async delete (userId: string): Promise<Record<string, number>> {
+      const out: Record<string, number> = {}
+      for (const section of sections.values()) out[section.name] = await section.delete(userId)
+      return out
+    }
+  }
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    userData: ReturnType<typeof createUserData>
+  }
+}
+
+export default fp(async function userData (app) {
+  app.decorate('userData', createUserData())
+}, { name: 'user-data', fastify: '5.x' })
