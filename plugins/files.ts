@@ -214,15 +214,16 @@ export function createFiles (opts: FilesOptions) {
       const through = new PassThrough()
       const piping = pipeline(source, counted.transform, through)
       // A store that fails stops the upload too, instead of leaving it waiting on a reader that is gone.
+      // (Destroyed without an error: the pipeline may have finished already, and nobody would hear it.)
       const put = backend.put(key, through, input.contentType).catch((err: unknown) => {
-        through.destroy(err as Error)
+        through.destroy()
         throw err
       })
       const [piped, stored] = await Promise.allSettled([piping, put])
       if (piped.status === 'rejected' || stored.status === 'rejected') {
         await backend.delete(key).catch(() => {})
         // The size limit stopping the stream is the cause; the store failing after it is not.
-        const reasons = [piped, stored].filter((r) => r.status === 'rejected').map((r) => r.reason as Error)
+        const reasons = [stored, piped].filter((r) => r.status === 'rejected').map((r) => r.reason as Error)
         const own = reasons.find((r) => r instanceof AppError)
         if (own !== undefined) throw own
         throw Object.assign(storageUnavailable(), { cause: reasons[0] })

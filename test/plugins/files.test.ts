@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync } from 'node:fs'
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -73,6 +73,17 @@ t.test('local folder: stream in and out, owner only, size limit, retention and d
   await roundTrip(t, createLocalBackend(dir))
   t.same(readdirSync(dir).flatMap((d) => readdirSync(join(dir, d))), [], 'nothing left on disk, not even a partial write')
   await createLocalBackend(join(dir, 'new')).check()
+})
+
+t.test('a folder that cannot be used: STORAGE_UNAVAILABLE for writes, reads and readiness, never a crash', async (t) => {
+  const notADir = join(tmp(), 'a-file')
+  writeFileSync(notADir, 'x')
+  const broken = createLocalBackend(notADir)
+  const { files, store } = await filesOn(t, broken)
+  await t.rejects(files.save({ userId: 'u1', feature: 'platform', kind: 'result', contentType: 'text/plain', body: Buffer.from('x'), maxBytes: 10 }), { code: 'STORAGE_UNAVAILABLE' })
+  await store.query("INSERT INTO files (id, user_id, feature, kind, content_type, size, sha256, storage_key) VALUES ('f1', 'u1', 'platform', 'result', 'text/plain', 1, 'x', 'k/f1')")
+  await t.rejects(files.open('f1', 'u1'), { code: 'STORAGE_UNAVAILABLE' })
+  await t.rejects(broken.check())
 })
 
 t.test('S3-compatible store (s3rver on loopback): the same, through @aws-sdk/client-s3', async (t) => {

@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap'
-import { createFiles } from '../../../../plugins/files.js'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { CLEANUP_QUEUE, createFiles } from '../../../../plugins/files.js'
 import { build, mint, userWithKey } from '../../../helper.js'
 
 const PNG = Buffer.from('89504e470d0a1a0a0000000d49484452', 'hex')
@@ -60,4 +61,17 @@ t.test('a signed link needs no credential; changed, half or expired links are re
 
   t.equal(await app.files.delete(file.id, owner.userId), true)
   t.equal((await app.inject({ url: link.path })).statusCode, 404, 'a valid link to a deleted file')
+})
+
+t.test('the daily retention job deletes files past FILE_RETENTION_DAYS, bytes and records', async (t) => {
+  const { app, file, owner } = await setup(t)
+  const fresh = await app.files.save({ userId: owner.userId, feature: 'platform', kind: 'result', contentType: 'image/png', body: PNG, maxBytes: 1024 })
+  await app.store.query("UPDATE files SET created_at = now() - interval '31 days' WHERE id = $1", [file.id])
+  const id = await app.jobs.send(CLEANUP_QUEUE, {})
+  let job
+  for (let i = 0; i < 200 && (job = (await app.jobs.list({ id, state: 'completed', limit: 1 }))[0]) === undefined; i++) await sleep(100)
+  t.match(job, { queue: 'files.cleanup', state: 'completed' })
+  t.equal(await app.files.get(file.id, owner.userId), null, 'the old file is gone')
+  t.ok(await app.files.get(fresh.id, owner.userId), 'the fresh one stays')
+  t.match(await app.jobs.boss.getSchedules(CLEANUP_QUEUE), [{ cron: '17 3 * * *' }], 'scheduled daily')
 })
