@@ -13,6 +13,13 @@ export const TOKEN_MINT_PER_MINUTE_PER_IP = 30
 export const READ_ROUTES_PER_MINUTE = 120
 const REDIS_CONNECT_TIMEOUT_MS = 2_000
 
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** A route open without a credential (signed file links): at most this many calls a minute per client address. */
+    perAddressPerMinute?: number
+  }
+}
+
 /** The principal's key (auth has run): one bucket per user and mode, so test calls never use up live limits. */
 const principalKey = (request: FastifyRequest) => {
   const principal = request.principal as Principal
@@ -40,6 +47,8 @@ export default fp(async function rateLimits (app) {
       }
     } else if (config.auth === 'ai-token') {
       policy = { hook: 'preParsing', max: READ_ROUTES_PER_MINUTE, keyGenerator: principalKey }
+    } else if (config.perAddressPerMinute !== undefined) {
+      policy = { hook: 'onRequest', max: config.perAddressPerMinute, keyGenerator: (request) => `ip:${request.ip}:${request.routeOptions.url ?? ''}` }
     }
     if (policy !== undefined) route.config = { ...config, rateLimit: { timeWindow: MINUTE_MS, ...policy } }
   })

@@ -118,6 +118,19 @@ export async function build (t: Test, opts: BuildOptions = {}) {
   return { app, logs, config, store }
 }
 
+/** Every row of every table of the service and of its job queue, as one text: canary checks search it. */
+export async function dumpAllTables (store: Store): Promise<string> {
+  const { rows } = await store.query<{ schema: string, name: string }>(
+    `SELECT table_schema AS schema, table_name AS name FROM information_schema.tables
+     WHERE table_type = 'BASE TABLE' AND table_schema IN (current_schema(), $1) ORDER BY 1, 2`, [JOBS_SCHEMA])
+  const parts: string[] = []
+  for (const { schema, name } of rows) {
+    const { rows: data } = await store.query(`SELECT * FROM "${schema}"."${name}"`)
+    parts.push(`${schema}.${name}: ${JSON.stringify(data, (_key, value: unknown) => value instanceof Uint8Array ? Buffer.from(value).toString('latin1') : value)}`)
+  }
+  return parts.join('\n')
+}
+
 /** A user id no other test uses. */
 export const newUserId = (label = 'user') => `${label}-${randomBytes(6).toString('hex')}`
 

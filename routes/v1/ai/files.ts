@@ -6,17 +6,21 @@ import { FileId, FileLinkQuery } from '../../../schemas/files.js'
 import type { Principal } from '../../../schemas/principal.js'
 
 const notFound = () => new AppError('NOT_FOUND', 'No such file.')
+/** Reads per client address and minute: a page of results loads many images, a scraper gets slowed down. */
+export const FILE_READS_PER_MINUTE = 600
 
 /** Stored files: read with the owner's AI token, or through a signed link that an `<img>` can load. */
 const files: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/files/:fileId', {
+    config: { perAddressPerMinute: FILE_READS_PER_MINUTE },
     schema: {
       operationId: 'getFile',
       summary: 'Read a stored file',
       description: 'The bytes of a file a feature stored for you (a staged photo, …), with its content type, length and ETag. ' +
         'Either with your AI token, or with no credential through a signed link (`?expires=…&signature=…`) as features ' +
         'return them: valid FILES_URL_TTL_SECONDS (1 hour), so an `<img src>` can load it. A changed link is UNAUTHENTICATED, ' +
-        'an expired one TOKEN_EXPIRED; another user\'s file is NOT_FOUND. `If-None-Match` with the ETag answers 304.',
+        'an expired one TOKEN_EXPIRED; another user\'s file is NOT_FOUND. `If-None-Match` with the ETag answers 304. ' +
+        `At most ${FILE_READS_PER_MINUTE} reads a minute per client address.`,
       tags: ['files'],
       security: [{ aiToken: [] }, {}],
       params: Type.Object({ fileId: FileId }),

@@ -1,4 +1,5 @@
 import t, { type Test } from 'tap'
+import { FILE_READS_PER_MINUTE } from '../../../../routes/v1/ai/files.js'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { CLEANUP_QUEUE, createFiles } from '../../../../plugins/files.js'
 import { build, mint, userWithKey } from '../../../helper.js'
@@ -74,4 +75,19 @@ t.test('the daily retention job deletes files past FILE_RETENTION_DAYS, bytes an
   t.equal(await app.files.get(file.id, owner.userId), null, 'the old file is gone')
   t.ok(await app.files.get(fresh.id, owner.userId), 'the fresh one stays')
   t.match(await app.jobs.boss.getSchedules(CLEANUP_QUEUE), [{ cron: '17 3 * * *' }], 'scheduled daily')
+})
+
+t.test('reads are limited per client address, with or without a token', async (t) => {
+  const { app, file } = await setup(t)
+  const link = app.files.signedPath(file.id).path
+  const answers: number[] = []
+  for (let i = 0; i < FILE_READS_PER_MINUTE; i += 100) {
+    answers.push(...await Promise.all(Array.from({ length: 100 }, async () => (await app.inject({ url: link })).statusCode)))
+  }
+  t.equal(answers.filter((s) => s === 200).length, FILE_READS_PER_MINUTE)
+  const limited = await app.inject({ url: link })
+  t.equal(limited.statusCode, 429)
+  t.equal(limited.json().error.code, 'RATE_LIMITED')
+  t.ok(Number(limited.headers['retry-after']) > 0)
+  t.equal((await app.inject({ url: link, remoteAddress: '10.9.8.7' })).statusCode, 200, 'another address is not held back')
 })
