@@ -249,23 +249,17 @@ declare module 'fastify' {
   }
 }
 
-export interface JobsPluginOptions {
-  /** How long running jobs get at shutdown before they are handed back. */
-  stopTimeoutMs?: number
-}
-
 /**
  * Work that outlives a request (SPEC §11). Plugins define their queues while the app registers; workers start
  * when it is ready and stop in the graceful shutdown.
  */
-export default fp<JobsPluginOptions>(async function jobs (app, opts) {
+export default fp(async function jobs (app) {
   const jobs = createJobs({
     store: app.store,
     schema: app.config.JOBS_SCHEMA,
     concurrency: app.config.JOB_CONCURRENCY,
     superviseSeconds: app.config.JOB_SUPERVISE_SECONDS,
-    log: app.log,
-    ...(opts.stopTimeoutMs === undefined ? {} : { stopTimeoutMs: opts.stopTimeoutMs })
+    log: app.log
   })
   app.decorate('jobs', jobs)
   app.addHook('onReady', async () => { await jobs.start() })

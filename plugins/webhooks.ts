@@ -379,9 +379,7 @@ declare module 'fastify' {
   }
 }
 
-export interface WebhooksPluginOptions { lookup?: Lookup, now?: () => number }
-
-export default fp<WebhooksPluginOptions>(async function webhooks (app, opts) {
+export default fp(async function webhooks (app) {
   const webhooks = createWebhooks({
     db: app.store,
     crypto: app.contentCrypto,
@@ -394,9 +392,7 @@ export default fp<WebhooksPluginOptions>(async function webhooks (app, opts) {
       outcome: 'ok',
       requestId: null,
       details: { userId: endpoint.userId, reason: 'failing for 3 days' }
-    }),
-    ...(opts.lookup === undefined ? {} : { lookup: opts.lookup }),
-    ...(opts.now === undefined ? {} : { now: opts.now })
+    })
   })
   app.decorate('webhooks', webhooks)
   app.jobs.define(webhooks.queue)

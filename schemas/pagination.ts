@@ -21,9 +21,10 @@ export const encodeCursor = (p: Position) => Buffer.from(`${p.createdAt.toISOStr
 
 /** null for a cursor that is not one of ours (the caller answers VALIDATION_ERROR). */
 export function decodeCursor (cursor: string): Position | null {
-  const [at, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|')
-  const createdAt = new Date(at ?? '')
-  return Number.isNaN(createdAt.getTime()) || id === undefined || id === '' ? null : { createdAt, id }
+  const match = /^([^|]+)\|(.+)$/.exec(Buffer.from(cursor, 'base64url').toString('utf8'))
+  if (match === null) return null
+  const createdAt = new Date(match[1] as string)
+  return Number.isNaN(createdAt.getTime()) ? null : { createdAt, id: match[2] as string }
 }
 
 /** The page of `rows` (fetched with limit + 1) and the cursor of the next one. */

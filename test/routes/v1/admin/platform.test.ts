@@ -34,7 +34,9 @@ t.test('jobs: listed and a failed one retried, by the admin API and the CLI', as
   t.equal((await app.inject({ method: 'POST', url: '/v1/admin/jobs/00000000-0000-4000-8000-000000000000/retry', headers: adminHeaders })).statusCode, 404)
   t.equal((await app.inject({ url: '/v1/admin/jobs?state=lost', headers: adminHeaders })).statusCode, 400)
   t.match((await app.audit.list({ action: 'job.retried', limit: 1 })).events, [{ target: `job:${id}`, details: { queue: 'test.admin' } }])
-  t.match(JSON.parse((await cli(['jobs', 'list', '--queue', 'test.admin', '--json', '--url', url])).stdout), { data: [{ id }] })
+  for (let i = 0; i < 200 && (await app.jobs.list({ id, state: 'completed', limit: 1 })).length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 100))
+  t.match(JSON.parse((await cli(['jobs', 'list', '--queue', 'test.admin', '--json', '--url', url])).stdout), { data: [{ id, state: 'completed', errorCode: null }] })
+  t.match((await cli(['jobs', 'list', '--queue', 'test.admin', '--url', url])).stdout, new RegExp(`${id} {2}test\\.admin {2}completed {2}1/1 .* -\n$`), 'no error code once it succeeded')
 })
 
 t.test('content rekey: the CLI re-encrypts stored secrets under the first key of the ring', async (t) => {

@@ -92,7 +92,10 @@ t.test('the SSRF guard (default): only https to public addresses; bad input is a
   t.equal((await app.inject({ method: 'PATCH', url: `/v1/webhooks/${id}`, headers: me.headers, payload: { url: 'https://192.168.1.1/x' } })).statusCode, 400)
   t.equal((await app.inject({ method: 'PATCH', url: `/v1/webhooks/${id}`, headers: me.headers, payload: {} })).statusCode, 400, 'a change of nothing')
   t.equal((await app.inject({ url: '/v1/webhooks/wh_bad', headers: me.headers })).json().error.code, 'VALIDATION_ERROR')
-  t.equal((await app.inject({ url: '/v1/webhooks?cursor=bm90IGEgY3Vyc29y', headers: me.headers })).json().error.code, 'VALIDATION_ERROR')
+  for (const cursor of ['not a cursor', 'yesterday|wh_1', '2026-01-01T00:00:00.000Z|']) {
+    const res = await app.inject({ url: `/v1/webhooks?cursor=${Buffer.from(cursor).toString('base64url')}`, headers: me.headers })
+    t.equal(res.json().error.code, 'VALIDATION_ERROR', `cursor ${cursor}`)
+  }
   t.equal((await app.inject({ url: '/v1/webhooks' })).json().error.code, 'UNAUTHENTICATED')
 })
 
@@ -114,4 +117,19 @@ t.test('pages of webhooks, newest first; at most 20 per user', async (t) => {
     cursor = page.nextCursor
   } while (cursor !== null)
   t.same(seen, [...ids].reverse())
+})
+
+t.test('an endpoint that failed every delivery for 3 days is turned off by the delivery job, and audited', async (t) => {
+  const { app } = await build(t, { env: { WEBHOOK_ALLOW_PRIVATE: 'true' } })
+  const failing = createServer((req, res) => { req.resume(); res.writeHead(500).end() })
+  await new Promise<void>((resolve) => failing.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => failing.close())
+  const me = await tokenHeaders(app)
+  const hook = await app.webhooks.create(me.userId, { url: `http://127.0.0.1:${(failing.address() as AddressInfo).port}/h`, events: ['scan.completed'] })
+  await app.store.query("UPDATE webhook_endpoints SET failing_since = now() - interval '3 days 1 minute' WHERE id = $1", [hook.id])
+  await app.webhooks.emit(me.userId, 'scan.completed', { scanId: 'scan-1', status: 'completed' })
+  let state
+  for (let i = 0; i < 100 && (state = (await app.inject({ url: `/v1/webhooks/${hook.id}`, headers: me.headers })).json()).enabled; i++) await sleep(100)
+  t.match(state, { enabled: false, disabledReason: 'failing' })
+  t.match((await app.audit.list({ action: 'webhook.disabled', target: `webhook:${hook.id}`, limit: 1 })).events, [{ actor: 'system', requestId: null, details: { userId: me.userId } }])
 })
