@@ -76,7 +76,7 @@ export interface S3Options { bucket: string, region: string, endpoint?: string, 
 export function createS3Backend (opts: S3Options): FileBackend {
   const client = new S3Client({
     region: opts.region,
-    ...(opts.endpoint === undefined ? {} : { endpoint: opts.endpoint }),
+    endpoint: opts.endpoint,
     forcePathStyle: opts.forcePathStyle,
     maxAttempts: 2,
     // Checksums only where S3 requires them: many S3-compatible stores reject the newer default trailers.
@@ -110,7 +110,7 @@ export function createBackend (config: Pick<Config, 'S3_BUCKET' | 'S3_ENDPOINT' 
   return createS3Backend({
     bucket: config.S3_BUCKET,
     region: config.S3_REGION,
-    ...(config.S3_ENDPOINT === undefined ? {} : { endpoint: config.S3_ENDPOINT }),
+    endpoint: config.S3_ENDPOINT,
     forcePathStyle: config.S3_FORCE_PATH_STYLE === 'true'
   })
 }
@@ -182,7 +182,6 @@ export function createFiles (opts: FilesOptions) {
     try {
       return await fn()
     } catch (err) {
-      if (err instanceof AppError) throw err
       throw Object.assign(storageUnavailable(), { cause: err })
     }
   }
@@ -309,21 +308,14 @@ declare module 'fastify' {
   }
 }
 
-export interface FilesPluginOptions {
-  /** Another backend than the configured one (tests cut the store with it). */
-  backend?: FileBackend
-  now?: () => number
-}
-
 /** Files: the store the configuration names, signed links, the daily retention job, a user's files in their data. */
-export default fp<FilesPluginOptions>(async function files (app, opts) {
+export default fp(async function files (app) {
   const files = createFiles({
     db: app.store,
-    backend: opts.backend ?? createBackend(app.config),
+    backend: createBackend(app.config),
     urlSecret: app.config.FILES_URL_SECRET,
     urlTtlSeconds: app.config.FILES_URL_TTL_SECONDS,
-    retentionDays: app.config.FILE_RETENTION_DAYS,
-    ...(opts.now === undefined ? {} : { now: opts.now })
+    retentionDays: app.config.FILE_RETENTION_DAYS
   })
   app.decorate('files', files)
   app.readiness.add('files', async () => { await files.backend.check() })

@@ -48,7 +48,8 @@ export default fp(async function rateLimits (app) {
     } else if (config.auth === 'ai-token') {
       policy = { hook: 'preParsing', max: READ_ROUTES_PER_MINUTE, keyGenerator: principalKey }
     } else if (config.perAddressPerMinute !== undefined) {
-      policy = { hook: 'onRequest', max: config.perAddressPerMinute, keyGenerator: (request) => `ip:${request.ip}:${request.routeOptions.url ?? ''}` }
+      const url = route.url
+      policy = { hook: 'onRequest', max: config.perAddressPerMinute, keyGenerator: (request) => `ip:${request.ip}:${url}` }
     }
     if (policy !== undefined) route.config = { ...config, rateLimit: { timeWindow: MINUTE_MS, ...policy } }
   })

@@ -253,7 +253,8 @@ export function createWebhooks (opts: WebhooksOptions) {
       error = res.status >= 300 && res.status < 400 ? 'redirect (not followed)' : `HTTP ${res.status}`
     } catch (err) {
       const e = err as Error & { cause?: { code?: string } }
-      error = e.name === 'TimeoutError' ? 'timeout' : (e.cause?.code ?? 'connection failed')
+      // A network failure names its code (ECONNREFUSED, …); a stop of the job is an AbortError.
+      error = e.name === 'TimeoutError' ? 'timeout' : (e.cause?.code ?? e.name)
     }
     // Failed: the endpoint is failing since its first failure; after 3 days it is disabled.
     const { rows: failing } = await db.query<{ failing_since: Date, user_id: string }>(

@@ -54,6 +54,8 @@ async function roundTrip (t: Test, backend: FileBackend) {
     { code: 'PAYLOAD_TOO_LARGE' })
   t.same((await files.listForUser('u1')).map((f) => f.id), [saved.id], 'a file over the limit leaves no record')
 
+  await backend.delete((await store.query<{ storage_key: string }>('SELECT storage_key FROM files WHERE id = $1', [saved.id])).rows[0]?.storage_key as string)
+  t.equal(await files.open(saved.id, 'u1'), null, 'a record whose bytes are gone reads as not found')
   t.equal(await files.delete(saved.id, 'u2'), false, 'another user cannot delete it')
   t.equal(await files.delete(saved.id, 'u1'), true)
   t.equal(await files.open(saved.id, 'u1'), null)

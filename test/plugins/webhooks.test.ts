@@ -43,7 +43,7 @@ async function setup (t: Test, opts: { now?: () => number, allowPrivate?: boolea
     ...(opts.now === undefined ? {} : { now: opts.now })
   })
   t.teardown(() => webhooks.close())
-  const attempt = async (retryCount = 0) => webhooks.queue.handler({ data: sent[sent.length - 1] as { deliveryId: string }, retryCount, signal: new AbortController().signal })
+  const attempt = async (retryCount = 0, signal = new AbortController().signal) => webhooks.queue.handler({ data: sent[sent.length - 1] as { deliveryId: string }, retryCount, signal })
   return { store, webhooks, sent, disabled, attempt }
 }
 
@@ -60,6 +60,7 @@ t.test('public addresses only, resolved: loopback, private, link-local, metadata
   t.match(await refuseTarget('https://127.0.0.1/hook', false, lookup), /public address/)
   t.match(await refuseTarget('https://[::ffff:169.254.169.254]/latest', false, lookup), /public address/)
   t.match(await refuseTarget('https://localhost/hook', false), /public address/, 'the real resolver: localhost is loopback')
+  t.match(await refuseTarget('https://nowhere.invalid/hook', false), /does not resolve/, 'the real resolver: a reserved name that never resolves')
   t.match(await refuseTarget('https://nowhere.invalid/hook', false, lookup), /does not resolve/)
   t.match(await refuseTarget('https://user:pw@public.example/hook', false, lookup), /user name or password/)
   t.match(await refuseTarget('ftp://public.example/x', true, lookup), /https/)
@@ -133,6 +134,7 @@ t.test('receiver down, failing, slow or redirecting: retried; past 24 h the deli
   t.same(await attempt(0), { outcome: 'disabled' }, 'failing for 3 days')
   t.same(disabled, [created.id])
   t.match(await webhooks.get('u1', created.id), { enabled: false, disabledReason: 'failing' })
+  t.match(await webhooks.update('u1', created.id, { description: 'still off' }), { enabled: false, disabledReason: 'failing' }, 'another change keeps it off, and why')
   await webhooks.emit('u1', 'scan.completed', { scanId: 'v' })
   t.same((await store.query('SELECT count(*)::int AS n FROM webhook_deliveries WHERE status = $1', ['pending'])).rows, [{ n: 0 }], 'a disabled endpoint gets no deliveries')
   t.match(await webhooks.update('u1', created.id, { enabled: true }), { enabled: true, disabledReason: null })
@@ -148,6 +150,10 @@ t.test('a receiver that is down: connection refused, retried later', async (t) =
   await webhooks.emit('u1', 'scan.completed', { scanId: 'x' })
   await t.rejects(attempt(0), { code: 'DELIVERY_FAILED' })
   t.match((await store.query('SELECT status, last_status, last_error FROM webhook_deliveries')).rows, [{ status: 'pending', last_status: null, last_error: 'ECONNREFUSED' }])
+  const stopped = new AbortController()
+  stopped.abort()
+  await t.rejects(attempt(1, stopped.signal), { code: 'DELIVERY_FAILED' }, 'a job stopped at shutdown is retried later')
+  t.match((await store.query('SELECT last_error FROM webhook_deliveries')).rows, [{ last_error: 'AbortError' }])
 })
 
 t.test('a delivery to an endpoint turned off or on a refused address fails without a call', async (t) => {
