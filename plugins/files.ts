@@ -4,8 +4,6 @@ import { mkdir, rename, rm, stat, statfs } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { PassThrough, Readable, Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3'
-import { Upload } from '@aws-sdk/lib-storage'
 import fp from 'fastify-plugin'
 import type { Config } from './config.js'
 import { AppError } from './errors.js'
@@ -73,7 +71,10 @@ export function createLocalBackend (dir: string): FileBackend {
 
 export interface S3Options { bucket: string, region: string, endpoint?: string, forcePathStyle: boolean }
 
-export function createS3Backend (opts: S3Options): FileBackend {
+/** The S3 SDK is loaded only where a bucket is configured: it costs an instance about 40 MB of memory. */
+export async function createS3Backend (opts: S3Options): Promise<FileBackend> {
+  const { DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, S3Client } = await import('@aws-sdk/client-s3')
+  const { Upload } = await import('@aws-sdk/lib-storage')
   const client = new S3Client({
     region: opts.region,
     endpoint: opts.endpoint,
@@ -105,9 +106,9 @@ export function createS3Backend (opts: S3Options): FileBackend {
   }
 }
 
-export function createBackend (config: Pick<Config, 'S3_BUCKET' | 'S3_ENDPOINT' | 'S3_REGION' | 'S3_FORCE_PATH_STYLE' | 'FILES_DIR'>): FileBackend {
+export async function createBackend (config: Pick<Config, 'S3_BUCKET' | 'S3_ENDPOINT' | 'S3_REGION' | 'S3_FORCE_PATH_STYLE' | 'FILES_DIR'>): Promise<FileBackend> {
   if (config.S3_BUCKET === undefined) return createLocalBackend(config.FILES_DIR)
-  return createS3Backend({
+  return await createS3Backend({
     bucket: config.S3_BUCKET,
     region: config.S3_REGION,
     endpoint: config.S3_ENDPOINT,
@@ -312,7 +313,7 @@ declare module 'fastify' {
 export default fp(async function files (app) {
   const files = createFiles({
     db: app.store,
-    backend: createBackend(app.config),
+    backend: await createBackend(app.config),
     urlSecret: app.config.FILES_URL_SECRET,
     urlTtlSeconds: app.config.FILES_URL_TTL_SECONDS,
     retentionDays: app.config.FILE_RETENTION_DAYS

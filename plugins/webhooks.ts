@@ -3,7 +3,7 @@ import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from 'nod
 import fp from 'fastify-plugin'
 import ipaddr from 'ipaddr.js'
 import { Webhook as StandardWebhook } from 'standardwebhooks'
-import { Agent } from 'undici'
+import type { Agent } from 'undici'
 import type { WebhookBody, WebhookEventType } from '../schemas/webhooks.js'
 import { decodeCursor, pageOf } from '../schemas/pagination.js'
 import type { ContentCrypto } from './content-crypto.js'
@@ -127,11 +127,17 @@ export function createWebhooks (opts: WebhooksOptions) {
   const { db, crypto, jobs } = opts
   const now = opts.now ?? Date.now
   const timeoutMs = opts.timeoutMs ?? DELIVERY_TIMEOUT_MS
-  const dispatcher = new Agent({
-    connect: { lookup: guardedLookup(opts.allowPrivate), timeout: timeoutMs },
-    headersTimeout: timeoutMs,
-    bodyTimeout: timeoutMs
-  })
+  // The connection pool of deliveries (undici, loaded with the first delivery: an instance that sends none saves its memory).
+  let dispatcher: Agent | undefined
+  async function pool (): Promise<Agent> {
+    const { Agent } = await import('undici')
+    dispatcher ??= new Agent({
+      connect: { lookup: guardedLookup(opts.allowPrivate), timeout: timeoutMs },
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs
+    })
+    return dispatcher
+  }
 
   /** One sealed column of an endpoint row, opened. */
   const open = (row: { id: string, user_id: string, key_id: string }, column: SealedColumn, data: Uint8Array) =>
@@ -228,6 +234,8 @@ export function createWebhooks (opts: WebhooksOptions) {
     const sentAt = new Date(now())
     let httpStatus: number | null = null
     let error: string | null = null
+    // Before the attempt's clock starts: loading the pool the first time is not the receiver's time.
+    const dispatcher = await pool()
     try {
       const res = await fetch(url, {
         method: 'POST',
@@ -368,7 +376,7 @@ export function createWebhooks (opts: WebhooksOptions) {
       return rowCount
     },
 
-    close: async () => dispatcher.close()
+    close: async () => { await dispatcher?.close() }
   }
 }
 

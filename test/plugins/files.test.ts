@@ -90,7 +90,7 @@ t.test('a folder that cannot be used: STORAGE_UNAVAILABLE for writes, reads and 
 
 t.test('S3-compatible store (s3rver on loopback): the same, through @aws-sdk/client-s3', async (t) => {
   const s3 = await s3server(t)
-  const backend = createBackend({ S3_BUCKET: BUCKET, S3_ENDPOINT: s3.endpoint(), S3_REGION: 'us-east-1', S3_FORCE_PATH_STYLE: 'true' as never, FILES_DIR: 'unused' })
+  const backend = await createBackend({ S3_BUCKET: BUCKET, S3_ENDPOINT: s3.endpoint(), S3_REGION: 'us-east-1', S3_FORCE_PATH_STYLE: 'true' as never, FILES_DIR: 'unused' })
   t.equal(backend.kind, 's3')
   await backend.check()
   await roundTrip(t, backend)
@@ -103,7 +103,7 @@ t.test('S3-compatible store (s3rver on loopback): the same, through @aws-sdk/cli
 
 t.test('S3 cut: STORAGE_UNAVAILABLE, nothing recorded; back again without a restart', async (t) => {
   const s3 = await s3server(t)
-  const backend = createS3Backend({ bucket: BUCKET, region: 'us-east-1', endpoint: s3.endpoint(), forcePathStyle: true })
+  const backend = await createS3Backend({ bucket: BUCKET, region: 'us-east-1', endpoint: s3.endpoint(), forcePathStyle: true })
   const { files } = await filesOn(t, backend)
   const kept = await files.save({ userId: 'u1', feature: 'platform', kind: 'result', contentType: 'text/plain', body: Buffer.from('kept'), maxBytes: 100 })
   await s3.stop()
