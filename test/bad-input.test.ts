@@ -92,6 +92,7 @@ t.test('generated request bodies, queries and credentials never get a 5xx', asyn
     check(seen, 'webhook list', await app.inject({ url: '/v1/webhooks', query, headers: webhookAuth }))
     check(seen, 'admin jobs', await app.inject({ url: '/v1/admin/jobs', query, headers: adminHeaders }))
     check(seen, 'admin job retry', await app.inject({ method: 'POST', url: `/v1/admin/jobs/${encodeURIComponent(id)}/retry`, headers: adminHeaders }))
+    check(seen, 'admin user data deletion', await app.inject({ method: 'DELETE', url: `/v1/admin/users/${encodeURIComponent(`bad-input-${id}`)}/data`, headers: adminHeaders }))
   }), { numRuns: 30, seed: 13 })
 
   t.ok(seen.cases >= 450, `${seen.cases} generated requests`)
