@@ -26,6 +26,9 @@ import rateLimit from './plugins/rate-limit.js'
 import aiTokens from './plugins/external/jwt.js'
 import settingsAssistant from './plugins/settings-assistant.js'
 import openaiChat from './providers/openai-chat.js'
+import models from './plugins/models.js'
+import chats from './plugins/chats.js'
+import chatRoutes from './routes/v1/chats/index.js'
 import sandboxChat from './providers/sandbox-chat.js'
 import healthRoutes from './routes/health/index.js'
 import aiRoutes from './routes/v1/ai/index.js'
@@ -108,6 +111,8 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await server.register(webhooks)
   await server.register(settingsAssistant)
   await server.register(openaiChat)
+  await server.register(models)
+  await server.register(chats)
   await server.register(sandboxChat)
   await server.register(images)
   await server.register(backgroundRemoval)
@@ -116,6 +121,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await server.register(aiRoutes, { prefix: '/v1/ai' })
   await server.register(adminRoutes, { prefix: '/v1/admin' })
   await server.register(webhookRoutes, { prefix: '/v1/webhooks' })
+  await server.register(chatRoutes, { prefix: '/v1/chats' })
 }
 
 const appPlugin = fp(app, { name: 'app', fastify: '5.x' })

@@ -79,6 +79,24 @@ export const ConfigSchema = Type.Object({
   MODERATION: oneOf(['off', 'openai'] as const, 'off', { 'x-group': 'Settings Assistant (OpenAI)', description: '`openai`: pre-check messages with the OpenAI moderation endpoint.' }),
   SETTINGS_CATALOG_FILE: Type.Optional(Type.String({ minLength: 1, 'x-group': 'Settings Assistant (OpenAI)', description: 'JSON file of the settings the assistant may suggest. Unset: the bundled catalog.' })),
 
+  MODELS_FILE: Type.Optional(Type.String({ minLength: 1, 'x-group': 'Models and vendors', description: 'JSON file of the model catalog (id, vendor, upstream model, context and output limits, prices, premium). Unset: the bundled defaults/models.json.' })),
+  ROUTING_FILE: Type.Optional(Type.String({ minLength: 1, 'x-group': 'Models and vendors', description: 'JSON file of the routing matrix (plan × task class → model) and the fallback chains. Unset: the bundled defaults/routing.json.' })),
+  ANTHROPIC_API_KEY: Type.Optional(Type.String({ minLength: 1, 'x-secret': true, 'x-group': 'Models and vendors', description: 'Anthropic API key. Unset: its models are listed as not accessible.' })),
+  ANTHROPIC_BASE_URL: url({ default: 'https://api.anthropic.com', 'x-group': 'Models and vendors', description: 'Anthropic Messages API endpoint (for a proxy).' }),
+  QWEN_API_KEY: Type.Optional(Type.String({ minLength: 1, 'x-secret': true, 'x-group': 'Models and vendors', description: 'Qwen (Alibaba Cloud Model Studio) API key. Unset: its models are listed as not accessible.' })),
+  QWEN_BASE_URL: url({ default: 'https://dashscope-intl.aliyuncs.com/compatible-mode/v1', 'x-group': 'Models and vendors', description: 'Qwen (Alibaba Cloud Model Studio) OpenAI-compatible endpoint (the international region by default; other regions have their own compatible-mode URL).' }),
+  DEEPSEEK_API_KEY: Type.Optional(Type.String({ minLength: 1, 'x-secret': true, 'x-group': 'Models and vendors', description: 'DeepSeek API key. Unset: its models are listed as not accessible.' })),
+  DEEPSEEK_BASE_URL: url({ default: 'https://api.deepseek.com/v1', 'x-group': 'Models and vendors', description: 'DeepSeek OpenAI-compatible endpoint.' }),
+  XAI_API_KEY: Type.Optional(Type.String({ minLength: 1, 'x-secret': true, 'x-group': 'Models and vendors', description: 'xAI API key. Unset: its models are listed as not accessible.' })),
+  XAI_BASE_URL: url({ default: 'https://api.x.ai/v1', 'x-group': 'Models and vendors', description: 'xAI OpenAI-compatible endpoint.' }),
+  GEMINI_API_KEY: Type.Optional(Type.String({ minLength: 1, 'x-secret': true, 'x-group': 'Models and vendors', description: 'Google Gemini API key. Unset: its models are listed as not accessible.' })),
+  GEMINI_BASE_URL: url({ default: 'https://generativelanguage.googleapis.com/v1beta/openai', 'x-group': 'Models and vendors', description: 'Google Gemini OpenAI-compatible endpoint of the Gemini API.' }),
+  MODEL_TIMEOUT_MS: ms(60_000, { 'x-group': 'Models and vendors', description: 'Whole-call timeout of a chat call to a catalog vendor, in ms (the first byte, and every next one, within 15000). The Settings Assistant keeps OPENAI_TIMEOUT_MS.' }),
+  BREAKER_FAILURES: Type.Integer({ minimum: 1, maximum: 100, default: 5, 'x-group': 'Models and vendors', description: 'Failures in a row (before the first byte) that take a vendor out for BREAKER_COOLDOWN_SECONDS.' }),
+  BREAKER_COOLDOWN_SECONDS: Type.Integer({ minimum: 1, maximum: 3600, default: 30, 'x-group': 'Models and vendors', description: 'How long a failing vendor is skipped before one call tries it again; a vendor that refused the account (no credit, key refused) is skipped this long too.' }),
+
+  CHAT_RETENTION_DAYS: Type.Integer({ minimum: 1, maximum: 3650, default: 365, 'x-group': 'Models and vendors', description: 'Chats without a new message for this many days are deleted by a daily job (messages, feedback and all).' }),
+
   BG_REMOVAL_PROVIDERS: Type.String({
     pattern: '^(removebg|rembg)(,(removebg|rembg))*$',
     default: 'removebg',

@@ -7,6 +7,11 @@
 /** A provider a feature may send data to. `test` providers run inside the service and send nothing anywhere. */
 export const PROVIDERS = {
   openai: { id: 'openai', name: 'OpenAI (or the OpenAI-compatible endpoint of OPENAI_BASE_URL)', location: 'external' },
+  anthropic: { id: 'anthropic', name: 'Anthropic (Messages API, ANTHROPIC_BASE_URL)', location: 'external' },
+  qwen: { id: 'qwen', name: 'Alibaba Cloud Model Studio, Qwen (QWEN_BASE_URL)', location: 'external' },
+  deepseek: { id: 'deepseek', name: 'DeepSeek (DEEPSEEK_BASE_URL)', location: 'external' },
+  xai: { id: 'xai', name: 'xAI, Grok (XAI_BASE_URL)', location: 'external' },
+  gemini: { id: 'gemini', name: 'Google Gemini API, OpenAI-compatible endpoint (GEMINI_BASE_URL)', location: 'external' },
   removebg: { id: 'removebg', name: 'remove.bg (Kaleido AI)', location: 'external' },
   rembg: { id: 'rembg', name: 'rembg, self-hosted by the operator (REMBG_URL)', location: 'operator' },
   sandbox: { id: 'sandbox', name: 'Built-in sandbox (test mode; nothing leaves the service)', location: 'in-process' }
@@ -63,6 +68,31 @@ export const FEATURES = {
     limits: {
       image: 'PNG, JPEG or WebP, at most 12 MB and 25 megapixels',
       timeouts: 'Each provider attempt within BG_REMOVAL_TIMEOUT_MS (30 s)'
+    }
+  },
+  chat: {
+    id: 'chat',
+    name: 'Chat sessions',
+    description: 'Conversations kept by the service over the model catalog: routed to a model for the task and the plan, with fallback to another vendor when one fails.',
+    unit: 'tokens',
+    endpoint: 'POST /v1/chats/{id}/messages (and /stream)',
+    providers: { live: ['openai', 'anthropic', 'qwen', 'deepseek', 'xai', 'gemini'], test: 'sandbox' },
+    sends: [
+      { field: 'content', note: 'The new message, as the user\'s turn, to the vendor of the model that serves the call (a fallback vendor when the first one fails).' },
+      { field: 'history', note: 'The chat\'s earlier messages as the service stored them, the newest ones, as many as fit the model\'s context.' }
+    ],
+    serverAdds: [
+      'A keyed hash of the user id (HMAC-SHA-256 with USER_HASH_SECRET) only where the vendor documents a field for it: OpenAI `safety_identifier`, Anthropic `metadata.user_id`, xAI `user`. Qwen, DeepSeek and Gemini receive no user identifier at all.',
+      'A fixed system prompt of the service, the vendor\'s model name, a reply-length limit, and to OpenAI `store: false`.'
+    ],
+    neverSent: ['The user id, e-mail or IP address', 'The chat\'s title, its contextRef and feedback', 'Tokens, API keys and request ids'],
+    logged: 'Request id, hashed ids, chat and message ids, model, vendor, token counts, cost and timings; never a message, a title or a comment.',
+    stored: 'Chats (title and contextRef encrypted), messages (text encrypted with AES-256-GCM; model, tokens, cost and timings in plain), feedback (comment encrypted), one usage-ledger row per call. Deleted with the chat, after CHAT_RETENTION_DAYS without a message, or on DELETE /v1/ai/me/data.',
+    limits: {
+      content: '1 to 8,000 characters',
+      history: 'The chat\'s latest 200 messages, cut to the model\'s context by token counts',
+      reply: 'At most 4,096 tokens (or the model\'s own limit when lower)',
+      timeouts: 'First byte within 15 s, whole call within MODEL_TIMEOUT_MS (60 s)'
     }
   }
 } as const

@@ -3,11 +3,12 @@ import fp from 'fastify-plugin'
 import { AppError } from './errors.js'
 import type { HealthReadyBody } from '../schemas/health.js'
 import type { QueueHealth } from './jobs.js'
+import type { VendorHealth } from './models.js'
 
 const DEFAULT_CHECK_TIMEOUT_MS = 2000
 
 /** A check throws when the dependency fails; it may return figures to show beside its status (the job queues). */
-export type ReadinessCheck = (signal: AbortSignal) => Promise<void | { queues: Record<string, QueueHealth> }>
+export type ReadinessCheck = (signal: AbortSignal) => Promise<void | { queues: Record<string, QueueHealth> } | { vendors: Record<string, VendorHealth> }>
 
 class CheckTimeout extends Error {
   constructor () {

@@ -208,10 +208,10 @@ export interface MeteredCall {
   reservation: Reservation
   limit: number
   /**
-   * Records what the provider charged (cost from the price table). Never throws: when the database cannot take
+   * Records what the provider charged (cost as given, or from the price table). Never throws: when the database cannot take
    * it, the settlement is kept and retried until it can, so a charged call is never lost.
    */
-  settle: (settlement: Omit<Settlement, 'requestId' | 'costMicroUsd'>) => Promise<void>
+  settle: (settlement: Omit<Settlement, 'requestId'>) => Promise<void>
   release: () => Promise<void>
   /** The quota as it reads once this call is settled with `units`. */
   quotaAfter: (units: number) => { limit: number, used: number, remaining: number, resetsAt: string }
@@ -287,7 +287,8 @@ export default fp(async function metering (app) {
       reservation,
       limit: quota.limit,
       settle: async (input) => {
-        const settlement: Settlement = { ...input, requestId: request.id, costMicroUsd: costMicroUsd(prices, input) }
+        // A feature that prices its own calls (the model catalog) says the cost; otherwise the plans' price table does.
+        const settlement: Settlement = { ...input, requestId: request.id, costMicroUsd: input.costMicroUsd ?? costMicroUsd(prices, input) }
         try {
           await metering.settle(reservation, settlement)
         } catch (err) {

@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import Value from 'typebox/value'
 import defaultCatalog from '../defaults/settings-catalog.json' with { type: 'json' }
-import type { ChatCall } from '../providers/chat.js'
+import type { ChatCall, ChatTool } from '../providers/chat.js'
 import {
   SettingsCatalogFile, type AssistantRequestValue, type CatalogSettingValue, type SettingsCatalogValue,
   type SettingValueType, type SuggestionValue
@@ -75,7 +75,7 @@ export function createSettingsAssistant (catalog: SettingsCatalogValue) {
     'Settings catalog (id | panel | label | allowed values | description):',
     ...catalog.settings.map((s) => `${s.id} | ${s.panel} | ${s.label} | ${describe(s)} | ${s.description}`)
   ].join('\n')
-  const tool: ChatCall['tool'] = {
+  const tool: ChatTool = {
     name: SUGGEST_TOOL,
     description: 'Propose setting changes that the user can apply with one click.',
     parameters: {

@@ -1,8 +1,13 @@
-/** What a chat provider is asked: the whole prompt (built by the service), one tool, the user's keyed hash. */
+/** A function the model may call; its arguments come back as JSON text (`tool` events). */
+export interface ChatTool { name: string, description: string, parameters: Record<string, unknown> }
+
+/** What a chat provider is asked: the whole prompt (built by the service), its tools, the user's keyed hash. */
 export interface ChatCall {
   messages: Array<{ role: 'system' | 'user' | 'assistant', content: string }>
-  tool: { name: string, description: string, parameters: Record<string, unknown> }
-  /** Keyed hash of the user id: the only identity a provider sees. */
+  tools: ChatTool[]
+  /** The vendor's model name; the provider's own `model` when absent. */
+  model?: string
+  /** Keyed hash of the user id: the only identity a provider sees (vendors without a documented field get none). */
   user: string
   maxOutputTokens: number
   /** Aborts the call (the client went away, or the server is closing). */
@@ -17,8 +22,11 @@ export type FinishReason = 'stop' | 'length' | 'content_filter'
 /** The events of a call, in order: text deltas, then complete tool-call arguments, then one `end`. */
 export type ChatEvent =
   | { type: 'delta', text: string }
-  | { type: 'tool', arguments: string }
+  | { type: 'tool', name: string, arguments: string }
   | { type: 'end', finishReason: FinishReason, usage: ChatUsage | null }
+
+/** A whole reply: its text, the arguments of each tool call (in order), why it ended, the vendor's counts. */
+export interface ChatCompletion { text: string, toolArguments: string[], finishReason: FinishReason, usage: ChatUsage | null }
 
 export interface ChatProvider {
   /** Name in the ledger and the AI-Provider header. */
@@ -30,7 +38,7 @@ export interface ChatProvider {
    */
   stream: (call: ChatCall) => AsyncIterable<ChatEvent>
   /** One call, whole reply at once. */
-  complete: (call: ChatCall) => Promise<{ text: string, toolArguments: string[], finishReason: FinishReason, usage: ChatUsage | null }>
+  complete: (call: ChatCall) => Promise<ChatCompletion>
 }
 
 /**
@@ -44,9 +52,9 @@ export function estimateTokens (text: string): number {
 /** Per-message framing tokens of the chat format. */
 const MESSAGE_OVERHEAD_TOKENS = 4
 
-export function estimatePromptTokens (call: Pick<ChatCall, 'messages' | 'tool'>): number {
+export function estimatePromptTokens (call: Pick<ChatCall, 'messages' | 'tools'>): number {
   return call.messages.reduce((sum, m) => sum + MESSAGE_OVERHEAD_TOKENS + estimateTokens(m.content), 0) +
-    estimateTokens(JSON.stringify(call.tool))
+    call.tools.reduce((sum, tool) => sum + estimateTokens(JSON.stringify(tool)), 0)
 }
 
 export function toFinishReason (reason: string | null | undefined): FinishReason {

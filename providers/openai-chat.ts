@@ -2,95 +2,36 @@ import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
 import { APIConnectionError, APIConnectionTimeoutError, APIError, OpenAI } from 'openai'
 import type { ChatCompletionChunk, ChatCompletionCreateParams } from 'openai/resources/chat/completions'
+import type { VendorId } from '../schemas/models.js'
+import { attemptControl, type StopReason } from './attempt.js'
 import { toFinishReason, type ChatCall, type ChatEvent, type ChatProvider, type ChatUsage, type FinishReason } from './chat.js'
 import { ProviderError } from './provider-error.js'
-import { DEFAULT_RETRY_POLICY, retryAfterMs, withRetry, type RetryPolicy } from './retry.js'
+import { DEFAULT_RETRY_POLICY, withRetry, type RetryPolicy } from './retry.js'
+import { VENDORS, vendorError } from './vendors.js'
 
 /** The first streamed chunk, and every next one, must come within this (SPEC §9). */
 export const FIRST_BYTE_TIMEOUT_MS = 15_000
 export const MODERATION_MODEL = 'omni-moderation-latest'
 
-type StopReason = 'client' | 'deadline' | 'idle'
-
-/**
- * One attempt's abort controller: aborted by the caller's signal, by the whole-call deadline, or by the idle
- * timer (no byte within `idleMs`); remembers which.
- */
-function attemptControl (signal: AbortSignal, deadline: AbortSignal, idleMs: number | null) {
-  const controller = new AbortController()
-  let reason: StopReason | null = null
-  const stop = (why: StopReason) => { reason ??= why; controller.abort() }
-  const onClient = () => stop('client')
-  const onDeadline = () => stop('deadline')
-  signal.addEventListener('abort', onClient, { once: true })
-  deadline.addEventListener('abort', onDeadline, { once: true })
-  let timer: NodeJS.Timeout | undefined
-  const touch = () => {
-    if (idleMs === null) return
-    clearTimeout(timer)
-    timer = setTimeout(() => stop('idle'), idleMs)
-  }
-  // Rejects once the attempt is stopped, whatever the transport does with a pending read.
-  const stopped = new Promise<never>((_resolve, reject) => {
-    controller.signal.addEventListener('abort', () => reject(new Error('attempt stopped')), { once: true })
-  })
-  stopped.catch(() => {})
-  if (signal.aborted) onClient()
-  touch()
-  return {
-    signal: controller.signal,
-    touch,
-    /** `work`, or a rejection as soon as the attempt is stopped (a late rejection of `work` is then ignored). */
-    race <T>(work: Promise<T>): Promise<T> {
-      work.catch(() => {})
-      return Promise.race([work, stopped])
-    },
-    reason: () => reason,
-    /** The attempt is over: stop its timer and anything of it still open upstream. */
-    end () {
-      clearTimeout(timer)
-      controller.abort()
-      signal.removeEventListener('abort', onClient)
-      deadline.removeEventListener('abort', onDeadline)
-    }
-  }
-}
-
-/** An SDK error (or a stop of ours) as the contract's error, retryable where another attempt may help. */
-export function mapOpenAIError (err: unknown, stopped: StopReason | null, log: FastifyBaseLogger): ProviderError {
-  if (stopped === 'client') return new ProviderError('PROVIDER_ERROR', 'The call was cancelled by the client.')
-  if (stopped !== null || err instanceof APIConnectionTimeoutError) {
-    return new ProviderError('PROVIDER_TIMEOUT', stopped === 'idle'
-      ? 'The chat provider sent nothing within the time limit.'
-      : 'The chat provider did not finish within the time limit.')
-  }
+/** An OpenAI SDK error (or a stop of ours) as the contract's error, for the vendor behind the endpoint. */
+export function mapOpenAIError (err: unknown, stopped: StopReason | null, log: FastifyBaseLogger, vendor: VendorId = 'openai', model?: string): ProviderError {
+  if (stopped !== null) return vendorError(vendor, { kind: 'stopped', reason: stopped }, log)
   if (err instanceof ProviderError) return err
-  if (err instanceof APIConnectionError) {
-    return new ProviderError('PROVIDER_UNAVAILABLE', 'The chat provider cannot be reached: retry later.', { retry: true })
-  }
+  if (err instanceof APIConnectionTimeoutError) return vendorError(vendor, { kind: 'timeout' }, log)
+  if (err instanceof APIConnectionError) return vendorError(vendor, { kind: 'connection' }, log)
   if (err instanceof APIError && err.status !== undefined) {
-    const status = err.status
-    if (status === 429) {
-      const after = retryAfterMs(err.headers)
-      const headers: Record<string, string> = after === undefined ? {} : { 'retry-after': String(Math.max(1, Math.ceil(after / 1000))) }
-      return new ProviderError('PROVIDER_UNAVAILABLE', 'The chat provider is busy: retry later.', { retry: true, afterMs: after }, headers)
-    }
-    if (status >= 500 || status === 408 || status === 409) {
-      return new ProviderError('PROVIDER_ERROR', `The chat provider failed (HTTP ${status}).`, { retry: true, afterMs: retryAfterMs(err.headers) })
-    }
-    if (status === 401 || status === 403) {
-      log.error({ provider: 'openai', status }, 'OpenAI refused the configured key (OPENAI_API_KEY): the assistant is unavailable until it is fixed')
-      return new ProviderError('PROVIDER_UNAVAILABLE', 'The chat provider is not available right now.')
-    }
-    if (status === 404) log.error({ provider: 'openai', status }, 'OpenAI does not know the configured model (OPENAI_MODEL)')
-    return new ProviderError('PROVIDER_ERROR', `The chat provider refused the request (HTTP ${status}).`)
+    const answer = { status: err.status, code: typeof err.code === 'string' ? err.code : null, type: err.type ?? null, message: err.message }
+    return vendorError(vendor, { kind: 'http', answer, headers: err.headers }, log, model)
   }
-  return new ProviderError('PROVIDER_ERROR', 'The chat provider sent a response that cannot be read.')
+  return vendorError(vendor, { kind: 'unreadable' }, log)
 }
 
 export interface OpenAIChatOptions {
+  /** Who is behind the endpoint (default openai): how errors are read and which request fields it takes. */
+  vendor?: VendorId
   apiKey: string
   baseURL: string
+  /** The model of calls that name none. */
   model: string
   /** Whole call, all attempts included. */
   timeoutMs: number
@@ -99,31 +40,39 @@ export interface OpenAIChatOptions {
   log: FastifyBaseLogger
 }
 
-/** OpenAI (or any compatible endpoint) through the official SDK; its own retries are off so that one policy rules. */
+/**
+ * OpenAI, or any vendor speaking its Chat Completions format (Qwen, DeepSeek, xAI, Gemini), through the official
+ * SDK; its own retries are off so that one policy rules.
+ */
 export function createOpenAIChat (opts: OpenAIChatOptions) {
+  const vendor = opts.vendor ?? 'openai'
   const client = new OpenAI({ apiKey: opts.apiKey, baseURL: opts.baseURL, maxRetries: 0, timeout: opts.timeoutMs })
   const idleMs = Math.min(opts.firstByteTimeoutMs ?? FIRST_BYTE_TIMEOUT_MS, opts.timeoutMs)
   const policy = opts.retry ?? DEFAULT_RETRY_POLICY
   const log = opts.log
 
+  const userField = VENDORS[vendor].userField
+  /** OpenAI's own fields (`store`, `safety_identifier`, `max_completion_tokens`) go to OpenAI only; compatible vendors take `max_tokens`. */
   const body = (call: ChatCall): Omit<ChatCompletionCreateParams, 'stream'> => ({
-    model: opts.model,
+    model: call.model ?? opts.model,
     messages: call.messages,
-    tools: [{ type: 'function', function: { name: call.tool.name, description: call.tool.description, parameters: call.tool.parameters } }],
-    tool_choice: 'auto',
-    safety_identifier: call.user,
-    store: false,
-    max_completion_tokens: call.maxOutputTokens
+    ...(call.tools.length === 0
+      ? {}
+      : { tools: call.tools.map((tool) => ({ type: 'function' as const, function: tool })), tool_choice: 'auto' as const }),
+    ...(vendor === 'openai'
+      ? { safety_identifier: call.user, store: false, max_completion_tokens: call.maxOutputTokens }
+      : { max_tokens: call.maxOutputTokens, ...(userField === 'user' ? { user: call.user } : {}) })
   })
+  const mapError = (err: unknown, stopped: StopReason | null, call?: ChatCall) => mapOpenAIError(err, stopped, log, vendor, call?.model ?? opts.model)
 
   const retrying = <T>(signal: AbortSignal, attempt: () => Promise<T>) => withRetry(attempt, (err) => (err as ProviderError).retry, {
     policy,
     signal,
-    onRetry: (attemptNo, delayMs, err) => log.warn({ provider: 'openai', attempt: attemptNo, delayMs, code: (err as ProviderError).code }, 'provider call retried')
+    onRetry: (attemptNo, delayMs, err) => log.warn({ provider: vendor, attempt: attemptNo, delayMs, code: (err as ProviderError).code }, 'provider call retried')
   })
 
   /** One attempt of a call answered all at once (no idle timer: OpenAI sends nothing until the reply is whole). */
-  async function once<T> (signal: AbortSignal, deadline: AbortSignal, work: (attemptSignal: AbortSignal) => Promise<T>): Promise<T> {
+  async function once<T> (signal: AbortSignal, deadline: AbortSignal, work: (attemptSignal: AbortSignal) => Promise<T>, call?: ChatCall): Promise<T> {
     const control = attemptControl(signal, deadline, null)
     try {
       const result = await control.race(work(control.signal))
@@ -131,12 +80,12 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
       return result
     } catch (err) {
       control.end()
-      throw mapOpenAIError(err, control.reason(), log)
+      throw mapError(err, control.reason(), call)
     }
   }
 
   const provider = {
-    name: 'openai',
+    name: vendor,
     model: opts.model,
 
     async * stream (call: ChatCall): AsyncGenerator<ChatEvent> {
@@ -153,11 +102,11 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
           return { control, chunks, first }
         } catch (err) {
           control.end()
-          throw mapOpenAIError(err, control.reason(), log)
+          throw mapError(err, control.reason(), call)
         }
       })
       const { control, chunks } = opened
-      const tools: string[] = []
+      const tools: Array<{ name: string, arguments: string }> = []
       let finishReason: FinishReason | null = null
       let usage: ChatUsage | null = null
       try {
@@ -168,29 +117,32 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
           const choice = chunk.choices[0]
           if (choice === undefined) continue
           for (const toolCall of choice.delta?.tool_calls ?? []) {
-            tools[toolCall.index] = (tools[toolCall.index] ?? '') + (toolCall.function?.arguments ?? '')
+            const open = tools[toolCall.index] ?? { name: '', arguments: '' }
+            open.name += toolCall.function?.name ?? ''
+            open.arguments += toolCall.function?.arguments ?? ''
+            tools[toolCall.index] = open
           }
           if (choice.finish_reason != null) finishReason = toFinishReason(choice.finish_reason)
           const text = choice.delta?.content
           if (typeof text === 'string' && text !== '') yield { type: 'delta', text }
         }
       } catch (err) {
-        throw mapOpenAIError(err, control.reason(), log)
+        throw mapError(err, control.reason(), call)
       } finally {
         control.end()
       }
       if (finishReason === null) {
         // The SDK ends a stream quietly when it is aborted: a stop of ours then explains the early end.
-        throw mapOpenAIError(new ProviderError('PROVIDER_ERROR', 'The chat provider ended the stream before the reply was complete.'), control.reason(), log)
+        throw mapError(new ProviderError('PROVIDER_ERROR', 'The chat provider ended the stream before the reply was complete.'), control.reason(), call)
       }
-      for (const args of tools) if (args !== undefined) yield { type: 'tool', arguments: args }
+      for (const tool of tools) if (tool !== undefined) yield { type: 'tool', name: tool.name, arguments: tool.arguments }
       yield { type: 'end', finishReason, usage }
     },
 
     async complete (call: ChatCall) {
       const deadline = AbortSignal.timeout(opts.timeoutMs)
       const completion = await retrying(AbortSignal.any([call.signal, deadline]), async () =>
-        once(call.signal, deadline, (signal) => client.chat.completions.create({ ...body(call), stream: false }, { signal })))
+        once(call.signal, deadline, (signal) => client.chat.completions.create({ ...body(call), stream: false }, { signal }), call))
       // A body that is not a chat completion (an HTML page from a proxy arrives as text) cannot be read.
       const shape = completion as unknown as { choices?: unknown }
       if (typeof shape !== 'object' || !Array.isArray(shape.choices)) throw new ProviderError('PROVIDER_ERROR', 'The chat provider sent a response that cannot be read.')
@@ -200,7 +152,7 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
         text: choice.message.content ?? '',
         toolArguments: (choice.message.tool_calls ?? []).flatMap((c) => c.type === 'function' ? [c.function.arguments] : []),
         finishReason: toFinishReason(choice.finish_reason),
-        usage: completion.usage === undefined ? null : { inputTokens: completion.usage.prompt_tokens, outputTokens: completion.usage.completion_tokens }
+        usage: completion.usage == null ? null : { inputTokens: completion.usage.prompt_tokens, outputTokens: completion.usage.completion_tokens }
       }
     },
 

@@ -2,11 +2,17 @@ import { AppError } from '../plugins/errors.js'
 import type { ErrorCodeName } from '../schemas/errors.js'
 import type { RetryVerdict } from './retry.js'
 
+/** Why a vendor cannot serve anyone until an operator acts: out of money, or its key refused. */
+export type VendorRefusal = 'no-credit' | 'key-refused'
+
 /** A provider failure in the contract's terms, with whether another attempt may help. */
 export class ProviderError extends AppError {
   readonly retry: RetryVerdict
-  constructor (code: ErrorCodeName, message: string, retry: RetryVerdict = { retry: false }, headers: Record<string, string> = {}) {
+  /** Set when the vendor refused the account itself: never retried there; another vendor may serve. */
+  readonly refusal: VendorRefusal | null
+  constructor (code: ErrorCodeName, message: string, retry: RetryVerdict = { retry: false }, headers: Record<string, string> = {}, refusal: VendorRefusal | null = null) {
     super(code, message, undefined, headers)
     this.retry = retry
+    this.refusal = refusal
   }
 }

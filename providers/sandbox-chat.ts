@@ -60,20 +60,54 @@ export function createSandboxChat (catalog: SettingsCatalogValue) {
 
     async * stream (call: ChatCall): AsyncGenerator<ChatEvent> {
       const { text, toolArguments, usage } = answer(call)
-      const words = text.split(' ')
-      for (let i = 0; i < words.length; i += WORDS_PER_DELTA) {
-        // A turn of the event loop between deltas, as a network stream has, so a client abort is seen.
-        await yieldToLoop()
-        if (call.signal.aborted) throw cancelled()
-        yield { type: 'delta', text: (i === 0 ? '' : ' ') + words.slice(i, i + WORDS_PER_DELTA).join(' ') }
-      }
-      for (const args of toolArguments) yield { type: 'tool', arguments: args }
+      yield * wordDeltas(text, call.signal, cancelled)
+      for (const args of toolArguments) yield { type: 'tool', name: 'suggest_settings', arguments: args }
       yield { type: 'end', finishReason: 'stop', usage }
     },
 
     async complete (call: ChatCall) {
       if (call.signal.aborted) throw cancelled()
       return { ...answer(call), finishReason: 'stop' as const }
+    }
+  } satisfies ChatProvider
+}
+
+/** Deltas of a sandbox reply, a turn of the event loop apart (as a network stream has, so a client abort is seen). */
+async function * wordDeltas (text: string, signal: AbortSignal, cancelled: () => Error): AsyncGenerator<ChatEvent> {
+  const words = text.split(' ')
+  for (let i = 0; i < words.length; i += WORDS_PER_DELTA) {
+    await yieldToLoop()
+    if (signal.aborted) throw cancelled()
+    yield { type: 'delta', text: (i === 0 ? '' : ' ') + words.slice(i, i + WORDS_PER_DELTA).join(' ') }
+  }
+}
+
+/**
+ * The test-mode provider of the model catalog: deterministic and offline, it answers for every model and says
+ * which one it stands for, what it was asked (in counts, never echoing the text), and how long the history was.
+ */
+export function createSandboxModels () {
+  const cancelled = () => new ProviderError('PROVIDER_ERROR', 'The call was cancelled by the client.')
+  function answer (call: ChatCall) {
+    const question = [...call.messages].reverse().find((m) => m.role === 'user')?.content ?? ''
+    const words = question.split(/\s+/).filter((w) => w !== '').length
+    const turns = call.messages.filter((m) => m.role !== 'system').length
+    const text = `Test mode (sandbox, no AI model was called), standing in for ${call.model ?? 'the routed model'}: ` +
+      `your message has ${words} ${words === 1 ? 'word' : 'words'}, and this conversation has ${turns} ${turns === 1 ? 'turn' : 'turns'} so far.`
+    return { text, usage: { inputTokens: estimatePromptTokens(call), outputTokens: estimateTokens(text) } }
+  }
+  return {
+    name: 'sandbox',
+    model: 'sandbox',
+    async * stream (call: ChatCall): AsyncGenerator<ChatEvent> {
+      const { text, usage } = answer(call)
+      yield * wordDeltas(text, call.signal, cancelled)
+      yield { type: 'end', finishReason: 'stop', usage }
+    },
+    async complete (call: ChatCall) {
+      if (call.signal.aborted) throw cancelled()
+      const { text, usage } = answer(call)
+      return { text, toolArguments: [], finishReason: 'stop' as const, usage }
     }
   } satisfies ChatProvider
 }

@@ -13,7 +13,13 @@ export const CheckResult = Type.Object({
     active: Type.Integer({ minimum: 0, description: 'Jobs running on some instance now.' }),
     failedLastHour: Type.Integer({ minimum: 0, description: 'Jobs that failed for good in the last hour.' }),
     meanProcessingMs: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], { description: 'Mean run time of the last 100 completed jobs; null before the first.' })
-  }), { description: 'The `jobs` check only: figures per queue.' }))
+  }), { description: 'The `jobs` check only: figures per queue.' })),
+  vendors: Type.Optional(Type.Record(Type.String(), Type.Object({
+    configured: Type.Boolean({ description: 'Whether this deployment has a key for the vendor.' }),
+    breaker: Type.Union([Type.Literal('closed'), Type.Literal('open'), Type.Literal('half-open')], {
+      description: '`open`: the vendor failed repeatedly (or refused the account) and is skipped until its cooldown ends; `half-open`: the next call tries it again.'
+    })
+  }, { additionalProperties: false }), { description: 'The `models` check only: each model vendor circuit breaker. An open breaker does not make the instance unready: other vendors serve.' }))
 }, { $id: 'CheckResult', title: 'CheckResult' })
 
 export const HealthReady = Type.Object({

@@ -87,6 +87,28 @@ t.test('generated request bodies, queries and credentials never get a 5xx', asyn
     check(seen, 'webhook read', await app.inject({ url: `/v1/webhooks/${encodeURIComponent(id)}`, headers: webhookAuth }))
   }), { numRuns: 40, seed: 12 })
 
+  // Chats: generated bodies, ids and queries on every route, against a real chat of this user and made-up ones.
+  const chat = (await app.inject({ method: 'POST', url: '/v1/chats', headers: webhookAuth, payload: {} })).json<{ id: string }>()
+  const chatBody = fc.oneof(jsonValue, fc.record({
+    content: fc.oneof(fc.string({ maxLength: 9000 }), fc.constant('x'.repeat(8001)), jsonValue),
+    model: fc.oneof(fc.constantFrom('gpt-4o-mini', 'claude-sonnet-4-5', 'no-such-model', ''), jsonValue),
+    title: fc.oneof(fc.string({ maxLength: 300 }), jsonValue),
+    contextRef: fc.oneof(fc.string({ maxLength: 300 }), jsonValue),
+    archived: jsonValue,
+    rating: fc.oneof(fc.constantFrom(1, -1, 0, 2), jsonValue),
+    comment: fc.oneof(fc.string({ maxLength: 1200 }), jsonValue)
+  }, { requiredKeys: [] }))
+  await fc.assert(fc.asyncProperty(chatBody, fc.oneof(fc.constant(chat.id), fc.string({ maxLength: 40 })), fc.dictionary(fc.constantFrom('cursor', 'limit', 'archived'), fc.string({ maxLength: 60 })), async (body, id, query) => {
+    const path = `/v1/chats/${encodeURIComponent(id)}`
+    check(seen, 'chat create', await app.inject({ method: 'POST', url: '/v1/chats', headers: webhookAuth, payload: JSON.stringify(body) }))
+    check(seen, 'chat change', await app.inject({ method: 'PATCH', url: path, headers: webhookAuth, payload: JSON.stringify(body) }))
+    check(seen, 'chat message', await app.inject({ method: 'POST', url: `${path}/messages`, headers: webhookAuth, payload: JSON.stringify(body) }))
+    check(seen, 'chat stream', await app.inject({ method: 'POST', url: `${path}/stream`, headers: webhookAuth, payload: JSON.stringify(body) }))
+    check(seen, 'chat feedback', await app.inject({ method: 'POST', url: `${path}/messages/${encodeURIComponent(id)}/feedback`, headers: webhookAuth, payload: JSON.stringify(body) }))
+    check(seen, 'chat messages', await app.inject({ url: `${path}/messages`, query, headers: webhookAuth }))
+    check(seen, 'chat list', await app.inject({ url: '/v1/chats', query, headers: webhookAuth }))
+  }), { numRuns: 30, seed: 14 })
+
   await fc.assert(fc.asyncProperty(fc.string({ maxLength: 60 }), fc.dictionary(fc.constantFrom('expires', 'signature', 'cursor', 'limit', 'queue', 'state'), fc.string({ maxLength: 60 })), async (id, query) => {
     check(seen, 'file read', await app.inject({ url: `/v1/ai/files/${encodeURIComponent(id)}`, query }))
     check(seen, 'webhook list', await app.inject({ url: '/v1/webhooks', query, headers: webhookAuth }))

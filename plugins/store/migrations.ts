@@ -171,5 +171,66 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, created_at);
 `
+  },
+  {
+    id: 6,
+    name: 'chats',
+    sql: `
+-- Chat sessions (SPEC §15), per user and mode (test-mode chats never show to live tokens). The title and the
+-- app's context reference are stored only encrypted (content crypto under key_id, bound to row and column).
+CREATE TABLE chat_sessions (
+  id                 text PRIMARY KEY,
+  user_id            text NOT NULL,
+  mode               text NOT NULL CHECK (mode IN ('live', 'test')),
+  key_id             text NOT NULL,
+  title_sealed       bytea,
+  context_ref_sealed bytea,
+  model              text,
+  archived           boolean NOT NULL DEFAULT false,
+  message_count      integer NOT NULL DEFAULT 0,
+  created_at         timestamptz NOT NULL DEFAULT now(),
+  last_activity_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX chat_sessions_user ON chat_sessions (user_id, mode, last_activity_at DESC, id);
+CREATE INDEX chat_sessions_activity ON chat_sessions (last_activity_at);
+
+-- Messages: the text only encrypted; the figures of the call that wrote an assistant message in plain text.
+CREATE TABLE chat_messages (
+  id             text PRIMARY KEY,
+  seq            bigserial NOT NULL,
+  session_id     text NOT NULL REFERENCES chat_sessions (id) ON DELETE CASCADE,
+  user_id        text NOT NULL,
+  role           text NOT NULL CHECK (role IN ('user', 'assistant')),
+  key_id         text NOT NULL,
+  content_sealed bytea NOT NULL,
+  model          text,
+  vendor         text,
+  input_tokens   integer,
+  output_tokens  integer,
+  cost_micro_usd bigint,
+  finish_reason  text,
+  ttft_ms        integer,
+  latency_ms     integer,
+  estimated      boolean NOT NULL DEFAULT false,
+  created_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX chat_messages_session ON chat_messages (session_id, seq);
+CREATE INDEX chat_messages_created ON chat_messages (created_at, model);
+
+-- One rating per assistant message (replaceable); the comment only encrypted.
+CREATE TABLE chat_feedback (
+  message_id     text PRIMARY KEY REFERENCES chat_messages (id) ON DELETE CASCADE,
+  session_id     text NOT NULL,
+  user_id        text NOT NULL,
+  model          text,
+  vendor         text,
+  rating         smallint NOT NULL CHECK (rating IN (1, -1)),
+  key_id         text,
+  comment_sealed bytea,
+  created_at     timestamptz NOT NULL DEFAULT now(),
+  updated_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX chat_feedback_created ON chat_feedback (updated_at, model);
+`
   }
 ]

@@ -26,7 +26,7 @@ function chat (opts: { timeoutMs?: number, firstByteTimeoutMs?: number } = {}) {
 
 const call = (signal = new AbortController().signal): ChatCall => ({
   messages: [{ role: 'user', content: 'hi' }],
-  tool: { name: 'suggest_settings', description: 'd', parameters: { type: 'object' } },
+  tools: [{ name: 'suggest_settings', description: 'd', parameters: { type: 'object' } }],
   user: 'hash',
   maxOutputTokens: 100,
   signal
@@ -46,7 +46,7 @@ t.test('refusals of the key or the model are logged for the operator and not ret
   t.match(logs.entries, [{ level: 50, status: 401, msg: /OPENAI_API_KEY/ }])
   status = 404
   await t.rejects(provider.complete(call()), { code: 'PROVIDER_ERROR', message: /HTTP 404/ })
-  t.match(logs.find('OpenAI does not know the configured model (OPENAI_MODEL)'), [{ status: 404 }])
+  t.match(logs.entries.filter((e) => /does not know the model/.test(String(e.msg))), [{ level: 50, status: 404, vendor: 'openai', model: 'gpt-4o-mini' }])
   status = 400
   await t.rejects(provider.complete(call()), { code: 'PROVIDER_ERROR', message: /HTTP 400/ })
   t.equal(seen.length, 3, 'one call each')

@@ -7,7 +7,7 @@ const catalog = loadCatalog()
 const sandbox = createSandboxChat(catalog)
 const call = (content: string | null, signal = new AbortController().signal): ChatCall => ({
   messages: content === null ? [{ role: 'system', content: 'sys' }] : [{ role: 'system', content: 'sys' }, { role: 'user', content }],
-  tool: { name: 'suggest_settings', description: 'd', parameters: {} },
+  tools: [{ name: 'suggest_settings', description: 'd', parameters: {} }],
   user: 'u',
   maxOutputTokens: 100,
   signal

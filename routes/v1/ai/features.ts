@@ -6,8 +6,14 @@ import { ref } from '../../../schemas/refs.js'
 import { FeatureManifest } from '../../../schemas/features.js'
 
 const features: FastifyPluginAsyncTypebox = async (app) => {
+  const vendors = app.models.health()
   const configured: Record<ProviderId, boolean> = {
     openai: app.openaiChat !== null,
+    anthropic: vendors.anthropic?.configured === true,
+    qwen: vendors.qwen?.configured === true,
+    deepseek: vendors.deepseek?.configured === true,
+    xai: vendors.xai?.configured === true,
+    gemini: vendors.gemini?.configured === true,
     removebg: app.backgroundRemoval.live.some((p) => p.name === 'removebg'),
     rembg: app.backgroundRemoval.live.some((p) => p.name === 'rembg'),
     sandbox: true

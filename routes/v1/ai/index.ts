@@ -4,6 +4,7 @@ import entitlements from './entitlements.js'
 import features from './features.js'
 import files from './files.js'
 import me from './me.js'
+import models from './models.js'
 import settingsAssistant from './settings-assistant/index.js'
 import tokens from './tokens.js'
 import usage from './usage.js'
@@ -16,6 +17,7 @@ const ai: FastifyPluginAsync = async (app) => {
   await app.register(features)
   await app.register(files)
   await app.register(me)
+  await app.register(models)
   await app.register(settingsAssistant, { prefix: '/settings-assistant' })
   await app.register(backgroundRemoval)
 }

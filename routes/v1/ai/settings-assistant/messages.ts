@@ -8,19 +8,11 @@ import { MAX_OUTPUT_TOKENS } from '../../../../plugins/settings-assistant.js'
 import { estimatePromptTokens, estimateTokens, type ChatCall, type ChatEvent, type ChatProvider, type ChatUsage } from '../../../../providers/chat.js'
 import { errorResponses, type ErrorResponseBody } from '../../../../schemas/errors.js'
 import type { Principal } from '../../../../schemas/principal.js'
+import { SSE_TYPE, sseFrame, sseHeaders, wantsStream } from '../../../sse.js'
 import { ref } from '../../../../schemas/refs.js'
 import {
   ASSISTANT_STREAM_DESCRIPTION, AssistantReply, AssistantRequest, type AssistantReplyValue, type AssistantRequestValue
 } from '../../../../schemas/settings-assistant.js'
-
-const SSE_TYPE = 'text/event-stream'
-
-/** One server-sent event; JSON keeps the data on one line. */
-const sseFrame = (event: string, data: unknown) => `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`
-
-export function wantsStream (accept: string | undefined): boolean {
-  return accept !== undefined && accept.split(',').some((part) => part.split(';')[0]?.trim().toLowerCase() === SSE_TYPE)
-}
 
 const messages: FastifyPluginAsyncTypebox = async (app) => {
   const assistant = app.settingsAssistant
@@ -119,10 +111,7 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
       }
     }
 
-    reply
-      .type(`${SSE_TYPE}; charset=utf-8`)
-      .header('cache-control', 'no-cache, no-transform')
-      .header('x-accel-buffering', 'no')
+    sseHeaders(reply)
     // pump() settles every outcome itself and never rejects.
     pump()
     return reply.send(out)
@@ -165,7 +154,7 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
     const signal = app.readiness.callSignal(reply.raw)
     const call: ChatCall = {
       messages: assistant.messages(body),
-      tool: assistant.tool,
+      tools: [assistant.tool],
       user: app.hash.user(principal.userId),
       maxOutputTokens: MAX_OUTPUT_TOKENS,
       signal

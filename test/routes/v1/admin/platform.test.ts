@@ -45,18 +45,20 @@ t.test('content rekey: the CLI re-encrypts stored secrets under the first key of
   const oldKeys = TEST_SECRETS.CONTENT_KEYS
   const first = await build(t, { store })
   const hook = await first.app.webhooks.create('u-rekey', { url: 'https://8.8.8.8/h', events: ['ping'] })
+  const chat = await first.app.chats.create('u-rekey', 'test', { title: 'Rekeyed title' })
   await first.app.close()
 
   const newKey = `test2:${Buffer.alloc(32, 9).toString('base64')}`
   const { app } = await build(t, { store, env: { CONTENT_KEYS: `${newKey},${oldKeys}` } })
   const url = await app.listen({ port: 0, host: '127.0.0.1' })
   const human = await cli(['content', 'rekey', '--url', url])
-  t.equal(human.stdout, 'Re-encrypted 1 rows under key test2 (webhook_endpoints 1).\n')
-  t.same(JSON.parse((await cli(['content', 'rekey', '--json', '--url', url])).stdout), { keyId: 'test2', rekeyed: { webhook_endpoints: 0 } })
+  t.equal(human.stdout, 'Re-encrypted 2 rows under key test2 (webhook_endpoints 1, chat_sessions 1).\n')
+  t.same(JSON.parse((await cli(['content', 'rekey', '--json', '--url', url])).stdout), { keyId: 'test2', rekeyed: { webhook_endpoints: 0, chat_sessions: 0, chat_messages: 0, chat_feedback: 0 } })
   t.equal((await cli(['content', 'rekey', '--url', url])).stdout, 'Re-encrypted 0 rows under key test2.\n')
   const { rows } = await store.query<{ key_id: string, secret_sealed: Uint8Array }>('SELECT key_id, secret_sealed FROM webhook_endpoints WHERE id = $1', [hook.id])
   const onlyNew = createContentCrypto(parseKeyRing(newKey) as KeyRing)
   t.equal(onlyNew.openText({ keyId: rows[0]?.key_id as string, data: Buffer.from(rows[0]?.secret_sealed as Uint8Array) },
     { table: 'webhook_endpoints', column: 'secret_sealed', rowId: hook.id, userId: 'u-rekey' }), hook.secret, 'readable with the new key alone')
+  t.match(await app.chats.get('u-rekey', 'test', chat.id), { title: 'Rekeyed title' }, 'a chat title too')
   t.match((await app.audit.list({ action: 'content.rekeyed', limit: 3 })).events[0], { actor: 'admin', details: { keyId: 'test2' } })
 })

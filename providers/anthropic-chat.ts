@@ -1,0 +1,164 @@
+import { Anthropic, APIConnectionError, APIConnectionTimeoutError, APIError } from '@anthropic-ai/sdk'
+import type { MessageCreateParamsBase, MessageParam, RawMessageStreamEvent, StopReason as AnthropicStopReason } from '@anthropic-ai/sdk/resources/messages/messages'
+import type { FastifyBaseLogger } from 'fastify'
+import { attemptControl, type StopReason } from './attempt.js'
+import type { ChatCall, ChatCompletion, ChatEvent, ChatProvider, ChatUsage, FinishReason } from './chat.js'
+import { FIRST_BYTE_TIMEOUT_MS } from './openai-chat.js'
+import { ProviderError } from './provider-error.js'
+import { DEFAULT_RETRY_POLICY, withRetry, type RetryPolicy } from './retry.js'
+import { vendorError } from './vendors.js'
+
+/** Anthropic's stop reasons in the contract's words: a refusal is a content filter, running out of room is `length`. */
+export function toAnthropicFinish (reason: AnthropicStopReason | null | undefined): FinishReason {
+  if (reason === 'max_tokens' || reason === 'model_context_window_exceeded') return 'length'
+  if (reason === 'refusal') return 'content_filter'
+  return 'stop'
+}
+
+/** An Anthropic SDK error (or a stop of ours) as the contract's error. */
+export function mapAnthropicError (err: unknown, stopped: StopReason | null, log: FastifyBaseLogger, model?: string): ProviderError {
+  if (stopped !== null) return vendorError('anthropic', { kind: 'stopped', reason: stopped }, log)
+  if (err instanceof ProviderError) return err
+  if (err instanceof APIConnectionTimeoutError) return vendorError('anthropic', { kind: 'timeout' }, log)
+  if (err instanceof APIConnectionError) return vendorError('anthropic', { kind: 'connection' }, log)
+  // An `error` event inside a stream arrives as an APIError without a status: Anthropic's overloaded_error, mostly.
+  if (err instanceof APIError) {
+    const answer = { status: err.status ?? (err.type === 'overloaded_error' ? 529 : 500), code: err.errorCode, type: err.type, message: err.message }
+    return vendorError('anthropic', { kind: 'http', answer, headers: err.headers }, log, model)
+  }
+  return vendorError('anthropic', { kind: 'unreadable' }, log)
+}
+
+export interface AnthropicChatOptions {
+  apiKey: string
+  baseURL: string
+  /** The model of calls that name none. */
+  model: string
+  /** Whole call, all attempts included. */
+  timeoutMs: number
+  firstByteTimeoutMs?: number
+  retry?: RetryPolicy
+  log: FastifyBaseLogger
+}
+
+/**
+ * The Messages API's request: system text apart, turns alternating user/assistant starting with the user (turns of
+ * one role in a row are joined), tools with their JSON schema, the keyed user hash as `metadata.user_id`.
+ */
+export function anthropicRequest (call: ChatCall, model: string): MessageCreateParamsBase {
+  const system = call.messages.filter((m) => m.role === 'system').map((m) => m.content).join('\n\n')
+  const turns: MessageParam[] = []
+  for (const m of call.messages) {
+    if (m.role === 'system') continue
+    const last = turns.at(-1)
+    if (last !== undefined && last.role === m.role) last.content = `${String(last.content)}\n\n${m.content}`
+    else turns.push({ role: m.role, content: m.content })
+  }
+  if (turns[0]?.role === 'assistant') turns.unshift({ role: 'user', content: '(conversation continues)' })
+  return {
+    model: call.model ?? model,
+    max_tokens: call.maxOutputTokens,
+    ...(system === '' ? {} : { system }),
+    messages: turns,
+    ...(call.tools.length === 0
+      ? {}
+      : { tools: call.tools.map((t) => ({ name: t.name, description: t.description, input_schema: t.parameters as { type: 'object' } })) }),
+    metadata: { user_id: call.user }
+  }
+}
+
+/** Anthropic's Messages API through its official SDK (not its OpenAI-compatible endpoint); SDK retries off, one policy rules. */
+export function createAnthropicChat (opts: AnthropicChatOptions) {
+  const client = new Anthropic({ apiKey: opts.apiKey, baseURL: opts.baseURL, maxRetries: 0, timeout: opts.timeoutMs })
+  const idleMs = Math.min(opts.firstByteTimeoutMs ?? FIRST_BYTE_TIMEOUT_MS, opts.timeoutMs)
+  const policy = opts.retry ?? DEFAULT_RETRY_POLICY
+  const log = opts.log
+  const mapError = (err: unknown, stopped: StopReason | null, call: ChatCall) => mapAnthropicError(err, stopped, log, call.model ?? opts.model)
+  const retrying = <T>(signal: AbortSignal, attempt: () => Promise<T>) => withRetry(attempt, (err) => (err as ProviderError).retry, {
+    policy,
+    signal,
+    onRetry: (attemptNo, delayMs, err) => log.warn({ provider: 'anthropic', attempt: attemptNo, delayMs, code: (err as ProviderError).code }, 'provider call retried')
+  })
+
+  return {
+    name: 'anthropic',
+    model: opts.model,
+
+    async * stream (call: ChatCall): AsyncGenerator<ChatEvent> {
+      const deadline = AbortSignal.timeout(opts.timeoutMs)
+      // Retries end with the first event: after it, bytes may already be on their way to the client.
+      const opened = await retrying(AbortSignal.any([call.signal, deadline]), async () => {
+        const control = attemptControl(call.signal, deadline, idleMs)
+        try {
+          const stream = await control.race(client.messages.create({ ...anthropicRequest(call, opts.model), stream: true }, { signal: control.signal }))
+          const events = stream[Symbol.asyncIterator]()
+          const first = await control.race(events.next())
+          control.touch()
+          return { control, events, first }
+        } catch (err) {
+          control.end()
+          throw mapError(err, control.reason(), call)
+        }
+      })
+      const { control, events } = opened
+      const tools = new Map<number, { name: string, arguments: string }>()
+      let inputTokens: number | null = null
+      let outputTokens: number | null = null
+      let finishReason: FinishReason | null = null
+      try {
+        for (let next = opened.first; next.done !== true; next = await control.race(events.next())) {
+          control.touch()
+          const event: RawMessageStreamEvent = next.value
+          if (event.type === 'message_start') {
+            inputTokens = event.message.usage.input_tokens
+            outputTokens = event.message.usage.output_tokens
+          } else if (event.type === 'content_block_start' && event.content_block.type === 'tool_use') {
+            tools.set(event.index, { name: event.content_block.name, arguments: '' })
+          } else if (event.type === 'content_block_delta') {
+            if (event.delta.type === 'text_delta' && event.delta.text !== '') yield { type: 'delta', text: event.delta.text }
+            const tool = tools.get(event.index)
+            if (event.delta.type === 'input_json_delta' && tool !== undefined) tool.arguments += event.delta.partial_json
+          } else if (event.type === 'message_delta') {
+            // message_delta's usage is cumulative.
+            outputTokens = event.usage.output_tokens
+            if (event.usage.input_tokens != null) inputTokens = event.usage.input_tokens
+            finishReason = toAnthropicFinish(event.delta.stop_reason)
+          }
+        }
+      } catch (err) {
+        throw mapError(err, control.reason(), call)
+      } finally {
+        control.end()
+      }
+      if (finishReason === null) {
+        throw mapError(new ProviderError('PROVIDER_ERROR', 'The chat provider ended the stream before the reply was complete.'), control.reason(), call)
+      }
+      for (const tool of tools.values()) yield { type: 'tool', name: tool.name, arguments: tool.arguments === '' ? '{}' : tool.arguments }
+      const usage: ChatUsage | null = inputTokens === null || outputTokens === null ? null : { inputTokens, outputTokens }
+      yield { type: 'end', finishReason, usage }
+    },
+
+    async complete (call: ChatCall): Promise<ChatCompletion> {
+      const deadline = AbortSignal.timeout(opts.timeoutMs)
+      const message = await retrying(AbortSignal.any([call.signal, deadline]), async () => {
+        const control = attemptControl(call.signal, deadline, null)
+        try {
+          const result = await control.race(client.messages.create({ ...anthropicRequest(call, opts.model), stream: false }, { signal: control.signal }))
+          control.end()
+          return result
+        } catch (err) {
+          control.end()
+          throw mapError(err, control.reason(), call)
+        }
+      })
+      const shape = message as unknown as { content?: unknown }
+      if (typeof shape !== 'object' || !Array.isArray(shape.content)) throw new ProviderError('PROVIDER_ERROR', 'The chat provider sent a response that cannot be read.')
+      return {
+        text: message.content.flatMap((block) => block.type === 'text' ? [block.text] : []).join(''),
+        toolArguments: message.content.flatMap((block) => block.type === 'tool_use' ? [JSON.stringify(block.input)] : []),
+        finishReason: toAnthropicFinish(message.stop_reason),
+        usage: { inputTokens: message.usage.input_tokens, outputTokens: message.usage.output_tokens }
+      }
+    }
+  } satisfies ChatProvider
+}

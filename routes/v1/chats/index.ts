@@ -1,0 +1,296 @@
+import { PassThrough } from 'node:stream'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import Type from 'typebox'
+import { CHAT_MAX_OUTPUT_TOKENS, costMicroUsd, toCents, type Exchange } from '../../../plugins/chats.js'
+import { toEnvelope } from '../../../plugins/errors.js'
+import type { MeteredCall } from '../../../plugins/metering.js'
+import type { ModelEntry } from '../../../plugins/models.js'
+import { estimateTokens, type ChatCall, type ChatEvent, type ChatProvider, type ChatUsage } from '../../../providers/chat.js'
+import {
+  Chat, CHAT_STREAM_DESCRIPTION, ChatId, ChatListQuery, ChatMessage, ChatPage, CreateChatRequest, FeedbackRequest, MessageId,
+  MessageListQuery, MessagePage, SendMessageRequest, UpdateChatRequest
+} from '../../../schemas/chats.js'
+import { errorResponses, type ErrorResponseBody } from '../../../schemas/errors.js'
+import type { Principal } from '../../../schemas/principal.js'
+import { ref } from '../../../schemas/refs.js'
+import { SSE_TYPE, sseFrame, sseHeaders } from '../../sse.js'
+
+const config = { auth: 'ai-token' as const, feature: 'chat' as const }
+const common = { tags: ['chats'], security: [{ aiToken: [] }] }
+const byId = Type.Object({ id: ChatId })
+const byMessage = Type.Object({ id: ChatId, messageId: MessageId })
+const who = (request: FastifyRequest) => request.principal as Principal
+const READ_ERRORS = ['VALIDATION_ERROR', 'UNAUTHENTICATED', 'TOKEN_EXPIRED', 'NOT_ENTITLED', 'NOT_FOUND', 'RATE_LIMITED'] as const
+const CALL_ERRORS = [...READ_ERRORS, 'QUOTA_EXCEEDED', 'CONTENT_REJECTED', 'PROVIDER_ERROR', 'PROVIDER_UNAVAILABLE', 'PROVIDER_NOT_CONFIGURED', 'PROVIDER_TIMEOUT'] as const
+const maxOutput = (model: ModelEntry) => Math.min(model.maxOutputTokens, CHAT_MAX_OUTPUT_TOKENS)
+
+/** /v1/chats: conversations kept by the service over the model catalog (SPEC §15). */
+const chats: FastifyPluginAsyncTypebox = async (app) => {
+  const stopping = () => app.readiness.stopSignal.aborted
+
+  /** Everything a new message needs before a vendor is called: the chat, the route, a prompt per model, the reservation. */
+  async function prepare (request: FastifyRequest, reply: FastifyReply) {
+    const principal = who(request)
+    const { id } = request.params as { id: string }
+    const body = request.body as { content: string, model?: string }
+    const session = await app.chats.row(principal.userId, principal.mode, id)
+    const route = app.models.route({ plan: principal.plan, mode: principal.mode, model: body.model ?? session.model ?? undefined, text: body.content })
+    const history = await app.chats.history(session)
+    const prompts = new Map<string, Awaited<ReturnType<typeof app.chats.prompt>>>()
+    for (const model of [route.model, ...route.chain]) {
+      if (!prompts.has(model.id)) prompts.set(model.id, await app.chats.prompt(model, history, body.content, maxOutput(model)))
+    }
+    const reserve = Math.max(...[...prompts.entries()].map(([modelId, p]) => p.tokens + maxOutput(app.models.get(modelId) as ModelEntry)))
+    const metered = await app.meter(request, reply, reserve)
+    const signal = app.readiness.callSignal(reply.raw)
+    const user = app.hash.user(principal.userId)
+    const callFor = (model: ModelEntry): ChatCall => ({
+      messages: (prompts.get(model.id) as { messages: ChatCall['messages'] }).messages,
+      tools: [],
+      model: model.upstreamModel,
+      user,
+      maxOutputTokens: maxOutput(model),
+      signal
+    })
+    const promptTokens = (model: ModelEntry) => (prompts.get(model.id) as { tokens: number }).tokens
+    return { principal, session, route, metered, signal, callFor, promptTokens, content: body.content, started: performance.now() }
+  }
+  type Prepared = Awaited<ReturnType<typeof prepare>>
+
+  /** Tokens of a call: the vendor's counts, or ours (flagged) when it sent none. Never zero for a prompt that was sent. */
+  function measured (prepared: Prepared, model: ModelEntry, usage: ChatUsage | null, generated: string) {
+    if (usage !== null) return { ...usage, estimated: false }
+    return { inputTokens: prepared.promptTokens(model), outputTokens: estimateTokens(generated), estimated: true }
+  }
+
+  async function settle (request: FastifyRequest, metered: MeteredCall, provider: string, model: ModelEntry, units: ReturnType<typeof measured>, outcome: string) {
+    const cost = costMicroUsd(model, units.inputTokens, units.outputTokens)
+    await metered.settle({
+      provider, model: model.id, unitsIn: units.inputTokens, unitsOut: units.outputTokens, units: units.inputTokens + units.outputTokens, estimated: units.estimated, costMicroUsd: cost
+    })
+    request.log.info({ vendor: provider, model: model.id, inputTokens: units.inputTokens, outputTokens: units.outputTokens, costMicroUsd: cost, estimated: units.estimated, outcome }, 'chat call settled')
+    return cost
+  }
+
+  /** A call that failed before any answer: charged for its prompt when it was stopped (its client left), released otherwise. */
+  async function failedBeforeAnswer (request: FastifyRequest, prepared: Prepared, err: unknown): Promise<never> {
+    if (prepared.signal.aborted) {
+      await settle(request, prepared.metered, prepared.route.model.vendor, prepared.route.model, measured(prepared, prepared.route.model, null, ''), stopping() ? 'shutdown' : 'client-aborted')
+    } else {
+      await prepared.metered.release()
+    }
+    throw app.readiness.failure(err as Error)
+  }
+
+  const exchange = (prepared: Prepared, model: ModelEntry, reply: string, finishReason: Exchange['finishReason'], units: ReturnType<typeof measured>, ttftMs: number): Exchange => ({
+    userContent: prepared.content,
+    reply,
+    model,
+    finishReason,
+    inputTokens: units.inputTokens,
+    outputTokens: units.outputTokens,
+    estimated: units.estimated,
+    ttftMs,
+    latencyMs: Math.round(performance.now() - prepared.started)
+  })
+
+  app.post('', {
+    config,
+    schema: {
+      operationId: 'createChat',
+      summary: 'Start a chat',
+      description: 'A conversation kept by the service. `model` fixes the model of its messages (checked against your plan when a message is sent); ' +
+        'without it each message is routed by its task class. `contextRef` is your opaque reference (a book id), kept encrypted, never sent to a model.',
+      ...common,
+      body: ref(CreateChatRequest),
+      response: { 201: ref(Chat), ...errorResponses('VALIDATION_ERROR', 'UNAUTHENTICATED', 'TOKEN_EXPIRED', 'NOT_ENTITLED', 'RATE_LIMITED') }
+    }
+  }, async (request, reply) => {
+    const principal = who(request)
+    if (request.body.model !== undefined) app.models.route({ plan: principal.plan, mode: principal.mode, model: request.body.model, text: '' })
+    const chat = await app.chats.create(principal.userId, principal.mode, request.body)
+    return reply.code(201).header('location', `/v1/chats/${chat.id}`).send(chat)
+  })
+
+  app.get('', {
+    config,
+    schema: {
+      operationId: 'listChats',
+      summary: 'List your chats',
+      description: 'Latest activity first, paged with `cursor` and `limit`; `archived` filters. Test-mode and live chats are kept apart.',
+      ...common,
+      querystring: ChatListQuery,
+      response: { 200: ref(ChatPage), ...errorResponses('VALIDATION_ERROR', 'UNAUTHENTICATED', 'TOKEN_EXPIRED', 'NOT_ENTITLED', 'RATE_LIMITED') }
+    }
+  }, async (request) => app.chats.list(who(request).userId, who(request).mode, request.query))
+
+  app.get('/:id', {
+    config,
+    schema: { operationId: 'getChat', summary: 'Read a chat', description: 'Another user\'s chat is NOT_FOUND.', ...common, params: byId, response: { 200: ref(Chat), ...errorResponses(...READ_ERRORS) } }
+  }, async (request) => app.chats.get(who(request).userId, who(request).mode, request.params.id))
+
+  app.patch('/:id', {
+    config,
+    schema: {
+      operationId: 'updateChat',
+      summary: 'Rename, archive or re-model a chat',
+      description: '`title` null clears it; `archived` hides it from `archived=false` lists; `model` null goes back to routing per message.',
+      ...common,
+      params: byId,
+      body: ref(UpdateChatRequest),
+      response: { 200: ref(Chat), ...errorResponses(...READ_ERRORS) }
+    }
+  }, async (request) => {
+    const principal = who(request)
+    if (typeof request.body.model === 'string') app.models.route({ plan: principal.plan, mode: principal.mode, model: request.body.model, text: '' })
+    return app.chats.update(principal.userId, principal.mode, request.params.id, request.body)
+  })
+
+  app.delete('/:id', {
+    config,
+    schema: {
+      operationId: 'deleteChat',
+      summary: 'Delete a chat',
+      description: 'Deletes the chat, its messages and their feedback for real, now. The usage ledger keeps its rows (no content).',
+      ...common,
+      params: byId,
+      response: { 204: { description: 'Deleted.', type: 'null' }, ...errorResponses(...READ_ERRORS) }
+    }
+  }, async (request, reply) => {
+    await app.chats.remove(who(request).userId, who(request).mode, request.params.id)
+    return reply.code(204).send(null)
+  })
+
+  app.get('/:id/messages', {
+    config,
+    schema: {
+      operationId: 'listChatMessages',
+      summary: 'A chat\'s messages',
+      description: 'Newest first, 50 a page by default (at most 100). A cursor of another chat is a VALIDATION_ERROR.',
+      ...common,
+      params: byId,
+      querystring: MessageListQuery,
+      response: { 200: ref(MessagePage), ...errorResponses(...READ_ERRORS) }
+    }
+  }, async (request) => app.chats.messages(who(request).userId, who(request).mode, request.params.id, request.query))
+
+  app.post('/:id/messages', {
+    config,
+    schema: {
+      operationId: 'sendChatMessage',
+      summary: 'Send a message and get the reply',
+      description: 'The reply to `content`, with the chat\'s history cut to the model\'s context. The model is `model`, the chat\'s, or the one ' +
+        'routed for the message\'s task class; a vendor failing before answering hands the call to the next model of its fallback chain. ' +
+        '`AI-Provider` and `AI-Model` name who served. Tokens count against the chat quota (X-Quota-* headers). The user\'s message and the ' +
+        'reply are stored together once the reply is complete; a call that fails stores nothing.',
+      ...common,
+      params: byId,
+      body: ref(SendMessageRequest),
+      response: { 201: ref(ChatMessage), ...errorResponses(...CALL_ERRORS) }
+    }
+  }, async (request, reply) => {
+    const prepared = await prepare(request, reply)
+    let done: Awaited<ReturnType<typeof app.models.complete>>
+    try {
+      done = await app.models.complete(prepared.route, prepared.principal.mode, prepared.callFor)
+    } catch (err) {
+      return failedBeforeAnswer(request, prepared, err)
+    }
+    const units = measured(prepared, done.model, done.result.usage, done.result.text)
+    await settle(request, prepared.metered, done.provider.name, done.model, units, 'completed')
+    const latency = Math.round(performance.now() - prepared.started)
+    const message = await app.chats.addExchange(prepared.session, exchange(prepared, done.model, done.result.text, done.result.finishReason, units, latency))
+    return reply.code(201).header('ai-provider', done.provider.name).header('ai-model', done.model.id).send(message)
+  })
+
+  app.post('/:id/stream', {
+    config,
+    schema: {
+      operationId: 'streamChatMessage',
+      summary: 'Send a message and stream the reply',
+      description: 'As POST /v1/chats/{id}/messages, answered as server-sent events. Fallback to another vendor happens only before the first ' +
+        'byte; after it, a vendor failure ends the stream with an `error` event. A client that leaves is charged for what was generated; ' +
+        'an unfinished reply is not stored.',
+      ...common,
+      params: byId,
+      body: ref(SendMessageRequest),
+      response: {
+        200: { description: 'The reply as server-sent events.', content: { [SSE_TYPE]: { schema: Type.String({ description: CHAT_STREAM_DESCRIPTION }) } } },
+        ...errorResponses(...CALL_ERRORS)
+      }
+    }
+  }, async (request, reply) => {
+    const prepared = await prepare(request, reply)
+    let opened: Awaited<ReturnType<typeof app.models.stream>>
+    try {
+      opened = await app.models.stream(prepared.route, prepared.principal.mode, prepared.callFor)
+    } catch (err) {
+      return failedBeforeAnswer(request, prepared, err)
+    }
+    const ttftMs = Math.round(performance.now() - prepared.started)
+    const out = new PassThrough()
+    const write = (event: string, data: unknown) => { if (!out.writableEnded && !out.destroyed) out.write(sseFrame(event, data)) }
+    const { model, provider } = opened as { model: ModelEntry, provider: ChatProvider }
+
+    const pump = async () => {
+      let text = ''
+      let settled = false
+      try {
+        let end: Extract<ChatEvent, { type: 'end' }> | undefined
+        for (let next = opened.first; next.done !== true; next = await opened.events.next()) {
+          const event = next.value
+          if (event.type === 'delta') {
+            text += event.text
+            write('delta', { text: event.text })
+          } else if (event.type === 'end') {
+            end = event
+          }
+        }
+        const finished = end as Extract<ChatEvent, { type: 'end' }>
+        const units = measured(prepared, model, finished.usage, text)
+        const cost = await settle(request, prepared.metered, provider.name, model, units, 'completed')
+        settled = true
+        write('usage', { inputTokens: units.inputTokens, outputTokens: units.outputTokens })
+        const message = await app.chats.addExchange(prepared.session, exchange(prepared, model, text, finished.finishReason, units, ttftMs))
+        write('done', { messageId: message.id, finishReason: finished.finishReason, usage: message.usage, costCents: toCents(cost), model: model.id })
+      } catch (err) {
+        const clientLeft = prepared.signal.aborted && !stopping()
+        if (!settled) {
+          await settle(request, prepared.metered, provider.name, model, measured(prepared, model, null, text), prepared.signal.aborted ? (stopping() ? 'shutdown' : 'client-aborted') : 'provider-failed')
+        }
+        if (!clientLeft) {
+          const envelope = toEnvelope(app.readiness.failure(err as Error))
+          request.log.warn({ err, code: envelope.code }, 'chat stream ended with an error event')
+          request.errorCode = envelope.code
+          const body: ErrorResponseBody = { error: { code: envelope.code, message: envelope.message, requestId: request.id } }
+          write('error', body)
+        }
+      } finally {
+        out.end()
+      }
+    }
+    sseHeaders(reply).header('ai-provider', provider.name).header('ai-model', model.id)
+    // pump() settles every outcome itself and never rejects.
+    pump()
+    return reply.send(out as never)
+  })
+
+  app.post('/:id/messages/:messageId/feedback', {
+    config,
+    schema: {
+      operationId: 'rateChatMessage',
+      summary: 'Rate a reply',
+      description: 'One rating per reply (1 helpful, -1 not), replaced when sent again; the comment is stored encrypted and never sent to a model.',
+      ...common,
+      params: byMessage,
+      body: ref(FeedbackRequest),
+      response: { 204: { description: 'Recorded.', type: 'null' }, ...errorResponses(...READ_ERRORS) }
+    }
+  }, async (request, reply) => {
+    await app.chats.feedback(who(request).userId, who(request).mode, request.params.id, request.params.messageId, request.body)
+    return reply.code(204).send(null)
+  })
+}
+
+export default chats

@@ -1,0 +1,117 @@
+import Type, { type Static } from 'typebox'
+import { Page, PageQuery } from './pagination.js'
+import { isoTime, ref } from './refs.js'
+
+/** Longest user message of a chat (SPEC §15). */
+export const MAX_CHAT_MESSAGE_CHARS = 8000
+export const MAX_CHAT_TITLE_CHARS = 200
+export const DEFAULT_MESSAGE_PAGE = 50
+
+export const ChatId = Type.String({ pattern: '^chat_[0-9A-Za-z]{16}$', description: 'Id of a chat session.', examples: ['chat_4Gm2Qz8LwP1vXk7R'] })
+export const MessageId = Type.String({ pattern: '^msg_[0-9A-Za-z]{16}$', description: 'Id of a chat message.', examples: ['msg_9Hn3Ta6PqW2sYc5D'] })
+const ModelId = Type.String({ pattern: '^[a-z0-9][a-z0-9._-]{0,63}$', description: 'A model id of GET /v1/ai/models. Absent: routed by the message\'s task class.', examples: ['gpt-4o-mini'] })
+const Title = Type.String({ minLength: 1, maxLength: MAX_CHAT_TITLE_CHARS, description: 'Your title of the chat (stored encrypted).' })
+const ContextRef = Type.String({
+  minLength: 1,
+  maxLength: 200,
+  pattern: '^[\\x21-\\x7e]+$',
+  description: 'An opaque reference of the app (a book id, a document id), kept with the chat (encrypted) and never sent to a model.',
+  examples: ['book:9780141439518']
+})
+
+export const CreateChatRequest = Type.Object({
+  title: Type.Optional(Title),
+  model: Type.Optional(ModelId),
+  contextRef: Type.Optional(ContextRef)
+}, { $id: 'CreateChatRequest', title: 'CreateChatRequest', additionalProperties: false, examples: [{ title: 'Reading notes', contextRef: 'book:9780141439518' }] })
+
+export const UpdateChatRequest = Type.Object({
+  title: Type.Optional(Type.Union([Title, Type.Null()])),
+  archived: Type.Optional(Type.Boolean()),
+  model: Type.Optional(Type.Union([ModelId, Type.Null()], { description: 'The chat\'s model; null: routed per message.' }))
+}, { $id: 'UpdateChatRequest', title: 'UpdateChatRequest', additionalProperties: false, minProperties: 1, examples: [{ archived: true }] })
+
+export const Chat = Type.Object({
+  id: ChatId,
+  title: Type.Union([Type.String(), Type.Null()]),
+  model: Type.Union([Type.String(), Type.Null()], { description: 'The model every message uses unless it names one; null: routed per message.' }),
+  contextRef: Type.Union([Type.String(), Type.Null()]),
+  archived: Type.Boolean(),
+  messageCount: Type.Integer({ minimum: 0 }),
+  createdAt: isoTime('When the chat was created.'),
+  lastActivityAt: isoTime('When its latest message was added (or it was created).')
+}, {
+  $id: 'Chat',
+  title: 'Chat',
+  additionalProperties: false,
+  examples: [{ id: 'chat_4Gm2Qz8LwP1vXk7R', title: 'Reading notes', model: null, contextRef: 'book:9780141439518', archived: false, messageCount: 2, createdAt: '2026-12-02T09:00:00.000Z', lastActivityAt: '2026-12-02T09:01:10.000Z' }]
+})
+export type ChatValue = Static<typeof Chat>
+
+export const ChatListQuery = Type.Object({
+  ...PageQuery,
+  archived: Type.Optional(Type.Boolean({ description: 'Only archived (`true`) or only active (`false`) chats; absent: both.' }))
+}, { additionalProperties: false })
+export const ChatPage = Page(ref(Chat), { $id: 'ChatPage', description: 'Chats, latest activity first.' })
+
+export const SendMessageRequest = Type.Object({
+  content: Type.String({ minLength: 1, maxLength: MAX_CHAT_MESSAGE_CHARS, description: 'The user\'s message (1 to 8,000 characters).' }),
+  model: Type.Optional(ModelId)
+}, { $id: 'SendMessageRequest', title: 'SendMessageRequest', additionalProperties: false, examples: [{ content: 'Summarize chapter 3 in five points.' }] })
+
+export const ChatUsage = Type.Object({
+  inputTokens: Type.Integer({ minimum: 0 }),
+  outputTokens: Type.Integer({ minimum: 0 }),
+  totalTokens: Type.Integer({ minimum: 0 }),
+  costMicroUsd: Type.Integer({ minimum: 0, description: 'What the call cost at the model\'s list prices, in micro-USD.' }),
+  costCents: Type.Integer({ minimum: 0, description: 'The same, rounded to whole cents.' })
+}, { $id: 'ChatUsage', title: 'ChatUsage', additionalProperties: false })
+
+const FinishReason = Type.Union([Type.Literal('stop'), Type.Literal('length'), Type.Literal('content_filter')], {
+  description: '`length`: the reply reached its token limit; `content_filter`: the vendor stopped it.'
+})
+
+export const ChatMessage = Type.Object({
+  id: MessageId,
+  role: Type.Union([Type.Literal('user'), Type.Literal('assistant')]),
+  content: Type.String(),
+  model: Type.Union([Type.String(), Type.Null()], { description: 'The model that wrote it (assistant messages).' }),
+  finishReason: Type.Union([FinishReason, Type.Null()]),
+  usage: Type.Union([ref(ChatUsage), Type.Null()], { description: 'Tokens and cost of the call that wrote it (assistant messages).' }),
+  createdAt: isoTime('When it was stored.'),
+  ttftMs: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], { description: 'Time to the first token, from the request.' }),
+  latencyMs: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], { description: 'Time to the whole reply, from the request.' })
+}, {
+  $id: 'ChatMessage',
+  title: 'ChatMessage',
+  additionalProperties: false,
+  examples: [{
+    id: 'msg_9Hn3Ta6PqW2sYc5D',
+    role: 'assistant',
+    content: 'Chapter 3 in five points: …',
+    model: 'gpt-4o-mini',
+    finishReason: 'stop',
+    usage: { inputTokens: 412, outputTokens: 96, totalTokens: 508, costMicroUsd: 120, costCents: 0 },
+    createdAt: '2026-12-02T09:01:10.000Z',
+    ttftMs: 380,
+    latencyMs: 1450
+  }]
+})
+export type ChatMessageValue = Static<typeof ChatMessage>
+
+export const MessageListQuery = Type.Object({
+  cursor: PageQuery.cursor,
+  limit: Type.Integer({ minimum: 1, maximum: 100, default: DEFAULT_MESSAGE_PAGE, description: 'Messages per page (default 50).' })
+}, { additionalProperties: false })
+export const MessagePage = Page(ref(ChatMessage), { $id: 'MessagePage', description: 'A chat\'s messages, newest first.' })
+
+export const FeedbackRequest = Type.Object({
+  rating: Type.Union([Type.Literal(1), Type.Literal(-1)], { description: '1: helpful; -1: not helpful.' }),
+  comment: Type.Optional(Type.String({ maxLength: 1000, description: 'Why (stored encrypted; never sent to a model).' }))
+}, { $id: 'FeedbackRequest', title: 'FeedbackRequest', additionalProperties: false, examples: [{ rating: 1 }] })
+
+export const CHAT_STREAM_DESCRIPTION = 'Server-sent events, the same framing as the Settings Assistant\'s stream: `delta` {text} as the reply ' +
+  'is written; `usage` {inputTokens, outputTokens} once at the end; then `done` {messageId, finishReason, usage, costCents, model}; ' +
+  'or `error` {error} (the error envelope) when the vendor fails after the first byte. A reply that did not finish is not stored.'
+
+export const chatSchemas = [CreateChatRequest, UpdateChatRequest, Chat, ChatPage, SendMessageRequest, ChatUsage, ChatMessage, MessagePage, FeedbackRequest]
