@@ -1,4 +1,4 @@
-import { Anthropic, APIConnectionError, APIConnectionTimeoutError, APIError } from '@anthropic-ai/sdk'
+import { Anthropic, APIConnectionError, APIError } from '@anthropic-ai/sdk'
 import type { MessageCreateParamsBase, MessageParam, RawMessageStreamEvent, StopReason as AnthropicStopReason } from '@anthropic-ai/sdk/resources/messages/messages'
 import type { FastifyBaseLogger } from 'fastify'
 import { attemptControl, type StopReason } from './attempt.js'
@@ -19,7 +19,6 @@ export function toAnthropicFinish (reason: AnthropicStopReason | null | undefine
 export function mapAnthropicError (err: unknown, stopped: StopReason | null, log: FastifyBaseLogger, model?: string): ProviderError {
   if (stopped !== null) return vendorError('anthropic', { kind: 'stopped', reason: stopped }, log)
   if (err instanceof ProviderError) return err
-  if (err instanceof APIConnectionTimeoutError) return vendorError('anthropic', { kind: 'timeout' }, log)
   if (err instanceof APIConnectionError) return vendorError('anthropic', { kind: 'connection' }, log)
   // An `error` event inside a stream arrives as an APIError without a status: Anthropic's overloaded_error, mostly.
   if (err instanceof APIError) {
@@ -119,9 +118,8 @@ export function createAnthropicChat (opts: AnthropicChatOptions) {
             const tool = tools.get(event.index)
             if (event.delta.type === 'input_json_delta' && tool !== undefined) tool.arguments += event.delta.partial_json
           } else if (event.type === 'message_delta') {
-            // message_delta's usage is cumulative.
+            // message_delta's usage is cumulative; the input count came with message_start.
             outputTokens = event.usage.output_tokens
-            if (event.usage.input_tokens != null) inputTokens = event.usage.input_tokens
             finishReason = toAnthropicFinish(event.delta.stop_reason)
           }
         }
@@ -151,8 +149,7 @@ export function createAnthropicChat (opts: AnthropicChatOptions) {
           throw mapError(err, control.reason(), call)
         }
       })
-      const shape = message as unknown as { content?: unknown }
-      if (typeof shape !== 'object' || !Array.isArray(shape.content)) throw new ProviderError('PROVIDER_ERROR', 'The chat provider sent a response that cannot be read.')
+      if (!Array.isArray((Object(message) as { content?: unknown }).content)) throw new ProviderError('PROVIDER_ERROR', 'The chat provider sent a response that cannot be read.')
       return {
         text: message.content.flatMap((block) => block.type === 'text' ? [block.text] : []).join(''),
         toolArguments: message.content.flatMap((block) => block.type === 'tool_use' ? [JSON.stringify(block.input)] : []),

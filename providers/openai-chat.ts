@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
-import { APIConnectionError, APIConnectionTimeoutError, APIError, OpenAI } from 'openai'
+import { APIConnectionError, APIError, OpenAI } from 'openai'
 import type { ChatCompletionChunk, ChatCompletionCreateParams } from 'openai/resources/chat/completions'
 import type { VendorId } from '../schemas/models.js'
 import { attemptControl, type StopReason } from './attempt.js'
@@ -17,7 +17,6 @@ export const MODERATION_MODEL = 'omni-moderation-latest'
 export function mapOpenAIError (err: unknown, stopped: StopReason | null, log: FastifyBaseLogger, vendor: VendorId = 'openai', model?: string): ProviderError {
   if (stopped !== null) return vendorError(vendor, { kind: 'stopped', reason: stopped }, log)
   if (err instanceof ProviderError) return err
-  if (err instanceof APIConnectionTimeoutError) return vendorError(vendor, { kind: 'timeout' }, log)
   if (err instanceof APIConnectionError) return vendorError(vendor, { kind: 'connection' }, log)
   if (err instanceof APIError && err.status !== undefined) {
     const answer = { status: err.status, code: typeof err.code === 'string' ? err.code : null, type: err.type ?? null, message: err.message }

@@ -222,3 +222,61 @@ t.test('a call that fails after the first byte is the caller\'s to end: the stre
   await t.rejects((async () => { for (let n = await opened.events.next(); n.done !== true; n = await opened.events.next()) rest.push(n.value) })(), { code: /PROVIDER_/ })
   t.equal(opened.model.id, 'claude-haiku-4-5', 'no fallback after the first byte')
 })
+
+t.test('half-open: one call tries the vendor again, the others wait for it', async (t) => {
+  let openaiDown = true
+  interceptNetwork(t,
+    http.post(url('openai'), async () => {
+      if (openaiDown) return HttpResponse.error()
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      return HttpResponse.json(completion('back'))
+    }),
+    http.post(url('qwen'), () => HttpResponse.json(completion('from qwen')))
+  )
+  const { m } = models(['openai', 'qwen'], { failures: 1, cooldownMs: 100 })
+  const route = () => m.route({ plan: 'free', mode: 'live', model: 'gpt-4o-mini', text: 'x' })
+  t.equal((await m.complete(route(), 'live', callFor())).model.id, 'qwen-plus')
+  openaiDown = false
+  await new Promise((resolve) => setTimeout(resolve, 150))
+  const trial = m.complete(route(), 'live', callFor())
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.equal(m.health().openai?.breaker, 'half-open', 'the trial call is under way')
+  t.equal((await m.complete(route(), 'live', callFor())).model.id, 'gpt-4o-mini', 'a call meanwhile waits for the trial, then is served by the vendor again')
+  t.equal((await trial).model.id, 'gpt-4o-mini')
+  t.equal(m.health().openai?.breaker, 'closed')
+})
+
+t.test('two calls refused at once take the vendor out once; a model without a fallback chain has only itself', async (t) => {
+  interceptNetwork(t, http.post(url('openai'), () => HttpResponse.json({ error: { message: 'Incorrect API key provided', type: 'invalid_request_error', param: null, code: 'invalid_api_key' } }, { status: 401 })))
+  const env = { OPENAI_API_KEY: 'key-openai' }
+  const log = pino({ level: 'silent' })
+  const m = createModels({ models: catalog, routing: { ...defaultRouting, fallbacks: {} }, providers: vendorProviders(testConfig(env), log), sandbox: createSandboxModels(), breaker: { failures: 5, cooldownMs: 60_000 }, log })
+  t.teardown(() => m.close())
+  const route = m.route({ plan: 'free', mode: 'live', model: 'gpt-4o-mini', text: 'x' })
+  t.same(route.chain.map((x) => x.id), ['gpt-4o-mini'])
+  const results = await Promise.allSettled([m.complete(route, 'live', callFor()), m.complete(route, 'live', callFor())])
+  t.same(results.map((r) => r.status), ['rejected', 'rejected'])
+  t.equal(m.health().openai?.breaker, 'open')
+})
+
+t.test('the catalog\'s sandbox stops when its caller leaves', async (t) => {
+  const sandbox = createSandboxModels()
+  const controller = new AbortController()
+  controller.abort()
+  const aborted: ChatCall = { messages: [{ role: 'user', content: 'hi' }], tools: [], user: 'h', maxOutputTokens: 10, signal: controller.signal }
+  await t.rejects(sandbox.complete(aborted), { message: /cancelled/ })
+  await t.rejects((async () => { for await (const _e of sandbox.stream(aborted)) { /* drained */ } })(), { message: /cancelled/ })
+  t.match((await sandbox.complete({ ...aborted, signal: new AbortController().signal })).text, /standing in for the routed model/)
+})
+
+t.test('a vendor whose breaker opens during a call is skipped for the rest of its chain', async (t) => {
+  const { seen } = interceptNetwork(t, http.post(url('openai'), () => HttpResponse.error()), http.post(url('qwen'), () => HttpResponse.json(completion('from qwen'))))
+  const log = pino({ level: 'silent' })
+  const routing = { ...defaultRouting, fallbacks: { 'gpt-4o-mini': ['gpt-4.1', 'qwen-plus'] } }
+  const m = createModels({ models: catalog, routing, providers: vendorProviders(testConfig({ OPENAI_API_KEY: 'k', QWEN_API_KEY: 'k' }), log), sandbox: createSandboxModels(), breaker: { failures: 1, cooldownMs: 60_000 }, log })
+  t.teardown(() => m.close())
+  const route = m.route({ plan: 'pro', mode: 'live', model: 'gpt-4o-mini', text: 'x' })
+  t.same(route.chain.map((x) => x.id), ['gpt-4o-mini', 'gpt-4.1', 'qwen-plus'])
+  t.equal((await m.complete(route, 'live', callFor())).model.id, 'qwen-plus')
+  t.equal(seen.filter((r) => r.url.includes('openai')).length, 3, 'gpt-4.1 was not tried: its vendor had just been taken out')
+})

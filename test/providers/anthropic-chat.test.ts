@@ -148,6 +148,7 @@ t.test('an error event in the middle of a stream, a cut stream, a stream without
     if (mode === 'api-error-event') return anthropicStream([...events.slice(0, 4), { type: 'error', error: { type: 'api_error', message: 'Internal' } } as never])
     if (mode === 'cut') return anthropicStream(events, { cutAfter: 4 })
     if (mode === 'no-end') return anthropicStream(events.filter((e) => e.type !== 'message_delta'))
+    if (mode === 'no-start') return anthropicStream(events.filter((e) => e.type !== 'message_start'))
     return anthropicStream(events, { stallAfter: 4 })
   }))
   const { provider } = chat({ timeoutMs: 5000, firstByteTimeoutMs: 150 })
@@ -161,6 +162,8 @@ t.test('an error event in the middle of a stream, a cut stream, a stream without
   await t.rejects(drain(provider.stream(call())), { code: /PROVIDER_/ })
   mode = 'no-end'
   await t.rejects(drain(provider.stream(call())), { code: 'PROVIDER_ERROR', message: /before the reply was complete/ })
+  mode = 'no-start'
+  t.match((await drain(provider.stream(call()))).at(-1), { type: 'end', usage: null }, 'no message_start: no counts (the caller estimates)')
   mode = 'stall'
   await t.rejects(drain(provider.stream(call())), { code: 'PROVIDER_TIMEOUT', message: /sent nothing/ })
 })

@@ -28,6 +28,8 @@ const maxOutput = (model: ModelEntry) => Math.min(model.maxOutputTokens, CHAT_MA
 /** /v1/chats: conversations kept by the service over the model catalog (SPEC §15). */
 const chats: FastifyPluginAsyncTypebox = async (app) => {
   const stopping = () => app.readiness.stopSignal.aborted
+  /** Why a call that reached a vendor was stopped: it was charged for what was sent either way. */
+  const abortOutcome = () => stopping() ? 'shutdown' : 'client-aborted'
 
   /** Everything a new message needs before a vendor is called: the chat, the route, a prompt per model, the reservation. */
   async function prepare (request: FastifyRequest, reply: FastifyReply) {
@@ -76,7 +78,7 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
   /** A call that failed before any answer: charged for its prompt when it was stopped (its client left), released otherwise. */
   async function failedBeforeAnswer (request: FastifyRequest, prepared: Prepared, err: unknown): Promise<never> {
     if (prepared.signal.aborted) {
-      await settle(request, prepared.metered, prepared.route.model.vendor, prepared.route.model, measured(prepared, prepared.route.model, null, ''), stopping() ? 'shutdown' : 'client-aborted')
+      await settle(request, prepared.metered, prepared.route.model.vendor, prepared.route.model, measured(prepared, prepared.route.model, null, ''), abortOutcome())
     } else {
       await prepared.metered.release()
     }
@@ -257,7 +259,7 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
       } catch (err) {
         const clientLeft = prepared.signal.aborted && !stopping()
         if (!settled) {
-          await settle(request, prepared.metered, provider.name, model, measured(prepared, model, null, text), prepared.signal.aborted ? (stopping() ? 'shutdown' : 'client-aborted') : 'provider-failed')
+          await settle(request, prepared.metered, provider.name, model, measured(prepared, model, null, text), prepared.signal.aborted ? abortOutcome() : 'provider-failed')
         }
         if (!clientLeft) {
           const envelope = toEnvelope(app.readiness.failure(err as Error))

@@ -4,7 +4,7 @@ import { createParser, type EventSourceMessage } from 'eventsource-parser'
 import { delay, http, HttpResponse } from 'msw'
 import t from 'tap'
 import { countTokens } from 'gpt-tokenizer/encoding/o200k_base'
-import { CHAT_SYSTEM_PROMPT, costMicroUsd, createChats } from '../../../plugins/chats.js'
+import { CHAT_RETENTION_QUEUE, CHAT_SYSTEM_PROMPT, costMicroUsd, createChats } from '../../../plugins/chats.js'
 import { FEATURES } from '../../../plugins/features.js'
 import { loadModels } from '../../../plugins/models.js'
 import { anthropicEvents, anthropicStream, ANTHROPIC_URL } from '../../anthropic-fake.js'
@@ -301,4 +301,82 @@ t.test('the history sent is cut to the model\'s context, newest turns kept; rete
   t.equal(await clocked.purge(30), 1)
   await t.rejects(clocked.get('retention-user', 'test', old.id), { code: 'NOT_FOUND' })
   t.match(await clocked.get('retention-user', 'test', recent.id), { id: recent.id })
+})
+
+t.test('the daily retention job deletes chats idle past CHAT_RETENTION_DAYS; the export carries feedback comments', async (t) => {
+  const { app } = await build(t, { env: { CHAT_RETENTION_DAYS: '30' } })
+  const { token } = await tokenFor(app)
+  const idle = await newChat(app, token)
+  const active = await newChat(app, token)
+  const reply = (await call(app, token, 'POST', `/v1/chats/${active.id}/messages`, { content: 'hello' })).json() as { id: string }
+  await call(app, token, 'POST', `/v1/chats/${active.id}/messages/${reply.id}/feedback`, { rating: 1, comment: 'Useful answer' })
+  const exported = (await call(app, token, 'GET', '/v1/ai/me/data')).json() as { sections: { chats: Array<{ id: string, feedback: unknown[] }> } }
+  t.same(exported.sections.chats.find((c) => c.id === active.id)?.feedback, [{ messageId: reply.id, rating: 1, comment: 'Useful answer' }])
+  await app.store.query("UPDATE chat_sessions SET last_activity_at = now() - interval '31 days' WHERE id = $1", [idle.id])
+  const id = await app.jobs.send(CHAT_RETENTION_QUEUE, {})
+  let job
+  for (let i = 0; i < 200 && (job = (await app.jobs.list({ id, state: 'completed', limit: 1 }))[0]) === undefined; i++) await delay(100)
+  t.match(job, { queue: 'chats.retention', state: 'completed' })
+  t.equal((await call(app, token, 'GET', `/v1/chats/${idle.id}`)).statusCode, 404)
+  t.equal((await call(app, token, 'GET', `/v1/chats/${active.id}`)).statusCode, 200)
+})
+
+t.test('a stream whose vendors all fail before the first byte is an ordinary error answer, the reservation released', async (t) => {
+  interceptNetwork(t, http.post(OPENAI_URL, () => openaiError(400, 'bad request')), http.post(ANTHROPIC_URL, () => HttpResponse.json({ type: 'error', error: { type: 'invalid_request_error', message: 'bad' } }, { status: 400 })))
+  const { app } = await build(t, { env: LIVE_ENV })
+  const { userId, token } = await tokenFor(app, { mode: 'live', plan: 'free' })
+  const chat = await newChat(app, token)
+  const res = await call(app, token, 'POST', `/v1/chats/${chat.id}/stream`, { content: 'Hello', model: 'gpt-4o-mini' })
+  t.equal(res.statusCode, 502)
+  t.match(res.json(), { error: { code: 'PROVIDER_ERROR' } })
+  t.same(await ledger(app, userId), [])
+})
+
+t.test('a client that leaves before the first byte: the vendor call stops, the prompt is charged (estimated), no fallback', async (t) => {
+  let upstream: AbortSignal | undefined
+  interceptNetwork(t,
+    http.post(OPENAI_URL, async ({ request }) => { upstream = request.signal; await delay('infinite'); return HttpResponse.json(completion('never')) }),
+    http.post(ANTHROPIC_URL, () => { throw new Error('no fallback for a client that left') })
+  )
+  const { app } = await build(t, { env: LIVE_ENV })
+  const { userId, token } = await tokenFor(app, { mode: 'live', plan: 'free' })
+  const chat = await newChat(app, token)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const socket = connect((app.server.address() as { port: number }).port, '127.0.0.1')
+  const payload = JSON.stringify({ content: 'Hello there', model: 'gpt-4o-mini' })
+  socket.write(`POST /v1/chats/${chat.id}/messages HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${token}\r\n` +
+    `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`)
+  for (let i = 0; i < 200 && upstream === undefined; i++) await delay(25)
+  socket.destroy()
+  let rows: Array<Record<string, unknown>> = []
+  for (let i = 0; i < 200 && rows.length === 0; i++) {
+    await delay(25)
+    rows = await ledger(app, userId)
+  }
+  t.equal(upstream?.aborted, true)
+  t.match(rows, [{ feature: 'chat', provider: 'openai', model: 'gpt-4o-mini', estimated: true, units_out: '0' }])
+  t.ok(Number(rows[0]?.units_in) > 0, 'the prompt was sent, so it is charged')
+})
+
+t.test('the shutdown stops calls still at a vendor: a stream ends with an error event, a JSON call is a 503; both settled', async (t) => {
+  for (const kind of ['stream', 'messages'] as const) {
+    let upstream: AbortSignal | undefined
+    interceptNetwork(t, http.post(OPENAI_URL, async ({ request }) => {
+      upstream = request.signal
+      if (kind === 'stream') return sseResponse(streamChunks(['One. ', 'Two. ', 'Three.']), { stallAfter: 3 })
+      await delay('infinite')
+      return HttpResponse.json(completion('never'))
+    }), http.post(ANTHROPIC_URL, () => { throw new Error('no fallback during the shutdown') }))
+    const { app } = await build(t, { env: LIVE_ENV })
+    const { userId, token } = await tokenFor(app, { mode: 'live', plan: 'free' })
+    const chat = await newChat(app, token)
+    const pending = call(app, token, 'POST', `/v1/chats/${chat.id}/${kind}`, { content: 'Hello', model: 'gpt-4o-mini' })
+    for (let i = 0; i < 200 && upstream === undefined; i++) await delay(25)
+    await delay(100)
+    app.readiness.stopInFlight()
+    const res = await pending
+    if (kind === 'stream') t.match(sse(res.body).at(-1), { event: 'error', data: { error: { code: 'PROVIDER_UNAVAILABLE', message: /restarting/ } } })
+    else t.match([res.statusCode, res.json()], [503, { error: { code: 'PROVIDER_UNAVAILABLE', message: /restarting/ } }])
+    t.match(await ledger(app, userId), [{ feature: 'chat', estimated: true }], `${kind}: settled`)
+  }
 })

@@ -37,5 +37,5 @@ t.test('export and delete everything of a user; the other user keeps theirs; led
 t.test('a user-data section is registered once', async (t) => {
   const { app } = await build(t)
   t.throws(() => app.userData.register({ name: 'files', export: async () => [], delete: async () => 0 }), /registered twice/)
-  t.same(app.userData.sections, ['files', 'webhooks'])
+  t.same(app.userData.sections, ['files', 'webhooks', 'chats'])
 })
