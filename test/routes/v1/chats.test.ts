@@ -334,6 +334,7 @@ t.test('a stream whose vendors all fail before the first byte is an ordinary err
 
 t.test('a client that leaves before the first byte: the vendor call stops, the prompt is charged (estimated), no fallback', async (t) => {
   let upstream: AbortSignal | undefined
+  const sawUpstream = () => upstream !== undefined
   interceptNetwork(t,
     http.post(OPENAI_URL, async ({ request }) => { upstream = request.signal; await delay('infinite'); return HttpResponse.json(completion('never')) }),
     http.post(ANTHROPIC_URL, () => { throw new Error('no fallback for a client that left') })
@@ -346,7 +347,7 @@ t.test('a client that leaves before the first byte: the vendor call stops, the p
   const payload = JSON.stringify({ content: 'Hello there', model: 'gpt-4o-mini' })
   socket.write(`POST /v1/chats/${chat.id}/messages HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${token}\r\n` +
     `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`)
-  for (let i = 0; i < 200 && upstream === undefined; i++) await delay(25)
+  for (let i = 0; i < 200 && !sawUpstream(); i++) await delay(25)
   socket.destroy()
   let rows: Array<Record<string, unknown>> = []
   for (let i = 0; i < 200 && rows.length === 0; i++) {
@@ -361,6 +362,7 @@ t.test('a client that leaves before the first byte: the vendor call stops, the p
 t.test('the shutdown stops calls still at a vendor: a stream ends with an error event, a JSON call is a 503; both settled', async (t) => {
   for (const kind of ['stream', 'messages'] as const) {
     let upstream: AbortSignal | undefined
+    const sawUpstream = () => upstream !== undefined
     interceptNetwork(t, http.post(OPENAI_URL, async ({ request }) => {
       upstream = request.signal
       if (kind === 'stream') return sseResponse(streamChunks(['One. ', 'Two. ', 'Three.']), { stallAfter: 3 })
@@ -371,7 +373,7 @@ t.test('the shutdown stops calls still at a vendor: a stream ends with an error 
     const { userId, token } = await tokenFor(app, { mode: 'live', plan: 'free' })
     const chat = await newChat(app, token)
     const pending = call(app, token, 'POST', `/v1/chats/${chat.id}/${kind}`, { content: 'Hello', model: 'gpt-4o-mini' })
-    for (let i = 0; i < 200 && upstream === undefined; i++) await delay(25)
+    for (let i = 0; i < 200 && !sawUpstream(); i++) await delay(25)
     await delay(100)
     app.readiness.stopInFlight()
     const res = await pending
