@@ -1,4 +1,4 @@
-import { setTimeout as sleep } from 'node:timers/promises'
+import { DelegateBackoff, handleWhen, retry, type IRetryBackoffContext } from 'cockatiel'
 
 /** One retry policy for every provider: bounded attempts, exponential backoff with full jitter, Retry-After honoured. */
 export interface RetryPolicy {
@@ -33,7 +33,9 @@ export function backoffMs (policy: RetryPolicy, attempt: number, random = Math.r
 
 /**
  * Runs `attempt` until it succeeds, `classify` says an error is final, the attempts run out or `signal`
- * aborts. The last error is thrown as it came.
+ * aborts. The last error is thrown as it came. The loop is cockatiel's retry policy; the backoff is ours (full
+ * jitter, or the provider's Retry-After), and so is the abort: cockatiel's wait between attempts does not listen
+ * to the signal, so a call whose client left ends at once instead of after the wait.
  */
 export async function withRetry<T> (
   attempt: (n: number) => Promise<T>,
@@ -41,21 +43,47 @@ export async function withRetry<T> (
   opts: { policy?: RetryPolicy, signal?: AbortSignal, random?: () => number, onRetry?: (n: number, delayMs: number, err: unknown) => void } = {}
 ): Promise<T> {
   const policy = opts.policy ?? DEFAULT_RETRY_POLICY
-  for (let n = 1; n < policy.attempts; n++) {
-    try {
-      return await attempt(n)
-    } catch (err) {
-      const verdict = classify(err)
-      if (!verdict.retry || opts.signal?.aborted === true) throw err
-      if (verdict.afterMs !== undefined && verdict.afterMs > policy.maxRetryAfterMs) throw err
-      const delay = verdict.afterMs ?? backoffMs(policy, n, opts.random)
-      opts.onRetry?.(n, delay, err)
-      try {
-        await sleep(delay, undefined, { signal: opts.signal })
-      } catch {
-        throw err
-      }
-    }
+  const signal = opts.signal ?? new AbortController().signal
+  const retriable = (err: unknown) => {
+    const verdict = classify(err)
+    return verdict.retry && !(verdict.afterMs !== undefined && verdict.afterMs > policy.maxRetryAfterMs)
   }
-  return attempt(policy.attempts)
+  const backoff = new DelegateBackoff<IRetryBackoffContext<unknown>>((context) =>
+    classify((context.result as { error: unknown }).error).afterMs ?? backoffMs(policy, context.attempt, opts.random))
+  const retrier = retry(handleWhen(retriable), { maxAttempts: policy.attempts - 1, backoff }).dangerouslyUnref()
+  let last: unknown
+  let waiting = false
+  let n = 0
+  // cockatiel's timer is unreferenced so that an abandoned wait holds nothing; this one keeps the process up
+  // while a wait is real.
+  let hold: NodeJS.Timeout | undefined
+  retrier.onRetry((event) => {
+    waiting = true
+    hold = setTimeout(() => {}, event.delay)
+    opts.onRetry?.(event.attempt, event.delay, (event as { error: unknown }).error)
+  })
+  const run = retrier.execute(async () => {
+    waiting = false
+    clearTimeout(hold)
+    // The signal aborted during the wait: the attempt is not made (cockatiel then gives up with this error).
+    if (n > 0 && signal.aborted) throw last
+    try {
+      return await attempt(++n)
+    } catch (err) {
+      last = err
+      throw err
+    }
+  }, signal)
+  let onAbort = () => {}
+  const abandoned = new Promise<never>((_resolve, reject) => {
+    onAbort = () => { if (waiting) reject(last) }
+    signal.addEventListener('abort', onAbort, { once: true })
+  })
+  abandoned.catch(() => {})
+  try {
+    return await Promise.race([run, abandoned])
+  } finally {
+    clearTimeout(hold)
+    signal.removeEventListener('abort', onAbort)
+  }
 }
