@@ -28,6 +28,7 @@ import settingsAssistant from './plugins/settings-assistant.js'
 import openaiChat from './providers/openai-chat.js'
 import models from './plugins/models.js'
 import chats from './plugins/chats.js'
+import moderation from './plugins/moderation.js'
 import chatRoutes from './routes/v1/chats/index.js'
 import sandboxChat from './providers/sandbox-chat.js'
 import healthRoutes from './routes/health/index.js'
@@ -113,6 +114,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await server.register(openaiChat)
   await server.register(models)
   await server.register(chats)
+  await server.register(moderation)
   await server.register(sandboxChat)
   await server.register(images)
   await server.register(backgroundRemoval)

@@ -60,6 +60,7 @@ interface MessageRow {
   ttft_ms: number | null,
   latency_ms: number | null,
   estimated: boolean,
+  flagged: boolean,
   created_at: Date
 }
 
@@ -86,6 +87,8 @@ export interface Exchange {
   estimated: boolean
   ttftMs: number
   latencyMs: number
+  /** The reply was blocked by moderation: `reply` is then the notice that replaces it. */
+  flagged: boolean
 }
 
 export interface ChatsOptions { db: Store, crypto: ContentCrypto, now?: () => Date }
@@ -122,7 +125,8 @@ export function createChats (opts: ChatsOptions) {
         : { inputTokens: row.input_tokens, outputTokens: row.output_tokens, totalTokens: row.input_tokens + row.output_tokens, costMicroUsd: cost, costCents: toCents(cost) },
       createdAt: row.created_at.toISOString(),
       ttftMs: row.ttft_ms,
-      latencyMs: row.latency_ms
+      latencyMs: row.latency_ms,
+      flagged: row.flagged
     }
   }
 
@@ -236,12 +240,12 @@ export function createChats (opts: ChatsOptions) {
         await tx.query(`INSERT INTO ${MESSAGES} (id, session_id, user_id, role, key_id, content_sealed, created_at) VALUES ($1, $2, $3, 'user', $4, $5, $6)`,
           [userRow.id, session.id, session.user_id, crypto.primaryKeyId, sealColumn(MESSAGES, 'content_sealed', userRow, exchange.userContent), at])
         const { rows } = await tx.query<MessageRow>(`INSERT INTO ${MESSAGES} (id, session_id, user_id, role, key_id, content_sealed, model, vendor,
-          input_tokens, output_tokens, cost_micro_usd, finish_reason, ttft_ms, latency_ms, estimated, created_at)
-          VALUES ($1, $2, $3, 'assistant', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING *`,
+          input_tokens, output_tokens, cost_micro_usd, finish_reason, ttft_ms, latency_ms, estimated, flagged, created_at)
+          VALUES ($1, $2, $3, 'assistant', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING *`,
         [replyRow.id, session.id, session.user_id, crypto.primaryKeyId, sealColumn(MESSAGES, 'content_sealed', replyRow, exchange.reply),
           exchange.model.id, exchange.model.vendor, exchange.inputTokens, exchange.outputTokens,
           costMicroUsd(exchange.model, exchange.inputTokens, exchange.outputTokens), exchange.finishReason,
-          exchange.ttftMs, exchange.latencyMs, exchange.estimated, at])
+          exchange.ttftMs, exchange.latencyMs, exchange.estimated, exchange.flagged, at])
         await tx.query(`UPDATE ${SESSIONS} SET message_count = message_count + 2, last_activity_at = $2 WHERE id = $1`, [session.id, at])
         return toMessage(rows[0] as MessageRow)
       })

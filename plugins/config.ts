@@ -3,6 +3,7 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import fp from 'fastify-plugin'
 import { generateKeyRing, parseKeyRing, type KeyRing } from './content-crypto.js'
+import { DEFAULT_THRESHOLDS, parseThresholds } from './moderation.js'
 import Type, { type Static, type TSchema } from 'typebox'
 import Value from 'typebox/value'
 
@@ -76,7 +77,14 @@ export const ConfigSchema = Type.Object({
   OPENAI_BASE_URL: url({ default: 'https://api.openai.com/v1', 'x-group': 'Settings Assistant (OpenAI)', description: 'Any OpenAI-compatible endpoint.' }),
   OPENAI_MODEL: Type.String({ minLength: 1, default: 'gpt-4o-mini', 'x-group': 'Settings Assistant (OpenAI)', description: 'Chat model.' }),
   OPENAI_TIMEOUT_MS: ms(60_000, { 'x-group': 'Settings Assistant (OpenAI)', description: 'Whole-call timeout of a chat request, in ms (the first byte must come within 15000).' }),
-  MODERATION: oneOf(['off', 'openai'] as const, 'off', { 'x-group': 'Settings Assistant (OpenAI)', description: '`openai`: pre-check messages with the OpenAI moderation endpoint.' }),
+  MODERATION: oneOf(['off', 'openai'] as const, 'off', { 'x-group': 'Settings Assistant (OpenAI)', description: '`openai`: Settings Assistant messages are pre-checked, chat messages pre-checked and chat replies post-checked, with the OpenAI moderation endpoint (needs OPENAI_API_KEY; test mode uses the sandbox moderator).' }),
+  MODERATION_THRESHOLDS: Type.String({
+    pattern: '^\\s*([a-z][a-z/-]*:)?(high|medium|low)=(0(\\.[0-9]+)?|1(\\.0+)?)\\s*(,\\s*([a-z][a-z/-]*:)?(high|medium|low)=(0(\\.[0-9]+)?|1(\\.0+)?)\\s*)*$',
+    default: DEFAULT_THRESHOLDS,
+    'x-expected': 'comma-separated level=score entries (levels high, medium, low; scores 0 to 1), optionally per category as category:level=score',
+    'x-group': 'Settings Assistant (OpenAI)',
+    description: 'Chat moderation severities from the category scores: a score at or above `high` blocks (CONTENT_REJECTED), `medium` allows with a `warning`, `low` is logged by category. `self-harm:high=0.4` sets one category\'s level.'
+  }),
   SETTINGS_CATALOG_FILE: Type.Optional(Type.String({ minLength: 1, 'x-group': 'Settings Assistant (OpenAI)', description: 'JSON file of the settings the assistant may suggest. Unset: the bundled catalog.' })),
 
   MODELS_FILE: Type.Optional(Type.String({ minLength: 1, 'x-group': 'Models and vendors', description: 'JSON file of the model catalog (id, vendor, upstream model, context and output limits, prices, premium). Unset: the bundled defaults/models.json.' })),
@@ -222,6 +230,13 @@ export function parseEnv (env: NodeJS.ProcessEnv): Env {
   }
   if ((env2.TLS_CERT_FILE === undefined) !== (env2.TLS_KEY_FILE === undefined)) {
     problems.push('TLS_CERT_FILE and TLS_KEY_FILE go together: set both to serve HTTPS, or neither.')
+  }
+  if (!failing.has('MODERATION_THRESHOLDS')) {
+    const thresholds = parseThresholds(env2.MODERATION_THRESHOLDS)
+    if (Array.isArray(thresholds)) problems.push(...thresholds)
+  }
+  if (env2.MODERATION === 'openai' && env2.OPENAI_API_KEY === undefined) {
+    problems.push('MODERATION=openai needs OPENAI_API_KEY (the moderation endpoint is OpenAI\'s): set the key, or MODERATION=off.')
   }
   if (env2.CONTENT_KEYS !== undefined && !failing.has('CONTENT_KEYS')) {
     const ring = parseKeyRing(env2.CONTENT_KEYS)

@@ -78,7 +78,7 @@ export const FEATURES = {
     endpoint: 'POST /v1/chats/{id}/messages (and /stream)',
     providers: { live: ['openai', 'anthropic', 'qwen', 'deepseek', 'xai', 'gemini'], test: 'sandbox' },
     sends: [
-      { field: 'content', note: 'The new message, as the user\'s turn, to the vendor of the model that serves the call (a fallback vendor when the first one fails).' },
+      { field: 'content', note: 'The new message, as the user\'s turn, to the vendor of the model that serves the call (a fallback vendor when the first one fails). With MODERATION=openai it goes to the OpenAI moderation endpoint first, and so does the finished reply.' },
       { field: 'history', note: 'The chat\'s earlier messages as the service stored them, the newest ones, as many as fit the model\'s context.' }
     ],
     serverAdds: [
@@ -86,7 +86,7 @@ export const FEATURES = {
       'A fixed system prompt of the service, the vendor\'s model name, a reply-length limit, and to OpenAI `store: false`.'
     ],
     neverSent: ['The user id, e-mail or IP address', 'The chat\'s title, its contextRef and feedback', 'Tokens, API keys and request ids'],
-    logged: 'Request id, hashed ids, chat and message ids, model, vendor, token counts, cost and timings; never a message, a title or a comment.',
+    logged: 'Request id, hashed ids, chat and message ids, model, vendor, token counts, cost and timings, moderation severities and categories; never a message, a title or a comment.',
     stored: 'Chats (title and contextRef encrypted), messages (text encrypted with AES-256-GCM; model, tokens, cost and timings in plain), feedback (comment encrypted), one usage-ledger row per call. Deleted with the chat, after CHAT_RETENTION_DAYS without a message, or on DELETE /v1/ai/me/data.',
     limits: {
       content: '1 to 8,000 characters',

@@ -83,6 +83,13 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
     }
   }
 
+  async function moderate (texts: string[], signal: AbortSignal) {
+    const deadline = AbortSignal.timeout(opts.timeoutMs)
+    const result = await retrying(AbortSignal.any([signal, deadline]), async () =>
+      once(signal, deadline, (attemptSignal) => client.moderations.create({ model: MODERATION_MODEL, input: texts }, { signal: attemptSignal })))
+    return result.results
+  }
+
   const provider = {
     name: vendor,
     model: opts.model,
@@ -157,10 +164,12 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
 
     /** True when the moderation endpoint flags any of the texts. */
     async flagged (texts: string[], signal: AbortSignal): Promise<boolean> {
-      const deadline = AbortSignal.timeout(opts.timeoutMs)
-      const result = await retrying(AbortSignal.any([signal, deadline]), async () =>
-        once(signal, deadline, (attemptSignal) => client.moderations.create({ model: MODERATION_MODEL, input: texts }, { signal: attemptSignal })))
-      return result.results.some((r) => r.flagged)
+      return (await moderate(texts, signal)).some((r) => r.flagged)
+    },
+
+    /** The moderation endpoint's score per category (0 to 1), one record per text. */
+    async moderationScores (texts: string[], signal: AbortSignal): Promise<Array<Record<string, number>>> {
+      return (await moderate(texts, signal)).map((r) => ({ ...(r.category_scores as unknown as Record<string, number>) }))
     }
   } satisfies ChatProvider & Record<string, unknown>
   return provider

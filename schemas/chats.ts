@@ -71,6 +71,20 @@ const FinishReason = Type.Union([Type.Literal('stop'), Type.Literal('length'), T
   description: '`length`: the reply reached its token limit; `content_filter`: the vendor stopped it.'
 })
 
+export const ModerationWarning = Type.Object({
+  severity: Type.Literal('medium'),
+  categories: Type.Array(Type.String(), { description: 'The moderation categories that reached the medium level (e.g. `violence`).' }),
+  message: Type.String()
+}, {
+  $id: 'ModerationWarning',
+  title: 'ModerationWarning',
+  additionalProperties: false,
+  description: 'With MODERATION=openai: the message or the reply reached the medium level of a category (MODERATION_THRESHOLDS). Only on the answer that was sent, not stored.',
+  examples: [{ severity: 'medium', categories: ['violence'], message: 'This exchange touches a sensitive subject (violence).' }]
+})
+
+export type ModerationWarningValue = Static<typeof ModerationWarning>
+
 export const ChatMessage = Type.Object({
   id: MessageId,
   role: Type.Union([Type.Literal('user'), Type.Literal('assistant')]),
@@ -80,7 +94,9 @@ export const ChatMessage = Type.Object({
   usage: Type.Union([ref(ChatUsage), Type.Null()], { description: 'Tokens and cost of the call that wrote it (assistant messages).' }),
   createdAt: isoTime('When it was stored.'),
   ttftMs: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], { description: 'Time to the first token, from the request.' }),
-  latencyMs: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], { description: 'Time to the whole reply, from the request.' })
+  latencyMs: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], { description: 'Time to the whole reply, from the request.' }),
+  flagged: Type.Boolean({ description: 'The reply was blocked by moderation (MODERATION=openai) and `content` is the notice that replaced it.' }),
+  warning: Type.Optional(ref(ModerationWarning))
 }, {
   $id: 'ChatMessage',
   title: 'ChatMessage',
@@ -94,7 +110,8 @@ export const ChatMessage = Type.Object({
     usage: { inputTokens: 412, outputTokens: 96, totalTokens: 508, costMicroUsd: 120, costCents: 0 },
     createdAt: '2026-12-02T09:01:10.000Z',
     ttftMs: 380,
-    latencyMs: 1450
+    latencyMs: 1450,
+    flagged: false
   }]
 })
 export type ChatMessageValue = Static<typeof ChatMessage>
@@ -111,7 +128,8 @@ export const FeedbackRequest = Type.Object({
 }, { $id: 'FeedbackRequest', title: 'FeedbackRequest', additionalProperties: false, examples: [{ rating: 1 }] })
 
 export const CHAT_STREAM_DESCRIPTION = 'Server-sent events, the same framing as the Settings Assistant\'s stream: `delta` {text} as the reply ' +
-  'is written; `usage` {inputTokens, outputTokens} once at the end; then `done` {messageId, finishReason, usage, costCents, model}; ' +
-  'or `error` {error} (the error envelope) when the vendor fails after the first byte. A reply that did not finish is not stored.'
+  'is written; `usage` {inputTokens, outputTokens} once at the end; then `done` {messageId, finishReason, usage, costCents, model, warning?}; ' +
+  'or `error` {error} (the error envelope) when the vendor fails after the first byte, or when moderation (MODERATION=openai) blocks ' +
+  'the finished reply (CONTENT_REJECTED: discard the text shown). A reply that did not finish, or was blocked, is not stored.'
 
-export const chatSchemas = [CreateChatRequest, UpdateChatRequest, Chat, ChatPage, SendMessageRequest, ChatUsage, ChatMessage, MessagePage, FeedbackRequest]
+export const chatSchemas = [CreateChatRequest, UpdateChatRequest, Chat, ChatPage, SendMessageRequest, ChatUsage, ModerationWarning, ChatMessage, MessagePage, FeedbackRequest]

@@ -78,3 +78,24 @@ export function sseResponse (chunks: unknown[], opts: { cutAfter?: number, stall
 export function openaiError (status: number, message: string, headers: Record<string, string> = {}) {
   return HttpResponse.json({ error: { message, type: status === 429 ? 'rate_limit_exceeded' : 'server_error', param: null, code: null } }, { status, headers })
 }
+
+/** The categories of omni-moderation-latest, as its moderation objects list them. */
+export const MODERATION_CATEGORIES = ['harassment', 'harassment/threatening', 'hate', 'hate/threatening', 'illicit', 'illicit/violent', 'self-harm',
+  'self-harm/instructions', 'self-harm/intent', 'sexual', 'sexual/minors', 'violence', 'violence/graphic'] as const
+
+/** A moderation object (POST /v1/moderations) with the given scores, every other category near 0; `flagged` as OpenAI sets it. */
+export function moderation (scoresPerInput: Array<Partial<Record<(typeof MODERATION_CATEGORIES)[number], number>>>) {
+  return {
+    id: 'modr-fake1',
+    model: 'omni-moderation-latest',
+    results: scoresPerInput.map((scores) => {
+      const all = Object.fromEntries(MODERATION_CATEGORIES.map((c) => [c, scores[c] ?? 0.000012]))
+      return {
+        flagged: Object.values(all).some((s) => s >= 0.5),
+        categories: Object.fromEntries(MODERATION_CATEGORIES.map((c) => [c, (all[c] as number) >= 0.5])),
+        category_scores: all,
+        category_applied_input_types: Object.fromEntries(MODERATION_CATEGORIES.map((c) => [c, ['text']]))
+      }
+    })
+  }
+}

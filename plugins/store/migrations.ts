@@ -212,6 +212,7 @@ CREATE TABLE chat_messages (
   ttft_ms        integer,
   latency_ms     integer,
   estimated      boolean NOT NULL DEFAULT false,
+  flagged        boolean NOT NULL DEFAULT false,
   created_at     timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX chat_messages_session ON chat_messages (session_id, seq);

@@ -3,13 +3,14 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import Type from 'typebox'
 import { CHAT_MAX_OUTPUT_TOKENS, costMicroUsd, toCents, type Exchange } from '../../../plugins/chats.js'
-import { toEnvelope } from '../../../plugins/errors.js'
+import { AppError, toEnvelope } from '../../../plugins/errors.js'
 import type { MeteredCall } from '../../../plugins/metering.js'
 import type { ModelEntry } from '../../../plugins/models.js'
+import type { Verdict } from '../../../plugins/moderation.js'
 import { estimateTokens, type ChatCall, type ChatEvent, type ChatProvider, type ChatUsage } from '../../../providers/chat.js'
 import {
   Chat, CHAT_STREAM_DESCRIPTION, ChatId, ChatListQuery, ChatMessage, ChatPage, CreateChatRequest, FeedbackRequest, MessageId,
-  MessageListQuery, MessagePage, SendMessageRequest, UpdateChatRequest
+  MessageListQuery, MessagePage, SendMessageRequest, UpdateChatRequest, type ModerationWarningValue
 } from '../../../schemas/chats.js'
 import { errorResponses, type ErrorResponseBody } from '../../../schemas/errors.js'
 import type { Principal } from '../../../schemas/principal.js'
@@ -23,6 +24,9 @@ const byMessage = Type.Object({ id: ChatId, messageId: MessageId })
 const who = (request: FastifyRequest) => request.principal as Principal
 const READ_ERRORS = ['VALIDATION_ERROR', 'UNAUTHENTICATED', 'TOKEN_EXPIRED', 'NOT_ENTITLED', 'NOT_FOUND', 'RATE_LIMITED'] as const
 const CALL_ERRORS = [...READ_ERRORS, 'QUOTA_EXCEEDED', 'CONTENT_REJECTED', 'PROVIDER_ERROR', 'PROVIDER_UNAVAILABLE', 'PROVIDER_NOT_CONFIGURED', 'PROVIDER_TIMEOUT'] as const
+const CLEAN: Verdict = { severity: 'none', categories: [] }
+/** What a reply blocked by moderation is kept as. */
+export const BLOCKED_REPLY = 'This reply was withheld by the content policy check.'
 const maxOutput = (model: ModelEntry) => Math.min(model.maxOutputTokens, CHAT_MAX_OUTPUT_TOKENS)
 
 /** /v1/chats: conversations kept by the service over the model catalog (SPEC §15). */
@@ -31,6 +35,27 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
   /** Why a call that reached a vendor was stopped: it was charged for what was sent either way. */
   const abortOutcome = () => stopping() ? 'shutdown' : 'client-aborted'
 
+  /**
+   * MODERATION=openai: what a text scores, in the thresholds' severities. High blocks the message (CONTENT_REJECTED,
+   * before anything is reserved); every level is logged by its categories only, never the text.
+   */
+  async function screen (request: FastifyRequest, principal: Principal, stage: 'message' | 'reply', text: string, signal: AbortSignal): Promise<Verdict> {
+    if (!app.moderation.enabled) return CLEAN
+    const verdict = await app.moderation.check(principal.mode, [text], signal)
+    if (verdict.severity !== 'none') request.log.info({ check: 'moderation', stage, severity: verdict.severity, categories: verdict.categories }, 'moderation found a category')
+    if (stage === 'message' && verdict.severity === 'high') {
+      throw new AppError('CONTENT_REJECTED', 'The message was refused by the content policy check: rephrase it.', { categories: verdict.categories })
+    }
+    return verdict
+  }
+
+  /** The `warning` of an answer: the categories at the medium level, of the message or of the reply. */
+  function warningOf (...verdicts: Verdict[]): ModerationWarningValue | undefined {
+    const categories = [...new Set(verdicts.filter((v) => v.severity === 'medium').flatMap((v) => v.categories))].sort()
+    if (categories.length === 0) return undefined
+    return { severity: 'medium', categories, message: `This exchange touches a sensitive subject (${categories.join(', ')}).` }
+  }
+
   /** Everything a new message needs before a vendor is called: the chat, the route, a prompt per model, the reservation. */
   async function prepare (request: FastifyRequest, reply: FastifyReply) {
     const principal = who(request)
@@ -38,6 +63,8 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     const body = request.body as { content: string, model?: string }
     const session = await app.chats.row(principal.userId, principal.mode, id)
     const route = app.models.route({ plan: principal.plan, mode: principal.mode, model: body.model ?? session.model ?? undefined, text: body.content })
+    const signal = app.readiness.callSignal(reply.raw)
+    const screened = await screen(request, principal, 'message', body.content, signal)
     const history = await app.chats.history(session)
     const prompts = new Map<string, Awaited<ReturnType<typeof app.chats.prompt>>>()
     for (const model of [route.model, ...route.chain]) {
@@ -45,7 +72,6 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     }
     const reserve = Math.max(...[...prompts.entries()].map(([modelId, p]) => p.tokens + maxOutput(app.models.get(modelId) as ModelEntry)))
     const metered = await app.meter(request, reply, reserve)
-    const signal = app.readiness.callSignal(reply.raw)
     const user = app.hash.user(principal.userId)
     const callFor = (model: ModelEntry): ChatCall => ({
       messages: (prompts.get(model.id) as { messages: ChatCall['messages'] }).messages,
@@ -56,7 +82,7 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
       signal
     })
     const promptTokens = (model: ModelEntry) => (prompts.get(model.id) as { tokens: number }).tokens
-    return { principal, session, route, metered, signal, callFor, promptTokens, content: body.content, started: performance.now() }
+    return { principal, session, route, metered, signal, callFor, promptTokens, screened, content: body.content, started: performance.now() }
   }
   type Prepared = Awaited<ReturnType<typeof prepare>>
 
@@ -94,7 +120,8 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     outputTokens: units.outputTokens,
     estimated: units.estimated,
     ttftMs,
-    latencyMs: Math.round(performance.now() - prepared.started)
+    latencyMs: Math.round(performance.now() - prepared.started),
+    flagged: false
   })
 
   app.post('', {
@@ -202,8 +229,15 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     const units = measured(prepared, done.model, done.result.usage, done.result.text)
     await settle(request, prepared.metered, done.provider.name, done.model, units, 'completed')
     const latency = Math.round(performance.now() - prepared.started)
-    const message = await app.chats.addExchange(prepared.session, exchange(prepared, done.model, done.result.text, done.result.finishReason, units, latency))
-    return reply.code(201).header('ai-provider', done.provider.name).header('ai-model', done.model.id).send(message)
+    const checked = await screen(request, prepared.principal, 'reply', done.result.text, prepared.signal)
+    // A blocked reply is kept as the notice that replaced it, flagged: the history stays whole, the text is gone.
+    const entry = checked.severity === 'high'
+      ? { ...exchange(prepared, done.model, BLOCKED_REPLY, 'content_filter', units, latency), flagged: true }
+      : exchange(prepared, done.model, done.result.text, done.result.finishReason, units, latency)
+    const message = await app.chats.addExchange(prepared.session, entry)
+    const warning = warningOf(prepared.screened, checked)
+    return reply.code(201).header('ai-provider', done.provider.name).header('ai-model', done.model.id)
+      .send(warning === undefined ? message : { ...message, warning })
   })
 
   app.post('/:id/stream', {
@@ -254,8 +288,13 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
         const cost = await settle(request, prepared.metered, provider.name, model, units, 'completed')
         settled = true
         write('usage', { inputTokens: units.inputTokens, outputTokens: units.outputTokens })
+        const checked = await screen(request, prepared.principal, 'reply', text, prepared.signal)
+        if (checked.severity === 'high') {
+          throw new AppError('CONTENT_REJECTED', 'The reply was blocked by the content policy check and is not kept: discard what was shown.', { categories: checked.categories })
+        }
         const message = await app.chats.addExchange(prepared.session, exchange(prepared, model, text, finished.finishReason, units, ttftMs))
-        write('done', { messageId: message.id, finishReason: finished.finishReason, usage: message.usage, costCents: toCents(cost), model: model.id })
+        const warning = warningOf(prepared.screened, checked)
+        write('done', { messageId: message.id, finishReason: finished.finishReason, usage: message.usage, costCents: toCents(cost), model: model.id, ...(warning === undefined ? {} : { warning }) })
       } catch (err) {
         const clientLeft = prepared.signal.aborted && !stopping()
         if (!settled) {
