@@ -27,6 +27,7 @@ import aiTokens from './plugins/external/jwt.js'
 import settingsAssistant from './plugins/settings-assistant.js'
 import openaiChat from './providers/openai-chat.js'
 import models from './plugins/models.js'
+import aiCalls from './plugins/ai-calls.js'
 import chats from './plugins/chats.js'
 import moderation from './plugins/moderation.js'
 import chatRoutes from './routes/v1/chats/index.js'
@@ -113,6 +114,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await server.register(settingsAssistant)
   await server.register(openaiChat)
   await server.register(models)
+  await server.register(aiCalls)
   await server.register(chats)
   await server.register(moderation)
   await server.register(sandboxChat)

@@ -3,6 +3,7 @@ import { realpathSync } from 'node:fs'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { embeddedSecretsFile, loadConfig, parseEnv, readEmbeddedSecrets } from './plugins/config.js'
+import type { AiAnalyticsValue } from './schemas/analytics.js'
 
 /**
  * `portal-ai-api` — the operator's command line. Every command but `migrate` is a client of the admin API
@@ -18,6 +19,7 @@ Commands:
   keys list --user ID                                  list a user's keys
   keys revoke KEY_ID                                   revoke a key
   usage --user ID [--mode live|test]                   usage of the current period
+  analytics [--from ISO] [--to ISO] [--mode live|test] chat calls by model and vendor (default: last 30 days)
   jobs list [--queue Q] [--state S] [--limit N]        recent jobs: queue, state, attempts, error code
   jobs retry JOB_ID                                    put a failed job back in its queue
   content rekey                                        re-encrypt stored content under the first CONTENT_KEYS key
@@ -113,7 +115,9 @@ export async function runCli (argv: string[], io: CliIo): Promise<number> {
         name: { type: 'string' },
         queue: { type: 'string' },
         state: { type: 'string' },
-        limit: { type: 'string' }
+        limit: { type: 'string' },
+        from: { type: 'string' },
+        to: { type: 'string' }
       }
     })
     const [command, sub, arg] = positionals
@@ -176,6 +180,17 @@ export async function runCli (argv: string[], io: CliIo): Promise<number> {
         const lines = usage.features.map((f) => `${f.id}: ${f.used} of ${f.limit} ${f.unit} used this ${f.period}` +
           `${f.reserved > 0 ? ` (${f.reserved} in flight)` : ''}, ${f.remaining} left, resets ${f.resetsAt}`)
         print(usage, [`${usage.userId} (${usage.plan}, ${usage.mode}):`, ...lines.map((l) => `  ${l}`)].join('\n'))
+        return 0
+      }
+      case 'analytics': {
+        const query = new URLSearchParams({ mode: values.mode ?? 'live' })
+        if (values.from !== undefined) query.set('from', values.from)
+        if (values.to !== undefined) query.set('to', values.to)
+        const report = await call(io, base, 'GET', `/v1/admin/analytics/ai?${query.toString()}`) as AiAnalyticsValue
+        const lines = report.data.map((r) => [r.vendor, r.model, r.calls, r.completed, r.errors, r.aborted, r.blocked, r.inputTokens + r.outputTokens,
+          r.costCents, `${r.ttftP50Ms ?? '-'}/${r.ttftP95Ms ?? '-'}`, `+${r.feedbackUp}/-${r.feedbackDown}`].join('  '))
+        print(report, [`${report.mode} calls from ${report.from} to ${report.to}:`,
+          ...(lines.length === 0 ? ['  none'] : ['  vendor  model  calls  completed  errors  aborted  blocked  tokens  cents  ttft p50/p95 ms  feedback', ...lines.map((l) => `  ${l}`)])].join('\n'))
         return 0
       }
       case 'jobs list': {

@@ -323,9 +323,10 @@ export default fp(async function chats (app) {
     retryDelaySeconds: 600,
     handler: async ({ log }) => {
       const deleted = await chats.purge(app.config.CHAT_RETENTION_DAYS)
-      log.info({ deleted }, 'chats past retention deleted')
-      return { deleted }
+      const calls = await app.aiCalls.purge(app.config.CHAT_RETENTION_DAYS)
+      log.info({ deleted, calls }, 'chats and call records past retention deleted')
+      return { deleted, calls }
     }
   })
   app.userData.register({ name: 'chats', export: async (userId) => chats.exportFor(userId), delete: async (userId) => chats.deleteFor(userId) })
-}, { name: 'chats', fastify: '5.x', dependencies: ['config', 'store', 'content-crypto', 'jobs', 'user-data'] })
+}, { name: 'chats', fastify: '5.x', dependencies: ['config', 'store', 'content-crypto', 'jobs', 'user-data', 'ai-calls'] })

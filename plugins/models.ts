@@ -123,6 +123,9 @@ export interface ModelsOptions {
   log: FastifyBaseLogger
 }
 
+/** Told of each vendor that failed a call before its first byte (a fallback may still serve it). */
+export type FailureObserver = (model: ModelEntry, code: string) => Promise<void>
+
 /** A call routed to its model: the chain tried in order (the model, then its fallbacks that can serve). */
 export interface Route { model: ModelEntry, task: TaskClass | null, chain: ModelEntry[] }
 
@@ -176,7 +179,7 @@ export function createModels (opts: ModelsOptions) {
    * next model (a client that left, or an error that is not a provider's, ends it). With nothing left: the last
    * failure, or 503 when every vendor was skipped.
    */
-  async function firstOf<T> (route: Route, mode: Mode, signal: AbortSignal, attempt: (provider: ChatProvider, model: ModelEntry) => Promise<T>) {
+  async function firstOf<T> (route: Route, mode: Mode, signal: AbortSignal, attempt: (provider: ChatProvider, model: ModelEntry) => Promise<T>, onFailure: FailureObserver) {
     if (mode === 'test') return { model: route.model, provider: opts.sandbox, result: await attempt(opts.sandbox, route.model) }
     let last: unknown = null
     for (const [i, model] of route.chain.entries()) {
@@ -198,6 +201,7 @@ export function createModels (opts: ModelsOptions) {
         if (err.refusal !== null) isolate(model.vendor)
         last = err
         opts.log.warn({ vendor: model.vendor, model: model.id, code: err.code, fallback: route.chain[i + 1]?.id ?? null }, 'model call failed before its first byte')
+        await onFailure(model, err.code)
       }
     }
     throw last ?? new ProviderError('PROVIDER_UNAVAILABLE', 'No model vendor can serve this call right now: retry later.', { retry: false },
@@ -262,24 +266,24 @@ export function createModels (opts: ModelsOptions) {
     },
 
     /** Opens a streamed call on the first model of the route that gives its first event. */
-    async stream (route: Route, mode: Mode, callFor: (model: ModelEntry) => ChatCall) {
+    async stream (route: Route, mode: Mode, callFor: (model: ModelEntry) => ChatCall, onFailure: FailureObserver) {
       let call: ChatCall | undefined
       const signalOf = () => (call as ChatCall).signal
       const opened = await firstOf(route, mode, callFor(route.model).signal, async (provider, model) => {
         call = callFor(model)
         const events = provider.stream(call)[Symbol.asyncIterator]()
         return { events, first: await events.next() as IteratorResult<ChatEvent> }
-      })
+      }, onFailure)
       return { model: opened.model, provider: opened.provider, call: call as ChatCall, signal: signalOf(), ...opened.result }
     },
 
     /** One whole call on the first model of the route that answers. */
-    async complete (route: Route, mode: Mode, callFor: (model: ModelEntry) => ChatCall) {
+    async complete (route: Route, mode: Mode, callFor: (model: ModelEntry) => ChatCall, onFailure: FailureObserver) {
       let call: ChatCall | undefined
       const done = await firstOf(route, mode, callFor(route.model).signal, async (provider, model) => {
         call = callFor(model)
         return provider.complete(call)
-      })
+      }, onFailure)
       return { model: done.model, provider: done.provider, call: call as ChatCall, result: done.result as ChatCompletion }
     },
 

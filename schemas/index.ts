@@ -10,6 +10,7 @@ import { userDataSchemas } from './user-data.js'
 import { webhookSchemas } from './webhooks.js'
 import { modelSchemas } from './models.js'
 import { chatSchemas } from './chats.js'
+import { analyticsSchemas } from './analytics.js'
 
 /** Named components: added once with `addSchema`, referred to by `$ref`, published under components.schemas. */
-export const sharedSchemas = [ErrorCode, ErrorResponse, HealthLive, CheckResult, HealthReady, ...identitySchemas, ...adminSchemas, ...usageSchemas, ...featureSchemas, ...settingsAssistantSchemas, ...jobSchemas, ...userDataSchemas, ...webhookSchemas, ...modelSchemas, ...chatSchemas]
+export const sharedSchemas = [ErrorCode, ErrorResponse, HealthLive, CheckResult, HealthReady, ...identitySchemas, ...adminSchemas, ...usageSchemas, ...featureSchemas, ...settingsAssistantSchemas, ...jobSchemas, ...userDataSchemas, ...webhookSchemas, ...modelSchemas, ...chatSchemas, ...analyticsSchemas]

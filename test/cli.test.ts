@@ -76,6 +76,19 @@ t.test('usage of the current period', async (t) => {
   t.match(json, { userId: user, mode: 'live', features: [{ used: 0 }, { used: 0 }] })
 })
 
+t.test('analytics of chat calls by model and vendor', async (t) => {
+  const { app, url } = await listening(t)
+  t.match((await cli(['analytics', '--url', url])).stdout, /^live calls from \S+ to \S+:\n {2}none\n$/)
+  await app.aiCalls.record({ feature: 'chat', mode: 'test', model: 'gpt-4o-mini', vendor: 'openai', outcome: 'completed', inputTokens: 100, outputTokens: 20, costMicroUsd: 27, ttftMs: 300 })
+  await app.aiCalls.record({ feature: 'chat', mode: 'test', model: 'claude-haiku-4-5', vendor: 'anthropic', outcome: 'failed', errorCode: 'PROVIDER_TIMEOUT' })
+  const human = await cli(['analytics', '--mode', 'test', '--from', '2026-01-01T00:00:00Z', '--to', '2099-01-01T00:00:00Z', '--url', url])
+  t.equal(human.code, 1, 'a period over 366 days is refused')
+  const to = new Date(Date.now() + 60_000).toISOString()
+  const ok = await cli(['analytics', '--mode', 'test', '--from', new Date(Date.now() - 86_400_000).toISOString(), '--to', to, '--url', url])
+  t.match(ok.stdout, /\n {2}anthropic {2}claude-haiku-4-5 {2}1 {2}0 {2}1 {2}0 {2}0 {2}0 {2}0 {2}-\/- {2}\+0\/-0\n {2}openai {2}gpt-4o-mini {2}1 {2}1 {2}0 {2}0 {2}0 {2}120 {2}0 {2}300\/300 {2}\+0\/-0\n$/, 'as many calls: by vendor')
+  t.match(JSON.parse((await cli(['analytics', '--mode', 'test', '--json', '--url', url])).stdout), { mode: 'test', totals: { calls: 2, errors: 1 } })
+})
+
 t.test('errors go to stderr with a non-zero exit code', async (t) => {
   const { url } = await listening(t)
   const notFound = await cli(['licenses', 'suspend', '--user', newUserId(), '--url', url])

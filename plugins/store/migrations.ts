@@ -232,6 +232,24 @@ CREATE TABLE chat_feedback (
   updated_at     timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX chat_feedback_created ON chat_feedback (updated_at, model);
+
+-- One row per call to a model vendor, for GET /v1/admin/analytics/ai: no user, no content, only what happened.
+CREATE TABLE ai_calls (
+  id             bigserial PRIMARY KEY,
+  at             timestamptz NOT NULL DEFAULT now(),
+  feature        text NOT NULL,
+  mode           text NOT NULL,
+  model          text NOT NULL,
+  vendor         text NOT NULL,
+  outcome        text NOT NULL CHECK (outcome IN ('completed', 'failed', 'client-aborted', 'shutdown', 'blocked')),
+  error_code     text,
+  input_tokens   bigint NOT NULL DEFAULT 0,
+  output_tokens  bigint NOT NULL DEFAULT 0,
+  cost_micro_usd bigint NOT NULL DEFAULT 0,
+  ttft_ms        integer,
+  latency_ms     integer
+);
+CREATE INDEX ai_calls_at ON ai_calls (at, mode);
 `
   }
 ]

@@ -92,6 +92,9 @@ function models (vendors: VendorId[], breaker = { failures: 2, cooldownMs: 200 }
 const callFor = (signal = new AbortController().signal) => (entry: ModelEntry): ChatCall => ({
   messages: [{ role: 'user', content: 'hi' }], tools: [], model: entry.upstreamModel, user: 'hash', maxOutputTokens: 50, signal
 })
+/** Every vendor failure before a first byte the models report, as `model:code`. */
+const failures: string[] = []
+const observe = async (entry: ModelEntry, code: string) => { failures.push(`${entry.id}:${code}`) }
 const url = (v: VendorId) => `${VENDORS[v].defaultBaseUrl}/chat/completions`
 
 t.test('routing: an explicit model is checked against the plan and the keys; otherwise the task class picks one', async (t) => {
@@ -118,7 +121,9 @@ t.test('fallback before the first byte: a failing vendor hands the call to the n
   )
   const { m, logs } = models(['openai', 'anthropic'])
   const route = m.route({ plan: 'free', mode: 'live', model: 'gpt-4o-mini', text: 'x' })
-  const opened = await m.stream(route, 'live', callFor())
+  failures.length = 0
+  const opened = await m.stream(route, 'live', callFor(), observe)
+  t.same(failures, ['gpt-4o-mini:PROVIDER_ERROR'], 'the failure is reported, then the fallback serves')
   t.equal(opened.model.id, 'claude-haiku-4-5')
   t.equal(opened.provider.name, 'anthropic')
   t.equal(opened.call.model, 'claude-haiku-4-5', 'the call made for the model that served')
@@ -135,18 +140,18 @@ t.test('the breaker opens after repeated failures, skips the vendor, and closes 
   )
   const { m } = models(['openai', 'qwen'], { failures: 2, cooldownMs: 300 })
   const route = () => m.route({ plan: 'free', mode: 'live', model: 'gpt-4o-mini', text: 'x' })
-  for (let i = 0; i < 2; i++) t.equal((await m.complete(route(), 'live', callFor())).model.id, 'qwen-plus')
+  for (let i = 0; i < 2; i++) t.equal((await m.complete(route(), 'live', callFor(), observe)).model.id, 'qwen-plus')
   t.equal(m.health().openai?.breaker, 'open')
   t.match(m.list('free', 'live').find((x) => x.id === 'gpt-4o-mini'), { accessible: false, reason: 'vendor-unavailable' })
   const calls = seen.length
-  const served = await m.complete(route(), 'live', callFor())
+  const served = await m.complete(route(), 'live', callFor(), observe)
   t.equal(served.model.id, 'qwen-plus')
   t.equal(seen.length, calls + 1, 'the open vendor is not called')
   t.same(route().chain.map((x) => x.id), ['qwen-plus'], 'an open vendor leaves the chain')
   openaiDown = false
   await new Promise((resolve) => setTimeout(resolve, 350))
   t.equal(m.health().openai?.breaker, 'half-open')
-  t.equal((await m.complete(route(), 'live', callFor())).model.id, 'gpt-4o-mini', 'one call tries it again and it serves')
+  t.equal((await m.complete(route(), 'live', callFor(), observe)).model.id, 'gpt-4o-mini', 'one call tries it again and it serves')
   t.equal(m.health().openai?.breaker, 'closed')
 })
 
@@ -158,11 +163,11 @@ t.test('a no-credit answer takes the vendor out at once for the cooldown; with n
   const { m, logs } = models(['openai', 'deepseek'], { failures: 5, cooldownMs: 60_000 })
   const route = m.route({ plan: 'free', mode: 'live', model: 'gpt-4o-mini', text: 'x' })
   t.same(route.chain.map((x) => x.id), ['gpt-4o-mini', 'deepseek-chat'])
-  await t.rejects(m.stream(route, 'live', callFor()), { code: 'PROVIDER_UNAVAILABLE', refusal: 'no-credit' })
+  await t.rejects(m.stream(route, 'live', callFor(), observe), { code: 'PROVIDER_UNAVAILABLE', refusal: 'no-credit' })
   t.same(m.health().openai, { configured: true, breaker: 'open' }, 'one refusal is enough')
   t.equal(m.health().deepseek?.breaker, 'open')
   t.match(logs.entries.filter((e) => e.level === 50), [{ vendor: 'openai', refusal: 'no-credit' }, { vendor: 'deepseek', refusal: 'no-credit' }])
-  const err = await m.complete(m.route({ plan: 'free', mode: 'live', model: 'deepseek-chat', text: 'x' }), 'live', callFor()).catch((e: unknown) => e)
+  const err = await m.complete(m.route({ plan: 'free', mode: 'live', model: 'deepseek-chat', text: 'x' }), 'live', callFor(), observe).catch((e: unknown) => e)
   t.match(err, { code: 'PROVIDER_UNAVAILABLE', message: /No model vendor can serve/, headers: { 'retry-after': '60' } })
 })
 
@@ -173,22 +178,35 @@ t.test('a client that leaves ends the chain: no fallback, nothing counted agains
     http.post(url('qwen'), () => { throw new Error('must not be called') })
   )
   const { m } = models(['openai', 'qwen'], { failures: 1, cooldownMs: 60_000 })
-  await t.rejects(m.complete(m.route({ plan: 'free', mode: 'live', model: 'gpt-4o-mini', text: 'x' }), 'live', callFor(controller.signal)), { message: /cancelled/ })
+  await t.rejects(m.complete(m.route({ plan: 'free', mode: 'live', model: 'gpt-4o-mini', text: 'x' }), 'live', callFor(controller.signal), observe), { message: /cancelled/ })
   t.equal(m.health().openai?.breaker, 'closed')
 })
 
 t.test('an error that is not a provider\'s is not hidden by a fallback', async (t) => {
   const { m } = models(['openai', 'qwen'])
   const route = m.route({ plan: 'free', mode: 'live', model: 'gpt-4o-mini', text: 'x' })
-  await t.rejects(m.complete(route, 'live', () => { throw new TypeError('bug') }), TypeError)
+  await t.rejects(m.complete(route, 'live', () => { throw new TypeError('bug') }, observe), TypeError)
+
+  // A provider failing with something that is not a ProviderError (a fault of ours): thrown as it is, no fallback.
+  const broken = { name: 'openai', model: '', stream: async function * () { yield * [] }, complete: async () => { throw new RangeError('fault') } }
+  const qwen = { ...broken, name: 'qwen', complete: async () => { throw new Error('never reached') } }
+  const direct = createModels({ models: catalog, routing: defaultRouting, providers: { openai: broken, qwen }, sandbox: createSandboxModels(), breaker: { failures: 5, cooldownMs: 1000 }, log: pino({ level: 'silent' }) })
+  t.teardown(() => direct.close())
+  await t.rejects(direct.complete(direct.route({ plan: 'free', mode: 'live', model: 'gpt-4o-mini', text: 'x' }), 'live', callFor(), observe), RangeError)
+})
+
+t.test('the sandbox models stop when their caller has left', async (t) => {
+  const controller = new AbortController()
+  controller.abort()
+  await t.rejects(createSandboxModels().complete(callFor(controller.signal)(model('gpt-4o-mini'))), { message: /cancelled/ })
 })
 
 t.test('test mode: the sandbox serves every model and says which one it stands for', async (t) => {
   const { m } = models([])
-  const done = await m.complete(m.route({ plan: 'pro', mode: 'test', model: 'grok-4', text: 'x' }), 'test', callFor())
+  const done = await m.complete(m.route({ plan: 'pro', mode: 'test', model: 'grok-4', text: 'x' }), 'test', callFor(), observe)
   t.equal(done.provider.name, 'sandbox')
   t.match(done.result.text, /standing in for grok-4/)
-  const opened = await m.stream(m.route({ plan: 'free', mode: 'test', text: 'hello there' }), 'test', callFor())
+  const opened = await m.stream(m.route({ plan: 'free', mode: 'test', text: 'hello there' }), 'test', callFor(), observe)
   t.equal(opened.model.id, 'gpt-4o-mini')
   t.match(opened.first, { value: { type: 'delta' } })
 })
@@ -217,7 +235,7 @@ t.test('GET /v1/ai/models: the catalog for the caller\'s plan; readiness shows t
 t.test('a call that fails after the first byte is the caller\'s to end: the stream goes on from the vendor that served', async (t) => {
   interceptNetwork(t, http.post(ANTHROPIC_URL, () => anthropicStream(anthropicEvents(['a', 'b']), { cutAfter: 5 })), http.post(url('openai'), () => sseResponse(streamChunks(['x']))))
   const { m } = models(['anthropic', 'openai'])
-  const opened = await m.stream(m.route({ plan: 'free', mode: 'live', model: 'claude-haiku-4-5', text: 'x' }), 'live', callFor())
+  const opened = await m.stream(m.route({ plan: 'free', mode: 'live', model: 'claude-haiku-4-5', text: 'x' }), 'live', callFor(), observe)
   const rest: unknown[] = []
   await t.rejects((async () => { for (let n = await opened.events.next(); n.done !== true; n = await opened.events.next()) rest.push(n.value) })(), { code: /PROVIDER_/ })
   t.equal(opened.model.id, 'claude-haiku-4-5', 'no fallback after the first byte')
@@ -235,13 +253,13 @@ t.test('half-open: one call tries the vendor again, the others wait for it', asy
   )
   const { m } = models(['openai', 'qwen'], { failures: 1, cooldownMs: 100 })
   const route = () => m.route({ plan: 'free', mode: 'live', model: 'gpt-4o-mini', text: 'x' })
-  t.equal((await m.complete(route(), 'live', callFor())).model.id, 'qwen-plus')
+  t.equal((await m.complete(route(), 'live', callFor(), observe)).model.id, 'qwen-plus')
   openaiDown = false
   await new Promise((resolve) => setTimeout(resolve, 150))
-  const trial = m.complete(route(), 'live', callFor())
+  const trial = m.complete(route(), 'live', callFor(), observe)
   await new Promise((resolve) => setTimeout(resolve, 50))
   t.equal(m.health().openai?.breaker, 'half-open', 'the trial call is under way')
-  t.equal((await m.complete(route(), 'live', callFor())).model.id, 'gpt-4o-mini', 'a call meanwhile waits for the trial, then is served by the vendor again')
+  t.equal((await m.complete(route(), 'live', callFor(), observe)).model.id, 'gpt-4o-mini', 'a call meanwhile waits for the trial, then is served by the vendor again')
   t.equal((await trial).model.id, 'gpt-4o-mini')
   t.equal(m.health().openai?.breaker, 'closed')
 })
@@ -254,7 +272,7 @@ t.test('two calls refused at once take the vendor out once; a model without a fa
   t.teardown(() => m.close())
   const route = m.route({ plan: 'free', mode: 'live', model: 'gpt-4o-mini', text: 'x' })
   t.same(route.chain.map((x) => x.id), ['gpt-4o-mini'])
-  const results = await Promise.allSettled([m.complete(route, 'live', callFor()), m.complete(route, 'live', callFor())])
+  const results = await Promise.allSettled([m.complete(route, 'live', callFor(), observe), m.complete(route, 'live', callFor(), observe)])
   t.same(results.map((r) => r.status), ['rejected', 'rejected'])
   t.equal(m.health().openai?.breaker, 'open')
 })
@@ -277,6 +295,6 @@ t.test('a vendor whose breaker opens during a call is skipped for the rest of it
   t.teardown(() => m.close())
   const route = m.route({ plan: 'pro', mode: 'live', model: 'gpt-4o-mini', text: 'x' })
   t.same(route.chain.map((x) => x.id), ['gpt-4o-mini', 'gpt-4.1', 'qwen-plus'])
-  t.equal((await m.complete(route, 'live', callFor())).model.id, 'qwen-plus')
+  t.equal((await m.complete(route, 'live', callFor(), observe)).model.id, 'qwen-plus')
   t.equal(seen.filter((r) => r.url.includes('openai')).length, 3, 'gpt-4.1 was not tried: its vendor had just been taken out')
 })

@@ -94,6 +94,7 @@ t.test('stop reasons in the contract\'s words; a whole reply with a tool call', 
   interceptNetwork(t, http.post(ANTHROPIC_URL, () => {
     if (mode === 'tool') return Response.json(anthropicMessage('', { tool: { name: 'create_task', input: { title: 'x' } }, stopReason: 'max_tokens' }))
     if (mode === 'empty-tool') return anthropicStream(anthropicEvents([], { tool: { name: 'create_task', input: {} } }).map((e) => e.type === 'content_block_delta' ? { ...e, delta: { type: 'input_json_delta', partial_json: '' } } : e))
+    if (mode === 'no-content') return Response.json({ id: 'msg_1', type: 'message', role: 'assistant' })
     return new Response('<html>bad gateway</html>', { headers: { 'content-type': 'application/json' } })
   }))
   const { provider } = chat()
@@ -103,6 +104,8 @@ t.test('stop reasons in the contract\'s words; a whole reply with a tool call', 
   t.equal(events.find((e) => e.type === 'tool')?.arguments, '{}', 'a tool call without arguments is an empty object')
   mode = 'garbage'
   await t.rejects(provider.complete(call()), { code: 'PROVIDER_ERROR', message: /cannot be read/ })
+  mode = 'no-content'
+  await t.rejects(provider.complete(call()), { code: 'PROVIDER_ERROR', message: /cannot be read/ }, 'JSON that is not a message')
 })
 
 t.test('529 overloaded and 500 are retried; 429 passes Retry-After on', async (t) => {

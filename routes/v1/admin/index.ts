@@ -1,4 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify'
+import analytics from './analytics.js'
 import audit from './audit.js'
 import keys from './keys.js'
 import licenses from './licenses.js'
@@ -12,6 +13,7 @@ const admin: FastifyPluginAsync = async (app) => {
   await app.register(audit)
   await app.register(usage)
   await app.register(platform)
+  await app.register(analytics)
 }
 
 export default admin

@@ -7,6 +7,7 @@ import { AppError, toEnvelope } from '../../../plugins/errors.js'
 import type { MeteredCall } from '../../../plugins/metering.js'
 import type { ModelEntry } from '../../../plugins/models.js'
 import type { Verdict } from '../../../plugins/moderation.js'
+import type { AiCall, CallOutcome } from '../../../plugins/ai-calls.js'
 import { estimateTokens, type ChatCall, type ChatEvent, type ChatProvider, type ChatUsage } from '../../../providers/chat.js'
 import {
   Chat, CHAT_STREAM_DESCRIPTION, ChatId, ChatListQuery, ChatMessage, ChatPage, CreateChatRequest, FeedbackRequest, MessageId,
@@ -82,7 +83,9 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
       signal
     })
     const promptTokens = (model: ModelEntry) => (prompts.get(model.id) as { tokens: number }).tokens
-    return { principal, session, route, metered, signal, callFor, promptTokens, screened, content: body.content, started: performance.now() }
+    const noteFailure = (model: ModelEntry, code: string) =>
+      record(request, { mode: principal.mode, model: model.id, vendor: model.vendor, outcome: 'failed', errorCode: code })
+    return { principal, session, route, metered, signal, callFor, promptTokens, noteFailure, screened, content: body.content, started: performance.now() }
   }
   type Prepared = Awaited<ReturnType<typeof prepare>>
 
@@ -92,7 +95,8 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     return { inputTokens: prepared.promptTokens(model), outputTokens: estimateTokens(generated), estimated: true }
   }
 
-  async function settle (request: FastifyRequest, metered: MeteredCall, provider: string, model: ModelEntry, units: ReturnType<typeof measured>, outcome: string) {
+  /** Charges a call that reached a vendor (ledger row, settled reservation) and logs its figures; returns its cost. */
+  async function settle (request: FastifyRequest, metered: MeteredCall, provider: string, model: ModelEntry, units: ReturnType<typeof measured>, outcome: CallOutcome) {
     const cost = costMicroUsd(model, units.inputTokens, units.outputTokens)
     await metered.settle({
       provider, model: model.id, unitsIn: units.inputTokens, unitsOut: units.outputTokens, units: units.inputTokens + units.outputTokens, estimated: units.estimated, costMicroUsd: cost
@@ -101,10 +105,36 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     return cost
   }
 
+  /** Keeps what happened to a call for the operators' analytics; a failure to keep it is logged, never the caller's. */
+  async function record (request: FastifyRequest, call: Omit<AiCall, 'feature'>) {
+    try {
+      await app.aiCalls.record({ feature: 'chat', ...call })
+    } catch (err) {
+      request.log.warn({ err }, 'a chat call could not be recorded for analytics')
+    }
+  }
+
+  /** A charged call's analytics row: its outcome, tokens, cost and timings. */
+  const recordCharged = (request: FastifyRequest, prepared: Prepared, model: ModelEntry, units: ReturnType<typeof measured>, outcome: CallOutcome, timing: { ttftMs: number | null, errorCode: string | null }) =>
+    record(request, {
+      mode: prepared.principal.mode,
+      model: model.id,
+      vendor: model.vendor,
+      outcome,
+      ...(timing.errorCode === null ? {} : { errorCode: timing.errorCode }),
+      inputTokens: units.inputTokens,
+      outputTokens: units.outputTokens,
+      costMicroUsd: costMicroUsd(model, units.inputTokens, units.outputTokens),
+      ...(timing.ttftMs === null ? {} : { ttftMs: timing.ttftMs }),
+      latencyMs: Math.round(performance.now() - prepared.started)
+    })
+
   /** A call that failed before any answer: charged for its prompt when it was stopped (its client left), released otherwise. */
   async function failedBeforeAnswer (request: FastifyRequest, prepared: Prepared, err: unknown): Promise<never> {
     if (prepared.signal.aborted) {
-      await settle(request, prepared.metered, prepared.route.model.vendor, prepared.route.model, measured(prepared, prepared.route.model, null, ''), abortOutcome())
+      const units = measured(prepared, prepared.route.model, null, '')
+      await settle(request, prepared.metered, prepared.route.model.vendor, prepared.route.model, units, abortOutcome())
+      await recordCharged(request, prepared, prepared.route.model, units, abortOutcome(), { ttftMs: null, errorCode: null })
     } else {
       await prepared.metered.release()
     }
@@ -222,7 +252,7 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     const prepared = await prepare(request, reply)
     let done: Awaited<ReturnType<typeof app.models.complete>>
     try {
-      done = await app.models.complete(prepared.route, prepared.principal.mode, prepared.callFor)
+      done = await app.models.complete(prepared.route, prepared.principal.mode, prepared.callFor, prepared.noteFailure)
     } catch (err) {
       return failedBeforeAnswer(request, prepared, err)
     }
@@ -230,6 +260,7 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     await settle(request, prepared.metered, done.provider.name, done.model, units, 'completed')
     const latency = Math.round(performance.now() - prepared.started)
     const checked = await screen(request, prepared.principal, 'reply', done.result.text, prepared.signal)
+    await recordCharged(request, prepared, done.model, units, checked.severity === 'high' ? 'blocked' : 'completed', { ttftMs: latency, errorCode: null })
     // A blocked reply is kept as the notice that replaced it, flagged: the history stays whole, the text is gone.
     const entry = checked.severity === 'high'
       ? { ...exchange(prepared, done.model, BLOCKED_REPLY, 'content_filter', units, latency), flagged: true }
@@ -260,7 +291,7 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     const prepared = await prepare(request, reply)
     let opened: Awaited<ReturnType<typeof app.models.stream>>
     try {
-      opened = await app.models.stream(prepared.route, prepared.principal.mode, prepared.callFor)
+      opened = await app.models.stream(prepared.route, prepared.principal.mode, prepared.callFor, prepared.noteFailure)
     } catch (err) {
       return failedBeforeAnswer(request, prepared, err)
     }
@@ -289,6 +320,7 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
         settled = true
         write('usage', { inputTokens: units.inputTokens, outputTokens: units.outputTokens })
         const checked = await screen(request, prepared.principal, 'reply', text, prepared.signal)
+        await recordCharged(request, prepared, model, units, checked.severity === 'high' ? 'blocked' : 'completed', { ttftMs, errorCode: null })
         if (checked.severity === 'high') {
           throw new AppError('CONTENT_REJECTED', 'The reply was blocked by the content policy check and is not kept: discard what was shown.', { categories: checked.categories })
         }
@@ -297,11 +329,14 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
         write('done', { messageId: message.id, finishReason: finished.finishReason, usage: message.usage, costCents: toCents(cost), model: model.id, ...(warning === undefined ? {} : { warning }) })
       } catch (err) {
         const clientLeft = prepared.signal.aborted && !stopping()
+        const envelope = toEnvelope(app.readiness.failure(err as Error))
         if (!settled) {
-          await settle(request, prepared.metered, provider.name, model, measured(prepared, model, null, text), prepared.signal.aborted ? abortOutcome() : 'provider-failed')
+          const units = measured(prepared, model, null, text)
+          const outcome = prepared.signal.aborted ? abortOutcome() : 'failed'
+          await settle(request, prepared.metered, provider.name, model, units, outcome)
+          await recordCharged(request, prepared, model, units, outcome, { ttftMs, errorCode: outcome === 'failed' ? envelope.code : null })
         }
         if (!clientLeft) {
-          const envelope = toEnvelope(app.readiness.failure(err as Error))
           request.log.warn({ err, code: envelope.code }, 'chat stream ended with an error event')
           request.errorCode = envelope.code
           const body: ErrorResponseBody = { error: { code: envelope.code, message: envelope.message, requestId: request.id } }

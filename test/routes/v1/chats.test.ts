@@ -310,8 +310,10 @@ t.test('the daily retention job deletes chats idle past CHAT_RETENTION_DAYS; the
   const active = await newChat(app, token)
   const reply = (await call(app, token, 'POST', `/v1/chats/${active.id}/messages`, { content: 'hello' })).json() as { id: string }
   await call(app, token, 'POST', `/v1/chats/${active.id}/messages/${reply.id}/feedback`, { rating: 1, comment: 'Useful answer' })
+  const plain = (await call(app, token, 'POST', `/v1/chats/${active.id}/messages`, { content: 'again' })).json() as { id: string }
+  await call(app, token, 'POST', `/v1/chats/${active.id}/messages/${plain.id}/feedback`, { rating: -1 })
   const exported = (await call(app, token, 'GET', '/v1/ai/me/data')).json() as { sections: { chats: Array<{ id: string, feedback: unknown[] }> } }
-  t.same(exported.sections.chats.find((c) => c.id === active.id)?.feedback, [{ messageId: reply.id, rating: 1, comment: 'Useful answer' }])
+  t.same(exported.sections.chats.find((c) => c.id === active.id)?.feedback, [{ messageId: reply.id, rating: 1, comment: 'Useful answer' }, { messageId: plain.id, rating: -1, comment: null }])
   await app.store.query("UPDATE chat_sessions SET last_activity_at = now() - interval '31 days' WHERE id = $1", [idle.id])
   const id = await app.jobs.send(CHAT_RETENTION_QUEUE, {})
   let job
