@@ -75,7 +75,8 @@ export const ConfigSchema = Type.Object({
 
   OPENAI_API_KEY: Type.Optional(Type.String({ minLength: 1, 'x-secret': true, 'x-group': 'Settings Assistant (OpenAI)', description: 'Key of the live chat provider.' })),
   OPENAI_BASE_URL: url({ default: 'https://api.openai.com/v1', 'x-group': 'Settings Assistant (OpenAI)', description: 'Any OpenAI-compatible endpoint.' }),
-  OPENAI_MODEL: Type.String({ minLength: 1, default: 'gpt-4o-mini', 'x-group': 'Settings Assistant (OpenAI)', description: 'Chat model.' }),
+  OPENAI_MODEL: Type.String({ minLength: 1, default: 'gpt-4o-mini', 'x-group': 'Settings Assistant (OpenAI)', description: 'OpenAI model of the Settings Assistant when SETTINGS_ASSISTANT_MODEL is unset.' }),
+  SETTINGS_ASSISTANT_MODEL: Type.Optional(Type.String({ minLength: 1, 'x-group': 'Settings Assistant (OpenAI)', description: 'A model id of the catalog (MODELS_FILE, e.g. claude-haiku-4-5) for the Settings Assistant, called on its vendor with that vendor\'s key; it must have the `tools` capability. Unset: OpenAI with OPENAI_MODEL.' })),
   OPENAI_TIMEOUT_MS: ms(60_000, { 'x-group': 'Settings Assistant (OpenAI)', description: 'Whole-call timeout of a chat request, in ms (the first byte must come within 15000).' }),
   MODERATION: oneOf(['off', 'openai'] as const, 'off', { 'x-group': 'Settings Assistant (OpenAI)', description: '`openai`: Settings Assistant messages are pre-checked, chat messages pre-checked and chat replies post-checked, with the OpenAI moderation endpoint (needs OPENAI_API_KEY; test mode uses the sandbox moderator).' }),
   MODERATION_THRESHOLDS: Type.String({

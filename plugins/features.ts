@@ -35,9 +35,9 @@ export const FEATURES = {
       { field: 'context.platform', note: 'In the context message.' }
     ],
     serverAdds: [
-      'A keyed hash of the user id (HMAC-SHA-256 with USER_HASH_SECRET) as `safety_identifier`; never the id itself.',
+      'A keyed hash of the user id (HMAC-SHA-256 with USER_HASH_SECRET) as OpenAI `safety_identifier`; never the id itself. With SETTINGS_ASSISTANT_MODEL on another vendor: in that vendor\'s documented field (Anthropic `metadata.user_id`, xAI `user`), or not at all (Qwen, DeepSeek, Gemini).',
       'The system prompt, built by the service from the settings catalog; the client cannot set it.',
-      'The model (OPENAI_MODEL), a reply-length limit, one tool (suggest_settings) and `store: false`.'
+      'The model (SETTINGS_ASSISTANT_MODEL from the catalog, or OPENAI_MODEL), a reply-length limit, one tool (suggest_settings) and, to OpenAI, `store: false`.'
     ],
     neverSent: ['The user id, e-mail or IP address', 'Tokens, API keys and request ids'],
     logged: 'Request id, hashed ids, sizes, token counts, suggestion counts and timings; never the message, history or settings.',

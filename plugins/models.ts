@@ -126,6 +126,14 @@ export interface ModelsOptions {
 /** Told of each vendor that failed a call before its first byte (a fallback may still serve it). */
 export type FailureObserver = (model: ModelEntry, code: string) => Promise<void>
 
+/** SETTINGS_ASSISTANT_MODEL must name a model of the catalog that can call tools (the assistant suggests settings with one). */
+export function assistantModelProblems (catalog: ModelEntry[], id: string | undefined): string[] {
+  if (id === undefined) return []
+  const entry = catalog.find((m) => m.id === id)
+  if (entry === undefined) return [`SETTINGS_ASSISTANT_MODEL: "${id}" is not a model of the catalog (MODELS_FILE).`]
+  return entry.capabilities.includes('tools') ? [] : [`SETTINGS_ASSISTANT_MODEL: ${id} cannot call tools (no "tools" in its capabilities), and the assistant suggests settings with one.`]
+}
+
 /** A call routed to its model: the chain tried in order (the model, then its fallbacks that can serve). */
 export interface Route { model: ModelEntry, task: TaskClass | null, chain: ModelEntry[] }
 
@@ -287,6 +295,9 @@ export function createModels (opts: ModelsOptions) {
       return { model: done.model, provider: done.provider, call: call as ChatCall, result: done.result as ChatCompletion }
     },
 
+    /** The live chat provider of a vendor; undefined without its key. */
+    provider: (vendor: VendorId): ChatProvider | undefined => opts.providers[vendor],
+
     health (): Record<string, VendorHealth> {
       return Object.fromEntries(VENDOR_IDS.map((v) => [v, { configured: opts.providers[v] !== undefined, breaker: breakerState(v) }]))
     },
@@ -329,6 +340,8 @@ declare module 'fastify' {
 export default fp(async function models (app) {
   const catalog = loadModels(app.config.MODELS_FILE)
   const routing = loadRouting(app.config.ROUTING_FILE, catalog)
+  const problems = assistantModelProblems(catalog, app.config.SETTINGS_ASSISTANT_MODEL)
+  if (problems.length > 0) throw new ConfigError(problems)
   const models = createModels({
     models: catalog,
     routing,

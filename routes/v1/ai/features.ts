@@ -18,11 +18,17 @@ const features: FastifyPluginAsyncTypebox = async (app) => {
     rembg: app.backgroundRemoval.live.some((p) => p.name === 'rembg'),
     sandbox: true
   }
+  const assistantModel = app.config.SETTINGS_ASSISTANT_MODEL === undefined ? undefined : app.models.get(app.config.SETTINGS_ASSISTANT_MODEL)
+  const liveOf = (id: (typeof FEATURE_IDS)[number], registered: readonly ProviderId[]): readonly ProviderId[] => {
+    if (id === 'background-removal') return app.config.BG_REMOVAL_PROVIDERS.split(',') as ProviderId[]
+    if (id === 'settings-assistant' && assistantModel !== undefined) return [assistantModel.vendor]
+    return registered
+  }
   // Built once: the registry and the configuration do not change while the process runs.
   const manifest: FeatureManifestValue = {
     features: FEATURE_IDS.map((id) => {
       const { providers, sends, serverAdds, neverSent, limits, ...rest } = FEATURES[id]
-      const live = id === 'background-removal' ? app.config.BG_REMOVAL_PROVIDERS.split(',') as ProviderId[] : providers.live
+      const live = liveOf(id, providers.live)
       return {
         ...rest,
         providers: [

@@ -1,9 +1,11 @@
 import { PassThrough } from 'node:stream'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import Type from 'typebox'
 import { AppError, toEnvelope } from '../../../../plugins/errors.js'
 import type { MeteredCall } from '../../../../plugins/metering.js'
+import type { ModelEntry } from '../../../../plugins/models.js'
+import type { OpenAIChat } from '../../../../providers/openai-chat.js'
 import { MAX_OUTPUT_TOKENS } from '../../../../plugins/settings-assistant.js'
 import { estimatePromptTokens, estimateTokens, type ChatCall, type ChatEvent, type ChatProvider, type ChatUsage } from '../../../../providers/chat.js'
 import { errorResponses, type ErrorResponseBody } from '../../../../schemas/errors.js'
@@ -14,8 +16,28 @@ import {
   ASSISTANT_STREAM_DESCRIPTION, AssistantReply, AssistantRequest, type AssistantReplyValue, type AssistantRequestValue
 } from '../../../../schemas/settings-assistant.js'
 
+/**
+ * The assistant's live provider: the catalog model of SETTINGS_ASSISTANT_MODEL on its vendor (null without that
+ * vendor's key), or OpenAI with OPENAI_MODEL (null without OPENAI_API_KEY).
+ */
+function liveProvider (app: FastifyInstance): ChatProvider | null {
+  const id = app.config.SETTINGS_ASSISTANT_MODEL
+  if (id === undefined) return app.openaiChat
+  // Checked at startup: a model of the catalog that can call tools.
+  const entry = app.models.get(id) as ModelEntry
+  const vendor = app.models.provider(entry.vendor)
+  if (vendor === undefined) return null
+  return {
+    name: vendor.name,
+    model: entry.id,
+    stream: (call) => vendor.stream({ ...call, model: entry.upstreamModel }),
+    complete: async (call) => vendor.complete({ ...call, model: entry.upstreamModel })
+  }
+}
+
 const messages: FastifyPluginAsyncTypebox = async (app) => {
   const assistant = app.settingsAssistant
+  const live = liveProvider(app)
   /** A call stopped by the shutdown (not by its client) says so, whatever the provider's error said. */
   const stopping = () => app.readiness.stopSignal.aborted
   /** Why a call that reached the provider ended early: it was charged for the prompt either way. */
@@ -145,9 +167,9 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
     const principal = request.principal as Principal
     const body = request.body as AssistantRequestValue
     // Test-mode tokens only ever reach the sandbox; live ones only a real provider.
-    const provider: ChatProvider | null = principal.mode === 'test' ? app.sandboxChat : app.openaiChat
+    const provider: ChatProvider | null = principal.mode === 'test' ? app.sandboxChat : live
     if (provider === null) {
-      throw new AppError('PROVIDER_NOT_CONFIGURED', 'The Settings Assistant is not set up on this server (no OpenAI key): use a test-mode key, or ask the operator.')
+      throw new AppError('PROVIDER_NOT_CONFIGURED', 'The Settings Assistant is not set up on this server (no key for its model\'s vendor): use a test-mode key, or ask the operator.')
     }
     reply.header('ai-provider', provider.name)
 
@@ -159,9 +181,10 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
       maxOutputTokens: MAX_OUTPUT_TOKENS,
       signal
     }
-    if (app.config.MODERATION === 'openai' && app.openaiChat !== null && provider === app.openaiChat) {
+    // MODERATION=openai starts only with OPENAI_API_KEY; test-mode calls never leave the process.
+    if (app.config.MODERATION === 'openai' && principal.mode === 'live') {
       const texts = [body.message, ...(body.history ?? []).filter((t) => t.role === 'user').map((t) => t.content)]
-      if (await app.openaiChat.flagged(texts, signal)) {
+      if (await (app.openaiChat as OpenAIChat).flagged(texts, signal)) {
         request.log.info({ check: 'moderation' }, 'message refused by moderation')
         throw new AppError('CONTENT_REJECTED', 'The message was refused by the content policy check: rephrase it.')
       }
