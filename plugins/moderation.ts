@@ -39,8 +39,8 @@ export function parseThresholds (text: string): Thresholds | string[] {
   return problems.length > 0 ? problems : thresholds
 }
 
-function levelsOf (thresholds: Thresholds, category: string | undefined): Record<Level, number> {
-  const own = category === undefined ? {} : thresholds.categories[category] ?? {}
+function levelsOf (thresholds: Thresholds, category: string): Record<Level, number> {
+  const own = thresholds.categories[category] ?? {}
   // A category's level not given is the general one, never above its own more severe level.
   const high = own.high ?? thresholds.high
   const medium = own.medium ?? Math.min(thresholds.medium, high)
@@ -57,7 +57,7 @@ export function severityOf (scores: Array<Record<string, number>>, thresholds: T
   const rank = (s: Severity) => s === 'none' ? LEVELS.length : LEVELS.indexOf(s)
   for (const record of scores) {
     for (const [category, score] of Object.entries(record)) {
-      const levels = category === undefined ? thresholds : levelsOf(thresholds, category)
+      const levels = levelsOf(thresholds, category)
       const level = LEVELS.find((l) => score >= levels[l])
       if (level === undefined || rank(level) > rank(severity)) continue
       if (rank(level) < rank(severity)) { severity = level; categories = [] }

@@ -57,14 +57,15 @@ export async function withRetry<T> (
   // cockatiel's timer is unreferenced so that an abandoned wait holds nothing; this one keeps the process up
   // while a wait is real.
   let hold: NodeJS.Timeout | undefined
+  const release = () => { clearTimeout(hold) }
   retrier.onRetry((event) => {
     waiting = true
-    hold = setTimeout(() => {}, event.delay)
+    hold = setTimeout(release, event.delay)
     opts.onRetry?.(event.attempt, event.delay, (event as { error: unknown }).error)
   })
   const run = retrier.execute(async () => {
     waiting = false
-    clearTimeout(hold)
+    release()
     // The signal aborted during the wait: the attempt is not made (cockatiel then gives up with this error).
     if (n > 0 && signal.aborted) throw last
     try {
@@ -74,16 +75,15 @@ export async function withRetry<T> (
       throw err
     }
   }, signal)
-  let onAbort = () => {}
-  const abandoned = new Promise<never>((_resolve, reject) => {
-    onAbort = () => { if (waiting) reject(last) }
-    signal.addEventListener('abort', onAbort, { once: true })
-  })
+  let giveUp!: (err: unknown) => void
+  const abandoned = new Promise<never>((_resolve, reject) => { giveUp = reject })
+  const onAbort = () => { if (waiting) giveUp(last) }
+  signal.addEventListener('abort', onAbort, { once: true })
   abandoned.catch(() => {})
   try {
     return await Promise.race([run, abandoned])
   } finally {
-    clearTimeout(hold)
+    release()
     signal.removeEventListener('abort', onAbort)
   }
 }

@@ -57,5 +57,8 @@ t.test('withRetry stops when its signal aborts, during the wait or before it', a
   setTimeout(() => controller.abort(), 5)
   await t.rejects(run, { message: 'down' })
   t.equal(calls, 1)
+  // The wait that was abandoned ends later without making the attempt.
+  await new Promise((resolve) => setTimeout(resolve, 80))
+  t.equal(calls, 1, 'no attempt after the abort')
   await t.rejects(withRetry(async () => { throw new Error('again') }, () => ({ retry: true }), { policy, signal: controller.signal }), { message: 'again' })
 })

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { estimatePromptTokens, estimateTokens, toFinishReason, type ChatCall, type ChatEvent } from '../../providers/chat.js'
-import { createSandboxChat } from '../../providers/sandbox-chat.js'
+import { createSandboxChat, createSandboxModels } from '../../providers/sandbox-chat.js'
 import { loadCatalog } from '../../plugins/settings-assistant.js'
 
 const catalog = loadCatalog()
@@ -51,4 +51,13 @@ t.test('finish reasons in the contract\'s words; estimates never read zero for t
   t.same(['stop', 'tool_calls', 'length', 'content_filter', null].map((r) => toFinishReason(r)), ['stop', 'stop', 'length', 'content_filter', 'stop'])
   t.equal(estimateTokens('a'), 1)
   t.equal(estimateTokens(''), 0)
+})
+
+t.test('the sandbox of the model catalog names the model it stands for, or the routed one when none is named', async (t) => {
+  const models = createSandboxModels()
+  const named = await models.complete({ ...call('one two three'), model: 'claude-sonnet-4-5' })
+  t.match(named.text, /standing in for claude-sonnet-4-5: your message has 3 words, and this conversation has 1 turn so far/)
+  const unnamed = await models.complete(call('one'))
+  t.match(unnamed.text, /standing in for the routed model: your message has 1 word,/)
+  t.equal(unnamed.finishReason, 'stop')
 })
