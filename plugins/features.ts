@@ -83,7 +83,7 @@ export const FEATURES = {
     ],
     serverAdds: [
       'A keyed hash of the user id (HMAC-SHA-256 with USER_HASH_SECRET) only where the vendor documents a field for it: OpenAI `safety_identifier`, Anthropic `metadata.user_id`, xAI `user`. Qwen, DeepSeek and Gemini receive no user identifier at all.',
-      'A fixed system prompt of the service, the vendor\'s model name, a reply-length limit, and to OpenAI `store: false`.'
+      'A fixed system prompt of the service, the vendor\'s model name, a reply-length limit, whether the reply is streamed (on Chat Completions streams with `stream_options.include_usage`, for the token counts), and to OpenAI `store: false`.'
     ],
     neverSent: ['The user id, e-mail or IP address', 'The chat\'s title, its contextRef and feedback', 'Tokens, API keys and request ids'],
     logged: 'Request id, hashed ids, chat and message ids, model, vendor, token counts, cost and timings, moderation severities and categories; never a message, a title or a comment.',
