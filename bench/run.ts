@@ -18,8 +18,11 @@ import { percentile, post, ROOT, round, rssMb, startStack, type Sent, type Stack
 const SCALE = Number(process.env.BENCH_SCALE ?? '1')
 /** Users the load comes from (token minting is limited to 30 a minute per address, so fewer than that). */
 const USERS = 20
-/** BENCH_ONLY=1,2 runs some scenarios only (docs/performance.md is rewritten only by a run of all four). */
-const ONLY = new Set((process.env.BENCH_ONLY ?? '1,2,3,4').split(','))
+/** BENCH_ONLY=1,2 runs some scenarios only (docs/performance.md is rewritten only by a run of all five). */
+const SCENARIOS = ['1', '2', '3', '4', '5']
+const ONLY = new Set((process.env.BENCH_ONLY ?? SCENARIOS.join(',')).split(','))
+/** Chats of scenario 5, spread over the users; each gets the same number of turns, so its history is bounded. */
+const CHATS = 100
 const STREAMS_HELD = 1000
 
 function expectOk (sent: Sent, what: string) {
@@ -160,6 +163,70 @@ async function main () {
     results.sse = { firstDelta, held: { streams: STREAMS_HELD, open, completed: done, idleRssMb: round(idleRss, 0), heldRssMb: round(heldRss, 0), perStreamKb: round(((heldRss - idleRss) * 1024) / Math.max(1, open), 1) } }
   }
 
+  // 5. Chat sessions over SSE: a stored conversation — the chat looked up, its history read, decrypted and cut to
+  // the context by token counts, the turn and the reply encrypted and written with the ledger row — against the
+  // same stream asked of the upstream directly.
+  if (ONLY.has('5')) {
+    const chats: Array<{ id: string, user: number }> = []
+    for (let i = 0; i < CHATS; i++) {
+      const created = await post(agentService, `${service}/v1/chats`, JSON.stringify({ title: `Bench chat ${i}` }), asUser(i))
+      if (created.status !== 201) throw new Error(`creating a chat: HTTP ${created.status} ${created.text.slice(0, 300)}`)
+      chats.push({ id: (JSON.parse(created.text) as { id: string }).id, user: i % USERS })
+    }
+    const turn = (i: number) => ({ chat: chats[i % CHATS] as { id: string, user: number }, body: JSON.stringify({ content: `Summarise what we said so far, turn ${i}.`, model: 'gpt-4o-mini' }) })
+    const sendTurn = async (agent: Agent, i: number) => {
+      const { chat, body } = turn(i)
+      const sent = await post(agent, `${service}/v1/chats/${chat.id}/stream`, body, asUser(chat.user), (text) => text.includes('event: delta'))
+      expectOk(sent, 'chat session stream')
+      if (!sent.text.includes('event: done')) throw new Error(`chat session stream did not end with done: ${sent.text.slice(-300)}`)
+      return sent
+    }
+    let next = 0
+    await sendTurn(agentService, next++)
+    const upstreamSessionBody = (await control({})).lastChatBody
+    const rounds = Math.round(300 * SCALE)
+    const viaService: number[] = []
+    const direct: number[] = []
+    for (let i = 0; i < rounds + 20; i++) {
+      const s = await sendTurn(agentService, next++)
+      const d = await post(agentDirect, upstreamChat, upstreamSessionBody, upstreamHeaders, (text) => text.split('data: ').length > 2)
+      if (i >= 20) { viaService.push(s.firstMs); direct.push(d.firstMs) }
+    }
+    const firstDelta = {
+      rounds,
+      service: { p50: round(percentile(viaService, 50)), p99: round(percentile(viaService, 99)) },
+      direct: { p50: round(percentile(direct, 50)), p99: round(percentile(direct, 99)) },
+      addedP50: round(percentile(viaService, 50) - percentile(direct, 50)),
+      addedP99: round(percentile(viaService, 99) - percentile(direct, 99))
+    }
+    // Whole streams at concurrency 20, a fixed number of turns (so every chat ends with the same history length).
+    const amount = Math.max(200, Math.round(2000 * SCALE))
+    const streamed = await cannon({
+      url: service,
+      connections: 20,
+      amount,
+      requests: [{
+        method: 'POST',
+        setupRequest: (req) => {
+          const { chat, body } = turn(next++)
+          return { ...req, path: `/v1/chats/${chat.id}/stream`, body, headers: asUser(chat.user) }
+        }
+      }]
+    })
+    const streamedDirect = await cannon({ url: upstreamChat, connections: 20, amount, method: 'POST', headers: upstreamHeaders, body: upstreamSessionBody })
+    const historyTurns = Math.floor(next / CHATS)
+    results.chatSessions = {
+      chats: CHATS,
+      turnsPerChatAtEnd: historyTurns,
+      firstDelta,
+      concurrency20: {
+        streams: amount,
+        service: { streamsPerSecond: round(streamed.requests.average, 0), p50: streamed.latency.p50, p99: streamed.latency.p99, non2xx: streamed.non2xx, errors: streamed.errors + streamed.timeouts },
+        direct: { streamsPerSecond: round(streamedDirect.requests.average, 0), p50: streamedDirect.latency.p50, p99: streamedDirect.latency.p99 }
+      }
+    }
+  }
+
   // 4. Background removal of a 5 MB PNG at concurrency 20: added latency and peak RSS.
   if (ONLY.has('4')) {
     // On a server of its own: the 1,000 streams of scenario 3 leave V8's heap grown, which is not what uploads cost.
@@ -220,6 +287,11 @@ function writeReport (results: Record<string, any>) {
     rows.push(['SSE: time to first delta, added p50', `${r.sse.firstDelta.addedP50} ms (service ${r.sse.firstDelta.service.p50}, direct ${r.sse.firstDelta.direct.p50})`, '≤ 1 ms', r.sse.firstDelta.addedP50 <= 1])
     rows.push([`SSE: ${STREAMS_HELD} streams held open, server RSS`, `${r.sse.held.heldRssMb} MB (idle ${r.sse.held.idleRssMb} MB; ${r.sse.held.open} open, ${r.sse.held.completed} completed)`, '≤ 300 MB', r.sse.held.heldRssMb <= 300])
   }
+  if (r.chatSessions !== undefined) {
+    const c = r.chatSessions
+    rows.push(['Chat session SSE (stored, encrypted history): time to first delta, added p50', `${c.firstDelta.addedP50} ms (service ${c.firstDelta.service.p50}, direct ${c.firstDelta.direct.p50})`, '(reported)', null])
+    rows.push(['Chat session SSE, concurrency 20: whole streams per second', `${c.concurrency20.service.streamsPerSecond} (direct ${c.concurrency20.direct.streamsPerSecond}; p99 ${c.concurrency20.service.p99} ms; ${c.turnsPerChatAtEnd} turns per chat at the end)`, '(reported)', null])
+  }
   if (r.backgroundRemoval !== undefined) {
     rows.push(['Background removal, 5 MB PNG, concurrency 20: peak RSS', `${r.backgroundRemoval.peakRssMb} MB (idle ${r.backgroundRemoval.idleRssMb} MB, +${r.backgroundRemoval.growthMb} MB)`, '≤ 250 MB', r.backgroundRemoval.peakRssMb <= 250])
     rows.push(['Background removal, 5 MB PNG, concurrency 20: added latency p50', `${r.backgroundRemoval.addedP50} ms (service ${r.backgroundRemoval.service.p50}, direct ${r.backgroundRemoval.direct.p50})`, '(reported)', null])
@@ -229,7 +301,7 @@ function writeReport (results: Record<string, any>) {
   mkdirSync(join(ROOT, 'bench'), { recursive: true })
   writeFileSync(join(ROOT, 'bench', 'results.json'), JSON.stringify(results, null, 2) + '\n')
   process.stdout.write(`\n${table}\n\nDetails: bench/results.json\n`)
-  if (ONLY.size < 4) return
+  if (SCENARIOS.some((s) => !ONLY.has(s))) return
   const m = r.machine
   const doc = readFileSync(join(ROOT, 'docs', 'performance.md'), 'utf8')
   const generated = [
@@ -240,7 +312,7 @@ function writeReport (results: Record<string, any>) {
     table,
     '',
     '```json',
-    JSON.stringify({ chatLatency: r.chatLatency, chatThroughput: r.chatThroughput, sse: r.sse, backgroundRemoval: r.backgroundRemoval }, null, 2),
+    JSON.stringify({ chatLatency: r.chatLatency, chatThroughput: r.chatThroughput, sse: r.sse, chatSessions: r.chatSessions, backgroundRemoval: r.backgroundRemoval }, null, 2),
     '```',
     '<!-- bench:end -->'
   ].join('\n')
