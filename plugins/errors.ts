@@ -70,9 +70,10 @@ interface ValidationIssue { instancePath: string, keyword: string, message: stri
 function validationEnvelope (issues: ValidationIssue[], location: string): Envelope {
   const byPath = new Map<string, ValidationIssue[]>()
   for (const issue of issues) {
-    const missing = issue.params.missingProperty
-    const path = (typeof missing === 'string' ? `${issue.instancePath}/${missing}` : issue.instancePath) || '/'
-    byPath.set(path, [...(byPath.get(path) ?? []), issue])
+    // A missing field and a field the schema does not have are named by their own path.
+    const named = issue.params.missingProperty ?? issue.params.additionalProperty
+    const path = (typeof named === 'string' ? `${issue.instancePath}/${named}` : issue.instancePath) || '/'
+    byPath.set(path, [...(byPath.get(path) ?? []), issue.keyword === 'additionalProperties' ? { ...issue, message: 'is not a field of this request' } : issue])
   }
   const fields = [...byPath].map(([path, list]) => {
     const allowed = list.filter((i) => i.keyword === 'const').map((i) => String(i.params.allowedValue))
