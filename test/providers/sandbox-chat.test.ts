@@ -60,4 +60,8 @@ t.test('the sandbox of the model catalog names the model it stands for, or the r
   const unnamed = await models.complete(call('one'))
   t.match(unnamed.text, /standing in for the routed model: your message has 1 word,/)
   t.equal(unnamed.finishReason, 'stop')
+  const events: ChatEvent[] = []
+  for await (const e of models.stream({ ...call('one two'), model: 'gemini-2.5-flash' })) events.push(e)
+  t.equal(events.filter((e) => e.type === 'delta').map((e) => (e as { text: string }).text).join(''), (await models.complete({ ...call('one two'), model: 'gemini-2.5-flash' })).text, 'the stream adds up to the answer')
+  t.match(events.at(-1), { type: 'end', finishReason: 'stop', usage: { inputTokens: Number, outputTokens: Number } })
 })
