@@ -37,6 +37,8 @@ import aiRoutes from './routes/v1/ai/index.js'
 import adminRoutes from './routes/v1/admin/index.js'
 import webhookRoutes from './routes/v1/webhooks/index.js'
 import webhooks from './plugins/webhooks.js'
+import billing from './plugins/billing.js'
+import billingRoutes from './routes/v1/billing/index.js'
 
 /** JSON bodies are small (a chat message, a settings context); images come through multipart with their own limits. */
 export const JSON_BODY_LIMIT = 256 * 1024
@@ -110,6 +112,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await server.register(entitlements)
   await server.register(audit)
   await server.register(metering)
+  await server.register(billing)
   await server.register(webhooks)
   await server.register(settingsAssistant)
   await server.register(openaiChat)
@@ -126,6 +129,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await server.register(adminRoutes, { prefix: '/v1/admin' })
   await server.register(webhookRoutes, { prefix: '/v1/webhooks' })
   await server.register(chatRoutes, { prefix: '/v1/chats' })
+  await server.register(billingRoutes, { prefix: '/v1/billing' })
 }
 
 const appPlugin = fp(app, { name: 'app', fastify: '5.x' })

@@ -4,6 +4,8 @@ import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { embeddedSecretsFile, loadConfig, parseEnv, readEmbeddedSecrets } from './plugins/config.js'
 import type { AiAnalyticsValue } from './schemas/analytics.js'
+import type { Static } from 'typebox'
+import type { CreditAccount } from './schemas/billing.js'
 
 /**
  * `portal-ai-api` — the operator's command line. Every command but `migrate` is a client of the admin API
@@ -20,6 +22,9 @@ Commands:
   keys revoke KEY_ID                                   revoke a key
   usage --user ID [--mode live|test]                   usage of the current period
   analytics [--from ISO] [--to ISO] [--mode live|test] chat calls by model and vendor (default: last 30 days)
+  credits grant --user ID --cents N --reason TEXT [--mode live|test]
+                                                       add purchased credits (they never expire)
+  credits show --user ID [--mode live|test]            a user's credit balance
   jobs list [--queue Q] [--state S] [--limit N]        recent jobs: queue, state, attempts, error code
   jobs retry JOB_ID                                    put a failed job back in its queue
   content rekey                                        re-encrypt stored content under the first CONTENT_KEYS key
@@ -93,6 +98,7 @@ interface Usage {
   mode: string,
   features: Array<{ id: string, unit: string, period: string, limit: number, used: number, reserved: number, remaining: number, resetsAt: string }>
 }
+type CreditAccountValue = Static<typeof CreditAccount>
 interface License { userId: string, plan: string, status: string, validUntil: string | null }
 interface Job { id: string, queue: string, state: string, retryCount: number, retryLimit: number, createdAt: string, errorCode: string | null }
 
@@ -117,7 +123,9 @@ export async function runCli (argv: string[], io: CliIo): Promise<number> {
         state: { type: 'string' },
         limit: { type: 'string' },
         from: { type: 'string' },
-        to: { type: 'string' }
+        to: { type: 'string' },
+        cents: { type: 'string' },
+        reason: { type: 'string' }
       }
     })
     const [command, sub, arg] = positionals
@@ -191,6 +199,22 @@ export async function runCli (argv: string[], io: CliIo): Promise<number> {
           r.costCents, `${r.ttftP50Ms ?? '-'}/${r.ttftP95Ms ?? '-'}`, `+${r.feedbackUp}/-${r.feedbackDown}`].join('  '))
         print(report, [`${report.mode} calls from ${report.from} to ${report.to}:`,
           ...(lines.length === 0 ? ['  none'] : ['  vendor  model  calls  completed  errors  aborted  blocked  tokens  cents  ttft p50/p95 ms  feedback', ...lines.map((l) => `  ${l}`)])].join('\n'))
+        return 0
+      }
+      case 'credits grant':
+      case 'credits show': {
+        const userId = encodeURIComponent(need(values.user, '--user'))
+        const mode = values.mode ?? 'live'
+        const account = sub === 'grant'
+          ? await call(io, base, 'POST', `/v1/admin/credits/${userId}`, { amountCents: Number(need(values.cents, '--cents')), reason: need(values.reason, '--reason'), mode }) as CreditAccountValue
+          : await call(io, base, 'GET', `/v1/admin/credits/${userId}?mode=${encodeURIComponent(mode)}`) as CreditAccountValue
+        const b = account.balance
+        const cents = (n: number) => `$${(n / 100).toFixed(2)}`
+        print(account, [
+          `${account.userId} (${account.plan ?? 'no license'}, ${account.mode})${account.grantId === undefined ? '' : `: added, ${account.grantId}`}`,
+          `  balance ${cents(b.balanceCents)}: free ${cents(b.freeCreditsRemainingCents)} until ${b.freeCreditsResetAt}, purchased ${cents(b.purchasedCreditsCents)}; charged so far ${cents(b.lifetimeUsageCents)}`,
+          ...(b.billed ? [] : ['  (the plan is not billed in credits: calls are limited by quotas only)'])
+        ].join('\n'))
         return 0
       }
       case 'jobs list': {

@@ -3,7 +3,7 @@ import type { ErrorCodeName } from '../schemas/errors.js'
 import type { Queryable } from './store/index.js'
 
 export type AuditAction = 'token.minted' | 'key.created' | 'key.revoked' | 'license.changed' | 'access.denied' |
-  'webhook.created' | 'webhook.deleted' | 'webhook.disabled' | 'user-data.deleted' | 'content.rekeyed' | 'job.retried'
+  'webhook.created' | 'webhook.deleted' | 'webhook.disabled' | 'user-data.deleted' | 'content.rekeyed' | 'job.retried' | 'credits.granted'
 
 export interface AuditEventInput {
   /** `user:<id>`, `admin`, `system` (the service itself, e.g. a job) or `anonymous`. */

@@ -10,16 +10,19 @@ import type { ContentCrypto } from './content-crypto.js'
 import { AppError } from './errors.js'
 import type { ModelEntry } from './models.js'
 import type { Store } from './store/index.js'
+import { toCents } from './money.js'
 
 /** Longest reply of a chat message, in tokens (or the model's own limit when lower); also what a call reserves. */
 export const CHAT_MAX_OUTPUT_TOKENS = 4096
+
+/** The reply limit of a chat call on `model`: the service's, or the model's own when lower. */
+export const replyLimit = (model: Pick<ModelEntry, 'maxOutputTokens'>) => Math.min(model.maxOutputTokens, CHAT_MAX_OUTPUT_TOKENS)
 /** Earlier messages read for a prompt at most; the context limit then cuts them further by exact token counts. */
 export const MAX_HISTORY_MESSAGES = 200
 /** Framing tokens per message of the chat format. */
 const MESSAGE_OVERHEAD_TOKENS = 4
 export const CHAT_RETENTION_QUEUE = 'chats.retention'
 const RETENTION_CRON = '17 3 * * *'
-const MICRO_PER_CENT = 10_000
 
 export const CHAT_SYSTEM_PROMPT = [
   'You are a helpful assistant inside the user\'s app. Answer clearly and concisely, in the language of the user.',
@@ -64,16 +67,27 @@ interface MessageRow {
   created_at: Date
 }
 
+export { toCents }
+
 const newId = (prefix: string) => `${prefix}_${randomBytes(12).toString('base64url').replace(/[-_]/g, '').slice(0, 16).padEnd(16, '0')}`
 const notFound = () => new AppError('NOT_FOUND', 'There is no such chat.')
-
-/** Whole cents of a micro-USD amount, rounded half up (integers only). */
-export const toCents = (microUsd: number) => Math.floor((microUsd + MICRO_PER_CENT / 2) / MICRO_PER_CENT)
 
 /** What a call cost at the model's list prices, in whole micro-USD, rounded up (integer arithmetic). */
 export function costMicroUsd (model: Pick<ModelEntry, 'inputMicroUsdPer1M' | 'outputMicroUsdPer1M'>, inputTokens: number, outputTokens: number): number {
   const total = BigInt(inputTokens) * BigInt(model.inputMicroUsdPer1M) + BigInt(outputTokens) * BigInt(model.outputMicroUsdPer1M)
   return Number((total + 999_999n) / 1_000_000n)
+}
+
+/**
+ * What a chat call reserves before a vendor is called: for each model it may end on (the routed one and its fallbacks),
+ * its prompt and reply limit; the most tokens and the dearest cost of them. POST /v1/ai/estimate answers the same.
+ */
+export function chatReservation (entries: Array<{ model: ModelEntry, promptTokens: number, outputTokens?: number }>) {
+  const asks = entries.map(({ model, promptTokens, outputTokens }) => {
+    const out = outputTokens ?? replyLimit(model)
+    return { tokens: promptTokens + out, costMicroUsd: costMicroUsd(model, promptTokens, out) }
+  })
+  return { tokens: Math.max(...asks.map((a) => a.tokens)), costMicroUsd: Math.max(...asks.map((a) => a.costMicroUsd)) }
 }
 
 /** The figures of an assistant message, as its call ended. */
@@ -84,6 +98,8 @@ export interface Exchange {
   finishReason: NonNullable<ChatMessageValue['finishReason']>
   inputTokens: number
   outputTokens: number
+  /** What the user was charged for the call (the list price, with the plan's markup when it is billed in credits). */
+  costMicroUsd: number
   estimated: boolean
   ttftMs: number
   latencyMs: number
@@ -244,7 +260,7 @@ export function createChats (opts: ChatsOptions) {
           VALUES ($1, $2, $3, 'assistant', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING *`,
         [replyRow.id, session.id, session.user_id, crypto.primaryKeyId, sealColumn(MESSAGES, 'content_sealed', replyRow, exchange.reply),
           exchange.model.id, exchange.model.vendor, exchange.inputTokens, exchange.outputTokens,
-          costMicroUsd(exchange.model, exchange.inputTokens, exchange.outputTokens), exchange.finishReason,
+          exchange.costMicroUsd, exchange.finishReason,
           exchange.ttftMs, exchange.latencyMs, exchange.estimated, exchange.flagged, at])
         await tx.query(`UPDATE ${SESSIONS} SET message_count = message_count + 2, last_activity_at = $2 WHERE id = $1`, [session.id, at])
         return toMessage(rows[0] as MessageRow)

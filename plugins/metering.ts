@@ -3,9 +3,12 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { AppError } from './errors.js'
 import type { FeatureId } from './features.js'
-import type { FeaturePlanValue, PlansFileValue } from '../schemas/plans.js'
+import type { FeaturePlanValue, PlansFileValue, PriceValue } from '../schemas/plans.js'
 import type { Mode, Principal } from '../schemas/principal.js'
-import type { Store } from './store/index.js'
+import { createCredits, planCreditTerms, type CreditAsk, type CreditHold, type CreditTerms } from './credits.js'
+import { FEATURES } from './features.js'
+import { withMarkup } from './money.js'
+import type { Queryable, Store } from './store/index.js'
 
 /** A reservation not settled within this is taken for a crashed process and released by the sweep. */
 export const RESERVATION_TTL_MS = 5 * 60_000
@@ -19,7 +22,12 @@ export interface Reservation extends QuotaKey {
   resetsAt: Date
   /** Settled and in-flight units of the period right after this reservation (this one included). */
   spent: number
+  /** The plan's credit terms when the call is billed in money, and what it holds. */
+  billing?: { terms: CreditTerms, hold: CreditHold }
 }
+
+/** The prices a call was charged at, kept on its ledger row. */
+export interface AppliedPrice { inputMicroUsdPer1M?: number, outputMicroUsdPer1M?: number, perCallMicroUsd?: number }
 export interface Settlement {
   provider: string
   model?: string | null
@@ -31,6 +39,10 @@ export interface Settlement {
   requestId?: string | null
   /** The provider sent no usage: the units were counted by us. */
   estimated?: boolean
+  /** The prices `costMicroUsd` was worked out from. */
+  price?: AppliedPrice
+  /** The chat the call belongs to. */
+  sessionId?: string
 }
 
 const PERIOD_ADJECTIVE = { day: 'daily', month: 'monthly' } as const
@@ -70,8 +82,9 @@ const RESERVE = `WITH counter AS (
  * join `used`. `found`: the reservation was still there.
  */
 const SETTLE = `WITH ledger AS (
-    INSERT INTO usage_ledger (user_id, mode, feature, provider, model, units_in, units_out, units, cost_micro_usd, request_id, estimated, reservation_id)
-    VALUES ($2, $3, $4, $7, $8, $9, $10, $6, $11, $12, $13, $1)
+    INSERT INTO usage_ledger (user_id, mode, feature, provider, model, units_in, units_out, units, cost_micro_usd, request_id, estimated, reservation_id,
+      charged_micro_usd, billed, markup_percent, price_in_micro_usd_per_1m, price_out_micro_usd_per_1m, price_per_call_micro_usd, session_id)
+    VALUES ($2, $3, $4, $7, $8, $9, $10, $6, $11, $12, $13, $1, $14, $15, $16, $17, $18, $19, $20)
     ON CONFLICT (reservation_id) DO NOTHING
     RETURNING id
   ), reservation AS (
@@ -80,7 +93,10 @@ const SETTLE = `WITH ledger AS (
     UPDATE quota_usage SET reserved = reserved - COALESCE((SELECT units FROM reservation), 0), used = used + $6
     WHERE user_id = $2 AND mode = $3 AND feature = $4 AND period_start = $5 AND EXISTS (SELECT 1 FROM ledger)
   )
-  SELECT (SELECT count(*) FROM reservation)::int AS found`
+  SELECT (SELECT count(*) FROM reservation)::int AS found, (SELECT count(*) FROM ledger)::int AS recorded`
+
+/** A settlement found its ledger row already there: the transaction that charged credits again is rolled back. */
+class AlreadySettled extends Error {}
 
 /** Deletes the reservations matching `where` (on $1) and gives their units back to their counter rows; one statement. */
 const giveBack = (where: string) => `WITH gone AS (
@@ -114,52 +130,101 @@ interface LedgerRow {
  * counter row (PostgreSQL serialises writers on that row), so no two calls can spend the same units.
  */
 export function createMetering (store: Store, clock: () => Date = () => new Date()) {
+  const credits = createCredits(clock)
+
   /** Used and reserved units of the current period. */
-  async function usage (key: QuotaKey, quota: QuotaLimit): Promise<{ used: number, reserved: number, resetsAt: Date }> {
+  async function usage (key: QuotaKey, quota: QuotaLimit, db: Queryable = store): Promise<{ used: number, reserved: number, resetsAt: Date }> {
     const { start, end } = quotaPeriod(quota.period, clock())
-    const { rows } = await store.query<CounterRow>(`SELECT used, reserved FROM quota_usage
+    const { rows } = await db.query<CounterRow>(`SELECT used, reserved FROM quota_usage
       WHERE user_id = $1 AND mode = $2 AND feature = $3 AND period_start = $4`, [key.userId, key.mode, key.feature, start])
     return { used: Number(rows[0]?.used ?? 0), reserved: Number(rows[0]?.reserved ?? 0), resetsAt: end }
   }
 
+  /** The quota reservation statement on `db`; QUOTA_EXCEEDED when the quota cannot cover `units`. */
+  async function reserveQuota (db: Queryable, key: QuotaKey, quota: QuotaLimit, units: number, id: string, requestId: string | null, now: Date) {
+    const { start, end } = quotaPeriod(quota.period, now)
+    const { rows } = await db.query<CounterRow>(RESERVE, [key.userId, key.mode, key.feature, start, units, quota.limit,
+      id, requestId, new Date(now.getTime() + RESERVATION_TTL_MS)])
+    const counters = rows[0]
+    if (counters === undefined) {
+      const { used, reserved } = await usage(key, quota, db)
+      throw new AppError('QUOTA_EXCEEDED', `The ${PERIOD_ADJECTIVE[quota.period]} quota of ${key.feature} is used up.`, {
+        limit: quota.limit,
+        used: used + reserved,
+        resetsAt: end.toISOString()
+      }, { 'retry-after': String(Math.max(1, Math.ceil((end.getTime() - now.getTime()) / 1000))) })
+    }
+    return { ...key, id, units, periodStart: start, resetsAt: end, spent: Number(counters.used) + Number(counters.reserved) }
+  }
+
+  const settleParams = (reservation: Reservation, settlement: Settlement, charged: number) => [reservation.id, reservation.userId, reservation.mode,
+    reservation.feature, reservation.periodStart, settlement.units, settlement.provider, settlement.model ?? null,
+    settlement.unitsIn ?? 0, settlement.unitsOut ?? 0, settlement.costMicroUsd ?? 0, settlement.requestId ?? null,
+    settlement.estimated ?? false, charged, reservation.billing !== undefined, reservation.billing?.terms.markupPercent ?? null,
+    settlement.price?.inputMicroUsdPer1M ?? null, settlement.price?.outputMicroUsdPer1M ?? null, settlement.price?.perCallMicroUsd ?? null,
+    settlement.sessionId ?? null]
+
   return {
     usage,
-    /** Reserves `units` or throws QUOTA_EXCEEDED with limit, used and resetsAt. */
-    async reserve (key: QuotaKey, quota: QuotaLimit, units: number, requestId: string | null = null): Promise<Reservation> {
+    credits,
+    /**
+     * Reserves `units` or throws QUOTA_EXCEEDED with limit, used and resetsAt. With `billing`, the call's estimated
+     * charge is held in the same transaction (INSUFFICIENT_CREDITS when it cannot be): both or neither.
+     */
+    async reserve (key: QuotaKey, quota: QuotaLimit, units: number, requestId: string | null = null, billing?: { terms: CreditTerms, ask: CreditAsk }): Promise<Reservation> {
       const now = clock()
-      const { start, end } = quotaPeriod(quota.period, now)
       const id = randomUUID()
-      const { rows } = await store.query<CounterRow>(RESERVE, [key.userId, key.mode, key.feature, start, units, quota.limit,
-        id, requestId, new Date(now.getTime() + RESERVATION_TTL_MS)])
-      const counters = rows[0]
-      if (counters === undefined) {
-        const { used, reserved } = await usage(key, quota)
-        throw new AppError('QUOTA_EXCEEDED', `The ${PERIOD_ADJECTIVE[quota.period]} quota of ${key.feature} is used up.`, {
-          limit: quota.limit,
-          used: used + reserved,
-          resetsAt: end.toISOString()
-        }, { 'retry-after': String(Math.max(1, Math.ceil((end.getTime() - now.getTime()) / 1000))) })
-      }
-      return { ...key, id, units, periodStart: start, resetsAt: end, spent: Number(counters.used) + Number(counters.reserved) }
+      if (billing === undefined) return reserveQuota(store, key, quota, units, id, requestId, now)
+      return store.transaction(async (tx) => {
+        await credits.lock(tx, key)
+        const reservation = await reserveQuota(tx, key, quota, units, id, requestId, now)
+        const hold = await credits.reserve(tx, key, billing.terms, id, billing.ask, new Date(now.getTime() + RESERVATION_TTL_MS))
+        return { ...reservation, billing: { terms: billing.terms, hold } }
+      })
     },
 
-    /** Turns a reservation into used units and one ledger row, atomically. False if it was already gone. */
+    /**
+     * Turns a reservation into used units and one ledger row, atomically; a billed call is charged `charged` (its cost
+     * with the markup) in the same transaction. False if it was already gone. A settlement repeated after its first
+     * attempt did commit changes nothing: the ledger row is keyed by the reservation.
+     */
     async settle (reservation: Reservation, settlement: Settlement): Promise<boolean> {
-      const { rows } = await store.query<{ found: number }>(SETTLE, [reservation.id, reservation.userId, reservation.mode,
-        reservation.feature, reservation.periodStart, settlement.units, settlement.provider, settlement.model ?? null,
-        settlement.unitsIn ?? 0, settlement.unitsOut ?? 0, settlement.costMicroUsd ?? 0, settlement.requestId ?? null,
-        settlement.estimated ?? false])
-      return rows[0]?.found === 1
+      const billing = reservation.billing
+      if (billing === undefined) {
+        const { rows } = await store.query<{ found: number }>(SETTLE, settleParams(reservation, settlement, 0))
+        return rows[0]?.found === 1
+      }
+      const charge = withMarkup(settlement.costMicroUsd ?? 0, billing.terms.markupPercent)
+      const tokens = FEATURES[reservation.feature].unit === 'tokens' ? settlement.units : 0
+      try {
+        return await store.transaction(async (tx) => {
+          const { collectedMicroUsd } = await credits.settle(tx, reservation, billing.terms, reservation.id, charge, tokens)
+          const { rows } = await tx.query<{ found: number, recorded: number }>(SETTLE, settleParams(reservation, settlement, collectedMicroUsd))
+          if (rows[0]?.recorded !== 1) throw new AlreadySettled()
+          return rows[0].found === 1
+        })
+      } catch (err) {
+        if (err instanceof AlreadySettled) return false
+        throw err
+      }
     },
 
-    /** Gives the reserved units back (the call failed before the provider charged). */
+    /** Gives the reserved units back (the call failed before the provider charged), and the credits it held. */
     async release (reservation: Reservation): Promise<void> {
-      await store.query(RELEASE, [reservation.id])
+      if (reservation.billing === undefined) {
+        await store.query(RELEASE, [reservation.id])
+        return
+      }
+      await store.transaction(async (tx) => {
+        await credits.release(tx, reservation.id)
+        await tx.query(RELEASE, [reservation.id])
+      })
     },
 
-    /** Releases reservations left by a crashed process; returns how many. */
+    /** Releases reservations (and credit holds) left by a crashed process; returns how many quota reservations. */
     async releaseExpired (): Promise<number> {
       const { rows } = await store.query<{ released: number }>(RELEASE_EXPIRED, [clock()])
+      for (const id of await credits.expired(store)) await store.transaction((tx) => credits.release(tx, id))
       // An aggregate: always one row.
       return (rows[0] as { released: number }).released
     },
@@ -193,11 +258,27 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
 
 export type Metering = ReturnType<typeof createMetering>
 
+/** The price-table entry of a call (`provider/model`, else `provider`). */
+function priceOf (prices: PlansFileValue['prices'], s: Pick<Settlement, 'provider' | 'model'>): PriceValue | undefined {
+  return (s.model == null ? undefined : prices?.[`${s.provider}/${s.model}`]) ?? prices?.[s.provider]
+}
+
 /** Cost of a settled call in micro-USD from the plans file's prices (`provider/model`, else `provider`; none: 0). */
 export function costMicroUsd (prices: PlansFileValue['prices'], s: Pick<Settlement, 'provider' | 'model' | 'unitsIn' | 'unitsOut'>): number {
-  const price = (s.model == null ? undefined : prices?.[`${s.provider}/${s.model}`]) ?? prices?.[s.provider]
+  const price = priceOf(prices, s)
   if (price === undefined) return 0
   return Math.round((s.unitsIn ?? 0) * (price.perInputUnit ?? 0) + (s.unitsOut ?? 0) * (price.perOutputUnit ?? 0) + (price.perCall ?? 0))
+}
+
+/** The price-table entry a cost came from, as the ledger keeps it (per million units, and per call). */
+function appliedPrice (prices: PlansFileValue['prices'], s: Pick<Settlement, 'provider' | 'model'>): AppliedPrice | undefined {
+  const price = priceOf(prices, s)
+  if (price === undefined) return undefined
+  return {
+    inputMicroUsdPer1M: Math.round((price.perInputUnit ?? 0) * 1e6),
+    outputMicroUsdPer1M: Math.round((price.perOutputUnit ?? 0) * 1e6),
+    perCallMicroUsd: Math.round(price.perCall ?? 0)
+  }
 }
 
 /** From this share of the quota on, responses carry `X-Quota-Warning`. */
@@ -207,15 +288,24 @@ export const QUOTA_WARNING_RATIO = 0.8
 export interface MeteredCall {
   reservation: Reservation
   limit: number
+  /** The call is billed in money (the plan has credits). */
+  billed: boolean
   /**
-   * Records what the provider charged (cost as given, or from the price table). Never throws: when the database cannot take
-   * it, the settlement is kept and retried until it can, so a charged call is never lost.
+   * Records what the provider charged (cost as given, or from the price table) and returns what the user is charged
+   * for it: the cost with the plan's markup when billed, the cost itself otherwise. Never throws: when the database
+   * cannot take it, the settlement is kept and retried until it can, so a charged call is never lost.
    */
-  settle: (settlement: Omit<Settlement, 'requestId'>) => Promise<void>
+  settle: (settlement: Omit<Settlement, 'requestId'>) => Promise<number>
   release: () => Promise<void>
   /** The quota as it reads once this call is settled with `units`. */
   quotaAfter: (units: number) => { limit: number, used: number, remaining: number, resetsAt: string }
 }
+
+/**
+ * What a call may cost at most, before the provider is called: its provider cost in micro-USD (list prices, no markup),
+ * or the settlement-like figures the plans' price table prices.
+ */
+export type CallEstimate = { costMicroUsd: number } | Pick<Settlement, 'provider' | 'model' | 'unitsIn' | 'unitsOut'>
 
 /** How often expired reservations are swept (each instance; the statement is cheap and idempotent). */
 export const SWEEP_INTERVAL_MS = 60_000
@@ -230,7 +320,7 @@ declare module 'fastify' {
      * the X-Quota-* headers. QUOTA_EXCEEDED when the quota cannot cover it; PROVIDER_UNAVAILABLE (fail closed)
      * when the database cannot be reached — the provider is then not called.
      */
-    meter: (request: FastifyRequest, reply: FastifyReply, units: number) => Promise<MeteredCall>
+    meter: (request: FastifyRequest, reply: FastifyReply, units: number, estimate?: CallEstimate) => Promise<MeteredCall>
     /** Settlements waiting for the database (normally none). */
     pendingSettlements: () => number
   }
@@ -267,13 +357,17 @@ export default fp(async function metering (app) {
   }
   app.decorate('pendingSettlements', () => pending.length)
 
-  app.decorate('meter', async (request: FastifyRequest, reply: FastifyReply, units: number): Promise<MeteredCall> => {
+  app.decorate('meter', async (request: FastifyRequest, reply: FastifyReply, units: number, estimate?: CallEstimate): Promise<MeteredCall> => {
     const principal = request.principal as Principal
     const feature = request.routeOptions.config.feature as FeatureId
     const quota = (app.entitlements.featurePlan(principal.plan, feature) as FeaturePlanValue).quota
+    const terms = planCreditTerms(app.entitlements.plans, principal.plan)
+    const billing = terms === null
+      ? undefined
+      : { terms, ask: { amountMicroUsd: withMarkup(estimate === undefined ? 0 : 'costMicroUsd' in estimate ? estimate.costMicroUsd : costMicroUsd(prices, estimate), terms.markupPercent), tokens: FEATURES[feature].unit === 'tokens' ? units : 0 } }
     let reservation: Reservation
     try {
-      reservation = await metering.reserve({ userId: principal.userId, mode: principal.mode, feature }, quota, units, request.id)
+      reservation = await metering.reserve({ userId: principal.userId, mode: principal.mode, feature }, quota, units, request.id, billing)
     } catch (err) {
       if (err instanceof AppError) throw err
       request.log.error({ err }, 'quota reservation failed: refusing the call (fail closed)')
@@ -283,12 +377,18 @@ export default fp(async function metering (app) {
     reply.header('x-quota-remaining', String(Math.max(0, quota.limit - reservation.spent)))
     reply.header('x-quota-reset', reservation.resetsAt.toISOString())
     if (reservation.spent >= quota.limit * QUOTA_WARNING_RATIO) reply.header('x-quota-warning', '80%')
+    const warnings = reservation.billing?.hold.warnings ?? []
+    if (warnings.length > 0) reply.header('x-credits-warning', warnings.join(', '))
     return {
       reservation,
       limit: quota.limit,
+      billed: terms !== null,
       settle: async (input) => {
         // A feature that prices its own calls (the model catalog) says the cost; otherwise the plans' price table does.
-        const settlement: Settlement = { ...input, requestId: request.id, costMicroUsd: input.costMicroUsd ?? costMicroUsd(prices, input) }
+        const settlement: Settlement = input.costMicroUsd === undefined
+          ? { ...input, requestId: request.id, costMicroUsd: costMicroUsd(prices, input), price: input.price ?? appliedPrice(prices, input) }
+          : { ...input, requestId: request.id }
+        const charged = terms === null ? settlement.costMicroUsd as number : withMarkup(settlement.costMicroUsd as number, terms.markupPercent)
         try {
           await metering.settle(reservation, settlement)
         } catch (err) {
@@ -296,6 +396,7 @@ export default fp(async function metering (app) {
           pending.push({ reservation, settlement })
           retryTimer ??= setTimeout(flush, SETTLE_RETRY_MS).unref()
         }
+        return charged
       },
       release: async () => {
         try {

@@ -11,6 +11,7 @@ import { webhookSchemas } from './webhooks.js'
 import { modelSchemas } from './models.js'
 import { chatSchemas } from './chats.js'
 import { analyticsSchemas } from './analytics.js'
+import { billingSchemas } from './billing.js'
 
 /** Named components: added once with `addSchema`, referred to by `$ref`, published under components.schemas. */
-export const sharedSchemas = [ErrorCode, ErrorResponse, HealthLive, CheckResult, HealthReady, ...identitySchemas, ...adminSchemas, ...usageSchemas, ...featureSchemas, ...settingsAssistantSchemas, ...jobSchemas, ...userDataSchemas, ...webhookSchemas, ...modelSchemas, ...chatSchemas, ...analyticsSchemas]
+export const sharedSchemas = [ErrorCode, ErrorResponse, HealthLive, CheckResult, HealthReady, ...identitySchemas, ...adminSchemas, ...usageSchemas, ...featureSchemas, ...settingsAssistantSchemas, ...jobSchemas, ...userDataSchemas, ...webhookSchemas, ...modelSchemas, ...chatSchemas, ...analyticsSchemas, ...billingSchemas]

@@ -19,11 +19,22 @@ export const Price = Type.Object({
 }, { additionalProperties: false })
 export type PriceValue = Static<typeof Price>
 
+/** Billing in money (SPEC §16): a plan with `credits` pays for its calls from a balance; one without pays nothing. */
+export const PlanCredits = Type.Object({
+  monthlyFreeCents: Type.Integer({ minimum: 0, maximum: 10_000_000, description: 'Free credits each UTC month, in cents; unused ones do not carry over.' }),
+  markupPercent: Type.Optional(Type.Integer({ minimum: 0, maximum: 1000, default: 40, description: 'Added to the provider\'s list price of a call (40: a call costing the service 100 µUSD is charged 140).' })),
+  dailyTokenLimit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1e12, description: 'At most this many tokens a UTC day over the token-priced features (a hard limit). Absent: none.' })),
+  monthlyCostLimitCents: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000_000, description: 'At most this much charged a UTC month, in cents: a soft limit, enforced graceHours after the call that first reached it. Absent: none.' })),
+  graceHours: Type.Optional(Type.Integer({ minimum: 0, maximum: 720, default: 24, description: 'Hours calls still pass after the monthly cost limit was first reached (0: refused at once).' }))
+}, { additionalProperties: false })
+export type PlanCreditsValue = Static<typeof PlanCredits>
+
 /** The plans file (PLANS_FILE, default defaults/plans.json): plan → features → quota and rate limit; provider prices. */
 export const PlansFile = Type.Object({
   plans: Type.Record(Type.String(), Type.Object({
     name: Type.String({ minLength: 1, maxLength: 80 }),
-    features: Type.Record(Type.String(), FeaturePlan)
+    features: Type.Record(Type.String(), FeaturePlan),
+    credits: Type.Optional(PlanCredits)
   }, { additionalProperties: false }), { minProperties: 1 }),
   prices: Type.Optional(Type.Record(Type.String({ pattern: '^[a-z0-9-]+(/[A-Za-z0-9._:-]+)?$' }), Price, {
     description: 'Keyed `provider/model` or `provider`; the ledger\'s cost_micro_usd comes from here (no entry: 0).'

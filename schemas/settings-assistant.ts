@@ -114,7 +114,9 @@ export type SuggestionValue = Static<typeof Suggestion>
 
 export const AssistantUsage = Type.Object({
   inputTokens: Type.Integer({ minimum: 0 }),
-  outputTokens: Type.Integer({ minimum: 0 })
+  outputTokens: Type.Integer({ minimum: 0 }),
+  costMicroUsd: Type.Integer({ minimum: 0, description: 'What the call cost you, in micro-USD: with your plan\'s markup when it is billed in credits, the provider\'s list price otherwise (0 in test mode).' }),
+  costCents: Type.Integer({ minimum: 0, description: 'costMicroUsd in whole cents, rounded half up.' })
 }, { additionalProperties: false })
 
 export const QuotaState = Type.Object({
@@ -144,7 +146,7 @@ export const AssistantReply = Type.Object({
     reply: 'Turn on output sharpening in the Export panel.',
     suggestions: [{ settingId: 'export.sharpening', value: 'standard', reason: 'Adds output sharpening to exported images.' }],
     finishReason: 'stop',
-    usage: { inputTokens: 812, outputTokens: 64 },
+    usage: { inputTokens: 812, outputTokens: 64, costMicroUsd: 161, costCents: 0 },
     quota: { limit: 20000, used: 876, remaining: 19124, resetsAt: '2026-11-23T00:00:00.000Z' }
   }]
 })

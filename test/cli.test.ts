@@ -89,6 +89,20 @@ t.test('analytics of chat calls by model and vendor', async (t) => {
   t.match(JSON.parse((await cli(['analytics', '--mode', 'test', '--json', '--url', url])).stdout), { mode: 'test', totals: { calls: 2, errors: 1 } })
 })
 
+t.test('credits grant and show', async (t) => {
+  const { url } = await listening(t)
+  const user = newUserId('cli-credits')
+  const shown = await cli(['credits', 'show', '--user', user, '--url', url])
+  t.match(shown.stdout, new RegExp(`^${user} \\(no license, live\\)\n {2}balance \\$0\\.00: free \\$0\\.00 until \\S+, purchased \\$0\\.00; charged so far \\$0\\.00\n {2}\\(the plan is not billed in credits`))
+  const granted = await cli(['credits', 'grant', '--user', user, '--cents', '1250', '--reason', 'Order 7', '--mode', 'test', '--url', url])
+  t.match(granted.stdout, /: added, grant_\d+\n {2}balance \$12\.50: free \$0\.00 until \S+, purchased \$12\.50/)
+  t.match(JSON.parse((await cli(['credits', 'show', '--user', user, '--mode', 'test', '--json', '--url', url])).stdout), { userId: user, mode: 'test', balance: { purchasedCreditsCents: 1250 } })
+  const bad = await cli(['credits', 'grant', '--user', user, '--cents=-5', '--reason', 'x', '--url', url])
+  t.equal(bad.code, 1)
+  t.match(bad.stderr, /VALIDATION_ERROR/)
+  t.equal((await cli(['credits', 'grant', '--user', user, '--reason', 'x', '--url', url])).code, 2, 'missing --cents')
+})
+
 t.test('errors go to stderr with a non-zero exit code', async (t) => {
   const { url } = await listening(t)
   const notFound = await cli(['licenses', 'suspend', '--user', newUserId(), '--url', url])
@@ -171,7 +185,7 @@ t.test('migrate applies the migrations once, and reports a bad configuration', a
   }
   const first = await cli(['migrate'], env)
   t.equal(first.code, 0)
-  t.equal(first.stdout, 'Applied migrations 1, 2, 3, 4, 5, 6.\n')
+  t.equal(first.stdout, 'Applied migrations 1, 2, 3, 4, 5, 6, 7.\n')
   const second = await cli(['migrate', '--json'], env)
   t.same(JSON.parse(second.stdout), { applied: [], store: TEST_DATABASE_URL === undefined ? 'embedded' : 'postgres' })
   t.equal((await cli(['migrate'], env)).stdout, 'The database is up to date.\n')

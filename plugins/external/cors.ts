@@ -6,7 +6,7 @@ export default fp(async function corsOrigins (app) {
   const origins = app.config.CORS_ORIGINS?.split(',') ?? []
   const options: FastifyCorsOptions = {
     origin: origins.length > 0 ? origins : false,
-    exposedHeaders: ['X-Request-Id', 'Retry-After', 'AI-Provider', 'X-Quota-Limit', 'X-Quota-Remaining', 'X-Quota-Reset', 'X-Quota-Warning'],
+    exposedHeaders: ['X-Request-Id', 'Retry-After', 'AI-Provider', 'AI-Model', 'AI-Cost-Micro-Usd', 'AI-Cost-Cents', 'X-Quota-Limit', 'X-Quota-Remaining', 'X-Quota-Reset', 'X-Quota-Warning', 'X-Credits-Warning', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset'],
     maxAge: 600
   }
   await app.register(cors, options)

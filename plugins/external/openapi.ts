@@ -21,6 +21,7 @@ export const swaggerOptions: FastifyDynamicSwaggerOptions = {
       { name: 'settings-assistant', description: 'Stage 1: the Settings Assistant chat, JSON or streamed (SSE), with setting suggestions checked against the catalog.' },
       { name: 'background-removal', description: 'Stage 2: background removal of one image (remove.bg or a self-hosted rembg, with fallback).' },
       { name: 'models', description: 'The model catalog: vendors, limits, prices, and which models your plan can use.' },
+      { name: 'billing', description: 'Credits in money: balance, usage by period, transactions, limits, and what a call would cost.' },
       { name: 'chats', description: 'Conversations kept by the service over the model catalog: JSON or streamed replies, history, feedback.' },
       { name: 'files', description: 'Stored files (results of features), read with the owner\'s AI token or through a signed, expiring link.' },
       { name: 'webhooks', description: 'Your endpoints for notifications of finished work, signed per the Standard Webhooks convention.' },

@@ -251,5 +251,83 @@ CREATE TABLE ai_calls (
 );
 CREATE INDEX ai_calls_at ON ai_calls (at, mode);
 `
+  },
+  {
+    id: 7,
+    name: 'credits',
+    sql: `
+-- Billing in money (plans with credits). Amounts are micro-USD. One account row per user and mode: the purchased
+-- credits left (they never expire) and the part of them reserved by calls under way. Every change to a user's
+-- credits locks this row first, so concurrent calls — on any instance — are serialised per user.
+CREATE TABLE credit_accounts (
+  user_id              text NOT NULL,
+  mode                 text NOT NULL CHECK (mode IN ('live', 'test')),
+  purchased_micro_usd  bigint NOT NULL DEFAULT 0 CHECK (purchased_micro_usd >= 0),
+  reserved_micro_usd   bigint NOT NULL DEFAULT 0 CHECK (reserved_micro_usd >= 0),
+  lifetime_micro_usd   bigint NOT NULL DEFAULT 0,
+  updated_at           timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (user_id, mode)
+);
+
+-- A UTC month of a user's credits: the free allowance used and reserved, everything charged and reserved (for the
+-- monthly cost limit) and when that limit was first reached (its grace period starts then).
+CREATE TABLE credit_months (
+  user_id                text NOT NULL,
+  mode                   text NOT NULL,
+  month_start            timestamptz NOT NULL,
+  free_used_micro_usd    bigint NOT NULL DEFAULT 0 CHECK (free_used_micro_usd >= 0),
+  free_reserved_micro_usd bigint NOT NULL DEFAULT 0 CHECK (free_reserved_micro_usd >= 0),
+  charged_micro_usd      bigint NOT NULL DEFAULT 0,
+  reserved_micro_usd     bigint NOT NULL DEFAULT 0 CHECK (reserved_micro_usd >= 0),
+  limit_reached_at       timestamptz,
+  PRIMARY KEY (user_id, mode, month_start)
+);
+
+-- Tokens of a UTC day over the token-priced features, for the daily token limit.
+CREATE TABLE credit_days (
+  user_id         text NOT NULL,
+  mode            text NOT NULL,
+  day_start       timestamptz NOT NULL,
+  tokens_used     bigint NOT NULL DEFAULT 0,
+  tokens_reserved bigint NOT NULL DEFAULT 0 CHECK (tokens_reserved >= 0),
+  PRIMARY KEY (user_id, mode, day_start)
+);
+
+-- The money a call under way holds; its id is the quota reservation's. Expired ones are given back by the sweep.
+CREATE TABLE credit_reservations (
+  id                  text PRIMARY KEY,
+  user_id             text NOT NULL,
+  mode                text NOT NULL,
+  month_start         timestamptz NOT NULL,
+  day_start           timestamptz NOT NULL,
+  from_free_micro_usd bigint NOT NULL,
+  from_purchased_micro_usd bigint NOT NULL,
+  tokens              bigint NOT NULL,
+  expires_at          timestamptz NOT NULL
+);
+CREATE INDEX credit_reservations_expires_at ON credit_reservations (expires_at);
+
+-- Credits added by an operator (a purchase, a goodwill credit): positive amounts only, audited.
+CREATE TABLE credit_grants (
+  id          bigserial PRIMARY KEY,
+  at          timestamptz NOT NULL DEFAULT now(),
+  user_id     text NOT NULL,
+  mode        text NOT NULL,
+  amount_micro_usd bigint NOT NULL CHECK (amount_micro_usd > 0),
+  reason      text NOT NULL
+);
+CREATE INDEX credit_grants_user ON credit_grants (user_id, mode, at);
+
+-- What a billed call was charged, and the prices it was charged at (a later price change never rewrites history);
+-- the chat it belongs to, if any.
+ALTER TABLE usage_ledger ADD COLUMN charged_micro_usd bigint NOT NULL DEFAULT 0;
+ALTER TABLE usage_ledger ADD COLUMN billed boolean NOT NULL DEFAULT false;
+ALTER TABLE usage_ledger ADD COLUMN markup_percent integer;
+ALTER TABLE usage_ledger ADD COLUMN price_in_micro_usd_per_1m bigint;
+ALTER TABLE usage_ledger ADD COLUMN price_out_micro_usd_per_1m bigint;
+ALTER TABLE usage_ledger ADD COLUMN price_per_call_micro_usd bigint;
+ALTER TABLE usage_ledger ADD COLUMN session_id text;
+CREATE INDEX usage_ledger_user_at ON usage_ledger (user_id, mode, at);
+`
   }
 ]

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import analytics from './analytics.js'
 import audit from './audit.js'
+import credits from './credits.js'
 import keys from './keys.js'
 import licenses from './licenses.js'
 import platform from './platform.js'
@@ -14,6 +15,7 @@ const admin: FastifyPluginAsync = async (app) => {
   await app.register(usage)
   await app.register(platform)
   await app.register(analytics)
+  await app.register(credits)
 }
 
 export default admin

@@ -8,6 +8,8 @@ import type { BackgroundRemover } from '../../../providers/background-removal.js
 import type { ProviderError } from '../../../providers/provider-error.js'
 import { errorResponses } from '../../../schemas/errors.js'
 import type { Principal } from '../../../schemas/principal.js'
+import { costMicroUsd } from '../../../plugins/metering.js'
+import { toCents } from '../../../plugins/money.js'
 
 const FIELDS = { output: ['cutout', 'mask'], format: ['png', 'webp'] } as const
 /** Multipart limits, enforced while the upload streams in: one file, the two small fields, nothing else. */
@@ -136,7 +138,9 @@ const backgroundRemoval: FastifyPluginAsyncTypebox = async (app) => {
       return { upload: fields, image: prepared }
     })
 
-    const metered = await app.meter(request, reply, 1)
+    // The dearest provider of the chain is held (the call may end on a fallback); the one used is charged.
+    const costs = providers.map((p) => costMicroUsd(app.entitlements.plans.prices, { provider: p.name, unitsIn: 1, unitsOut: 1 }))
+    const metered = await app.meter(request, reply, 1, { costMicroUsd: Math.max(0, ...costs) })
     const signal = app.readiness.callSignal(reply.raw)
     let removed: { result: Buffer, used: BackgroundRemover }
     try {
@@ -153,8 +157,10 @@ const backgroundRemoval: FastifyPluginAsyncTypebox = async (app) => {
       await metered.release()
       throw err
     }
-    await metered.settle({ provider: used.name, units: 1, unitsIn: 1, unitsOut: 1 })
-    reply.header('ai-provider', used.name).type(IMAGE_MIME[upload.format])
+    const charged = await metered.settle({ provider: used.name, units: 1, unitsIn: 1, unitsOut: 1 })
+    // A binary answer has no JSON for its cost: it is in headers.
+    reply.header('ai-provider', used.name).header('ai-cost-micro-usd', String(charged)).header('ai-cost-cents', String(toCents(charged)))
+      .type(IMAGE_MIME[upload.format])
     // The contract documents the binary body as a string (format: binary); the payload is the bytes.
     return reply.send(finished as unknown as string)
   }

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import backgroundRemoval from './background-removal.js'
 import entitlements from './entitlements.js'
+import estimate from './estimate.js'
 import features from './features.js'
 import files from './files.js'
 import me from './me.js'
@@ -18,6 +19,7 @@ const ai: FastifyPluginAsync = async (app) => {
   await app.register(files)
   await app.register(me)
   await app.register(models)
+  await app.register(estimate)
   await app.register(settingsAssistant, { prefix: '/settings-assistant' })
   await app.register(backgroundRemoval)
 }

@@ -2,9 +2,8 @@ import { PassThrough } from 'node:stream'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import Type from 'typebox'
-import { CHAT_MAX_OUTPUT_TOKENS, costMicroUsd, toCents, type Exchange } from '../../../plugins/chats.js'
+import { chatReservation, costMicroUsd, replyLimit, toCents, type Exchange } from '../../../plugins/chats.js'
 import { AppError, toEnvelope } from '../../../plugins/errors.js'
-import type { MeteredCall } from '../../../plugins/metering.js'
 import type { ModelEntry } from '../../../plugins/models.js'
 import type { Verdict } from '../../../plugins/moderation.js'
 import type { AiCall, CallOutcome } from '../../../plugins/ai-calls.js'
@@ -28,7 +27,7 @@ const CALL_ERRORS = [...READ_ERRORS, 'QUOTA_EXCEEDED', 'CONTENT_REJECTED', 'PROV
 const CLEAN: Verdict = { severity: 'none', categories: [] }
 /** What a reply blocked by moderation is kept as. */
 export const BLOCKED_REPLY = 'This reply was withheld by the content policy check.'
-const maxOutput = (model: ModelEntry) => Math.min(model.maxOutputTokens, CHAT_MAX_OUTPUT_TOKENS)
+const maxOutput = replyLimit
 
 /** /v1/chats: conversations kept by the service over the model catalog (SPEC §15). */
 const chats: FastifyPluginAsyncTypebox = async (app) => {
@@ -71,8 +70,8 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     for (const model of [route.model, ...route.chain]) {
       if (!prompts.has(model.id)) prompts.set(model.id, await app.chats.prompt(model, history, body.content, maxOutput(model)))
     }
-    const reserve = Math.max(...[...prompts.entries()].map(([modelId, p]) => p.tokens + maxOutput(app.models.get(modelId) as ModelEntry)))
-    const metered = await app.meter(request, reply, reserve)
+    const reservation = chatReservation([...prompts.entries()].map(([modelId, p]) => ({ model: app.models.get(modelId) as ModelEntry, promptTokens: p.tokens })))
+    const metered = await app.meter(request, reply, reservation.tokens, { costMicroUsd: reservation.costMicroUsd })
     const user = app.hash.user(principal.userId)
     const callFor = (model: ModelEntry): ChatCall => ({
       messages: (prompts.get(model.id) as { messages: ChatCall['messages'] }).messages,
@@ -95,14 +94,22 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     return { inputTokens: prepared.promptTokens(model), outputTokens: estimateTokens(generated), estimated: true }
   }
 
-  /** Charges a call that reached a vendor (ledger row, settled reservation) and logs its figures; returns its cost. */
-  async function settle (request: FastifyRequest, metered: MeteredCall, provider: string, model: ModelEntry, units: ReturnType<typeof measured>, outcome: CallOutcome) {
+  /** Charges a call that reached a vendor (ledger row, settled reservation) and logs its figures; returns what the user was charged. */
+  async function settle (request: FastifyRequest, prepared: Prepared, provider: string, model: ModelEntry, units: ReturnType<typeof measured>, outcome: CallOutcome) {
     const cost = costMicroUsd(model, units.inputTokens, units.outputTokens)
-    await metered.settle({
-      provider, model: model.id, unitsIn: units.inputTokens, unitsOut: units.outputTokens, units: units.inputTokens + units.outputTokens, estimated: units.estimated, costMicroUsd: cost
+    const charged = await prepared.metered.settle({
+      provider,
+      model: model.id,
+      unitsIn: units.inputTokens,
+      unitsOut: units.outputTokens,
+      units: units.inputTokens + units.outputTokens,
+      estimated: units.estimated,
+      costMicroUsd: cost,
+      price: { inputMicroUsdPer1M: model.inputMicroUsdPer1M, outputMicroUsdPer1M: model.outputMicroUsdPer1M },
+      sessionId: prepared.session.id
     })
-    request.log.info({ vendor: provider, model: model.id, inputTokens: units.inputTokens, outputTokens: units.outputTokens, costMicroUsd: cost, estimated: units.estimated, outcome }, 'chat call settled')
-    return cost
+    request.log.info({ vendor: provider, model: model.id, inputTokens: units.inputTokens, outputTokens: units.outputTokens, costMicroUsd: cost, chargedMicroUsd: charged, estimated: units.estimated, outcome }, 'chat call settled')
+    return charged
   }
 
   /** Keeps what happened to a call for the operators' analytics; a failure to keep it is logged, never the caller's. */
@@ -133,7 +140,7 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
   async function failedBeforeAnswer (request: FastifyRequest, prepared: Prepared, err: unknown): Promise<never> {
     if (prepared.signal.aborted) {
       const units = measured(prepared, prepared.route.model, null, '')
-      await settle(request, prepared.metered, prepared.route.model.vendor, prepared.route.model, units, abortOutcome())
+      await settle(request, prepared, prepared.route.model.vendor, prepared.route.model, units, abortOutcome())
       await recordCharged(request, prepared, prepared.route.model, units, abortOutcome(), { ttftMs: null, errorCode: null })
     } else {
       await prepared.metered.release()
@@ -141,13 +148,14 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     throw app.readiness.failure(err as Error)
   }
 
-  const exchange = (prepared: Prepared, model: ModelEntry, reply: string, finishReason: Exchange['finishReason'], units: ReturnType<typeof measured>, ttftMs: number): Exchange => ({
+  const exchange = (prepared: Prepared, model: ModelEntry, reply: string, finishReason: Exchange['finishReason'], units: ReturnType<typeof measured>, ttftMs: number, charged: number): Exchange => ({
     userContent: prepared.content,
     reply,
     model,
     finishReason,
     inputTokens: units.inputTokens,
     outputTokens: units.outputTokens,
+    costMicroUsd: charged,
     estimated: units.estimated,
     ttftMs,
     latencyMs: Math.round(performance.now() - prepared.started),
@@ -257,14 +265,14 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
       return failedBeforeAnswer(request, prepared, err)
     }
     const units = measured(prepared, done.model, done.result.usage, done.result.text)
-    await settle(request, prepared.metered, done.provider.name, done.model, units, 'completed')
+    const charged = await settle(request, prepared, done.provider.name, done.model, units, 'completed')
     const latency = Math.round(performance.now() - prepared.started)
     const checked = await screen(request, prepared.principal, 'reply', done.result.text, prepared.signal)
     await recordCharged(request, prepared, done.model, units, checked.severity === 'high' ? 'blocked' : 'completed', { ttftMs: latency, errorCode: null })
     // A blocked reply is kept as the notice that replaced it, flagged: the history stays whole, the text is gone.
     const entry = checked.severity === 'high'
-      ? { ...exchange(prepared, done.model, BLOCKED_REPLY, 'content_filter', units, latency), flagged: true }
-      : exchange(prepared, done.model, done.result.text, done.result.finishReason, units, latency)
+      ? { ...exchange(prepared, done.model, BLOCKED_REPLY, 'content_filter', units, latency, charged), flagged: true }
+      : exchange(prepared, done.model, done.result.text, done.result.finishReason, units, latency, charged)
     const message = await app.chats.addExchange(prepared.session, entry)
     const warning = warningOf(prepared.screened, checked)
     return reply.code(201).header('ai-provider', done.provider.name).header('ai-model', done.model.id)
@@ -316,7 +324,7 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
         }
         const finished = end as Extract<ChatEvent, { type: 'end' }>
         const units = measured(prepared, model, finished.usage, text)
-        const cost = await settle(request, prepared.metered, provider.name, model, units, 'completed')
+        const cost = await settle(request, prepared, provider.name, model, units, 'completed')
         settled = true
         write('usage', { inputTokens: units.inputTokens, outputTokens: units.outputTokens })
         const checked = await screen(request, prepared.principal, 'reply', text, prepared.signal)
@@ -324,7 +332,7 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
         if (checked.severity === 'high') {
           throw new AppError('CONTENT_REJECTED', 'The reply was blocked by the content policy check and is not kept: discard what was shown.', { categories: checked.categories })
         }
-        const message = await app.chats.addExchange(prepared.session, exchange(prepared, model, text, finished.finishReason, units, ttftMs))
+        const message = await app.chats.addExchange(prepared.session, exchange(prepared, model, text, finished.finishReason, units, ttftMs, cost))
         const warning = warningOf(prepared.screened, checked)
         write('done', { messageId: message.id, finishReason: finished.finishReason, usage: message.usage, costCents: toCents(cost), model: model.id, ...(warning === undefined ? {} : { warning }) })
       } catch (err) {
@@ -333,7 +341,7 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
         if (!settled) {
           const units = measured(prepared, model, null, text)
           const outcome = prepared.signal.aborted ? abortOutcome() : 'failed'
-          await settle(request, prepared.metered, provider.name, model, units, outcome)
+          await settle(request, prepared, provider.name, model, units, outcome)
           await recordCharged(request, prepared, model, units, outcome, { ttftMs, errorCode: outcome === 'failed' ? envelope.code : null })
         }
         if (!clientLeft) {

@@ -3,8 +3,10 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import Type from 'typebox'
 import { AppError, toEnvelope } from '../../../../plugins/errors.js'
-import type { MeteredCall } from '../../../../plugins/metering.js'
+import { costMicroUsd } from '../../../../plugins/chats.js'
+import type { CallEstimate, MeteredCall } from '../../../../plugins/metering.js'
 import type { ModelEntry } from '../../../../plugins/models.js'
+import { toCents } from '../../../../plugins/money.js'
 import type { OpenAIChat } from '../../../../providers/openai-chat.js'
 import { MAX_OUTPUT_TOKENS } from '../../../../plugins/settings-assistant.js'
 import { estimatePromptTokens, estimateTokens, type ChatCall, type ChatEvent, type ChatProvider, type ChatUsage } from '../../../../providers/chat.js'
@@ -35,6 +37,8 @@ function liveProvider (app: FastifyInstance): ChatProvider | null {
   }
 }
 
+type ModelPrice = NonNullable<Parameters<MeteredCall['settle']>[0]['price']>
+
 const messages: FastifyPluginAsyncTypebox = async (app) => {
   const assistant = app.settingsAssistant
   const live = liveProvider(app)
@@ -49,11 +53,33 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
     return { usage: { inputTokens: estimatePromptTokens(call), outputTokens: estimateTokens(generated) }, estimated: true }
   }
 
+  /**
+   * What a call of `provider` costs: at the catalog's prices for a catalog model (SETTINGS_ASSISTANT_MODEL, or
+   * OPENAI_MODEL when the catalog has it), else at the plans file's price table.
+   */
+  function priced (provider: ChatProvider, inputTokens: number, outputTokens: number): CallEstimate & { price?: ModelPrice } {
+    const entry = app.models.get(provider.model)
+    if (entry === undefined) return { provider: provider.name, model: provider.model, unitsIn: inputTokens, unitsOut: outputTokens }
+    return {
+      costMicroUsd: costMicroUsd(entry, inputTokens, outputTokens),
+      price: { inputMicroUsdPer1M: entry.inputMicroUsdPer1M, outputMicroUsdPer1M: entry.outputMicroUsdPer1M }
+    }
+  }
+
   async function settle (request: FastifyRequest, metered: MeteredCall, provider: ChatProvider, units: { usage: ChatUsage, estimated: boolean }, outcome: string) {
     const { inputTokens, outputTokens } = units.usage
-    await metered.settle({ provider: provider.name, model: provider.model, unitsIn: inputTokens, unitsOut: outputTokens, units: inputTokens + outputTokens, estimated: units.estimated })
-    request.log.info({ provider: provider.name, model: provider.model, inputTokens, outputTokens, estimated: units.estimated, outcome }, 'assistant call settled')
-    return metered.quotaAfter(inputTokens + outputTokens)
+    const pricing = priced(provider, inputTokens, outputTokens)
+    const charged = await metered.settle({
+      provider: provider.name,
+      model: provider.model,
+      unitsIn: inputTokens,
+      unitsOut: outputTokens,
+      units: inputTokens + outputTokens,
+      estimated: units.estimated,
+      ...('costMicroUsd' in pricing ? { costMicroUsd: pricing.costMicroUsd, price: pricing.price } : {})
+    })
+    request.log.info({ provider: provider.name, model: provider.model, inputTokens, outputTokens, estimated: units.estimated, costMicroUsd: charged, outcome }, 'assistant call settled')
+    return { quota: metered.quotaAfter(inputTokens + outputTokens), usage: { inputTokens, outputTokens, costMicroUsd: charged, costCents: toCents(charged) } }
   }
 
   function checked (request: FastifyRequest, toolArguments: string[]) {
@@ -76,8 +102,8 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
     }
     const suggestions = checked(request, result.toolArguments)
     const units = measured(call, result.usage, result.text + result.toolArguments.join(''))
-    const quota = await settle(request, metered, provider, units, 'completed')
-    return { id: request.id, reply: result.text, suggestions, finishReason: result.finishReason, usage: units.usage, quota }
+    const { quota, usage } = await settle(request, metered, provider, units, 'completed')
+    return { id: request.id, reply: result.text, suggestions, finishReason: result.finishReason, usage, quota }
   }
 
   /**
@@ -116,8 +142,8 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
         const finished = end as Extract<ChatEvent, { type: 'end' }>
         for (const suggestion of checked(request, tools)) write('suggestion', suggestion)
         const units = measured(call, finished.usage, text + tools.join(''))
-        const quota = await settle(request, metered, provider, units, 'completed')
-        write('done', { id: request.id, finishReason: finished.finishReason, usage: units.usage, quota })
+        const { quota, usage } = await settle(request, metered, provider, units, 'completed')
+        write('done', { id: request.id, finishReason: finished.finishReason, usage, quota })
       } catch (err) {
         const clientLeft = call.signal.aborted && !stopping()
         await settle(request, metered, provider, measured(call, null, text + tools.join('')), call.signal.aborted ? abortOutcome() : 'provider-failed')
@@ -189,7 +215,7 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
         throw new AppError('CONTENT_REJECTED', 'The message was refused by the content policy check: rephrase it.')
       }
     }
-    const metered = await app.meter(request, reply, estimatePromptTokens(call) + MAX_OUTPUT_TOKENS)
+    const metered = await app.meter(request, reply, estimatePromptTokens(call) + MAX_OUTPUT_TOKENS, priced(provider, estimatePromptTokens(call), MAX_OUTPUT_TOKENS))
     if (wantsStream(request.headers.accept)) return replyStream(request, reply, provider, call, metered)
     return replyJson(request, provider, call, metered)
   })
