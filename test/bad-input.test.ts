@@ -109,6 +109,26 @@ t.test('generated request bodies, queries and credentials never get a 5xx', asyn
     check(seen, 'chat list', await app.inject({ url: '/v1/chats', query, headers: webhookAuth }))
   }), { numRuns: 30, seed: 14 })
 
+  // Billing: generated amounts, estimates, periods, cursors and transaction ids.
+  const money = fc.oneof(fc.integer(), fc.double(), fc.constantFrom(-1, 0, 1.5, 1e12, Number.MAX_SAFE_INTEGER), fc.string({ maxLength: 20 }), jsonValue)
+  const billingBody = fc.oneof(jsonValue, fc.record({
+    amountCents: money,
+    reason: fc.oneof(fc.string({ maxLength: 300 }), jsonValue),
+    mode: fc.oneof(fc.constantFrom('live', 'test', 'prod'), jsonValue),
+    model: fc.oneof(fc.constantFrom('gpt-4o-mini', 'gpt-4.1', 'no-such-model', ''), jsonValue),
+    inputTokens: money,
+    estimatedOutputTokens: money,
+    messages: fc.oneof(fc.array(fc.record({ role: fc.oneof(fc.constantFrom('user', 'assistant', 'system'), jsonValue), content: fc.oneof(fc.string({ maxLength: 200 }), jsonValue) }, { requiredKeys: [] }), { maxLength: 5 }), jsonValue)
+  }, { requiredKeys: [] }))
+  await fc.assert(fc.asyncProperty(billingBody, fc.oneof(fc.constantFrom('use_1', 'grant_1', 'use_99999999999999999999'), fc.string({ maxLength: 40 })), fc.dictionary(fc.constantFrom('cursor', 'limit', 'period', 'mode'), fc.string({ maxLength: 60 })), async (body, id, query) => {
+    check(seen, 'credit grant', await app.inject({ method: 'POST', url: `/v1/admin/credits/${encodeURIComponent(`bad-input-${id}`)}`, headers: adminHeaders, payload: JSON.stringify(body) }))
+    check(seen, 'credit show', await app.inject({ url: `/v1/admin/credits/${encodeURIComponent(`bad-input-${id}`)}`, query, headers: adminHeaders }))
+    check(seen, 'estimate', await app.inject({ method: 'POST', url: '/v1/ai/estimate', headers: webhookAuth, payload: JSON.stringify(body) }))
+    check(seen, 'billing usage', await app.inject({ url: '/v1/billing/usage', query, headers: webhookAuth }))
+    check(seen, 'transactions', await app.inject({ url: '/v1/billing/transactions', query, headers: webhookAuth }))
+    check(seen, 'transaction', await app.inject({ url: `/v1/billing/transactions/${encodeURIComponent(id)}`, headers: webhookAuth }))
+  }), { numRuns: 30, seed: 15 })
+
   await fc.assert(fc.asyncProperty(fc.string({ maxLength: 60 }), fc.dictionary(fc.constantFrom('expires', 'signature', 'cursor', 'limit', 'queue', 'state'), fc.string({ maxLength: 60 })), async (id, query) => {
     check(seen, 'file read', await app.inject({ url: `/v1/ai/files/${encodeURIComponent(id)}`, query }))
     check(seen, 'webhook list', await app.inject({ url: '/v1/webhooks', query, headers: webhookAuth }))
