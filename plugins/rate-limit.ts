@@ -9,7 +9,7 @@ import { AppError } from './errors.js'
 const MINUTE_MS = 60_000
 /** Minting tokens, per client address, before authentication: slows down key guessing. */
 export const TOKEN_MINT_PER_MINUTE_PER_IP = 30
-/** Other AI-token routes (entitlements, usage, catalog), per user. */
+/** Other AI-token routes (entitlements, usage, catalog), per user, when the plan sets no `rateLimitPerMinute`. */
 export const READ_ROUTES_PER_MINUTE = 120
 const REDIS_CONNECT_TIMEOUT_MS = 2_000
 
@@ -46,7 +46,11 @@ export default fp(async function rateLimits (app) {
         max: (request) => (app.entitlements.featurePlan((request.principal as Principal).plan, feature) as FeaturePlanValue).rateLimitPerMinute
       }
     } else if (config.auth === 'ai-token') {
-      policy = { hook: 'preParsing', max: READ_ROUTES_PER_MINUTE, keyGenerator: principalKey }
+      policy = {
+        hook: 'preParsing',
+        keyGenerator: principalKey,
+        max: (request) => app.entitlements.plans.plans[(request.principal as Principal).plan]?.rateLimitPerMinute ?? READ_ROUTES_PER_MINUTE
+      }
     } else if (config.perAddressPerMinute !== undefined) {
       const url = route.url
       policy = { hook: 'onRequest', max: config.perAddressPerMinute, keyGenerator: (request) => `ip:${request.ip}:${url}` }

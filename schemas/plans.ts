@@ -34,6 +34,7 @@ export const PlansFile = Type.Object({
   plans: Type.Record(Type.String(), Type.Object({
     name: Type.String({ minLength: 1, maxLength: 80 }),
     features: Type.Record(Type.String(), FeaturePlan),
+    rateLimitPerMinute: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000, description: 'Calls per minute per user on the AI-token routes that are not a feature (balance, usage, models, chats\' reads…); absent: 120. Feature routes use their own limit.' })),
     credits: Type.Optional(PlanCredits)
   }, { additionalProperties: false }), { minProperties: 1 }),
   prices: Type.Optional(Type.Record(Type.String({ pattern: '^[a-z0-9-]+(/[A-Za-z0-9._:-]+)?$' }), Price, {

@@ -53,7 +53,10 @@ for (const [storeName, env] of [['in-memory', {}], ['redis', { REDIS_URL }]] as 
     const { key } = await userWithKey(app)
     const { token } = await mint(app, key)
     const res = await app.inject({ url: '/v1/ai/entitlements', headers: { authorization: `Bearer ${token}` } })
-    t.equal(res.headers['x-ratelimit-limit'], '120')
+    t.equal(res.headers['x-ratelimit-limit'], '300', 'the plan\'s own limit (pro: 300 a minute)')
+    const free = await userWithKey(app, { plan: 'free' })
+    const freeToken = (await mint(app, free.key)).token
+    t.equal((await app.inject({ url: '/v1/billing/balance', headers: { authorization: `Bearer ${freeToken}` } })).headers['x-ratelimit-limit'], '60', 'free: 60')
   })
 }
 
