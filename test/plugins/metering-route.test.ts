@@ -12,7 +12,8 @@ const plansFile = join(mkdtempSync(join(tmpdir(), 'plans-')), 'plans.json')
 writeFileSync(plansFile, JSON.stringify({
   plans: {
     tiny: { name: 'Tiny', features: { 'background-removal': { quota: { limit: 5, period: 'day' }, rateLimitPerMinute: 1000 } } },
-    fifty: { name: 'Fifty', features: { 'background-removal': { quota: { limit: 50, period: 'day' }, rateLimitPerMinute: 1000 } } }
+    fifty: { name: 'Fifty', features: { 'background-removal': { quota: { limit: 50, period: 'day' }, rateLimitPerMinute: 1000 } } },
+    billed: { name: 'Billed', features: { 'background-removal': { quota: { limit: 50, period: 'day' }, rateLimitPerMinute: 1000 } }, credits: { monthlyFreeCents: 100 } }
   },
   prices: { removebg: { perCall: 200000 } }
 }))
@@ -141,6 +142,43 @@ t.test('a settlement the database refuses after the provider charged is kept, re
   const lost = second.logs.find('settlement lost at shutdown: record it by hand')
   t.match(lost, [{ userId, feature: 'background-removal', provider: 'removebg', units: 1, costMicroUsd: 200000 }])
   state.down = false
+})
+
+t.test('billed: a settlement whose commit was not acknowledged is retried, and charged once', async (t) => {
+  const { store, drop } = await createTestStore()
+  t.teardown(drop)
+  const state = { loseAnswer: false }
+  // The transaction commits, then the connection dies before its answer: the caller cannot know it committed.
+  const lossy: Store = {
+    ...store,
+    transaction: async (fn) => {
+      const result = await store.transaction(fn)
+      if (!state.loseAnswer) return result
+      state.loseAnswer = false
+      throw Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' })
+    }
+  }
+  const route = async (app: FastifyInstance) => {
+    app.post('/v1/ai/test-feature', { config: { feature: 'background-removal' } }, async (request, reply) => {
+      const call = await app.meter(request, reply, 1, { costMicroUsd: 200_000 })
+      state.loseAnswer = true
+      return { charged: await call.settle({ provider: 'removebg', units: 1, unitsIn: 1, unitsOut: 1 }) }
+    })
+  }
+  const { app, logs } = await build(t, { store: lossy, env: { PLANS_FILE: plansFile }, register: route })
+  const { userId, key } = await userWithKey(app, { plan: 'billed', mode: 'live' })
+  const { token } = await mint(app, key)
+  const res = await app.inject({ method: 'POST', url: '/v1/ai/test-feature', headers: { authorization: `Bearer ${token}` } })
+  t.same(res.json(), { charged: 280_000 }, 'the answer says what is charged: 200,000 µUSD and 40 %')
+  t.equal(app.pendingSettlements(), 1, 'kept for a retry')
+  await app.close()
+  t.equal(logs.find('delayed settlement recorded').length, 1)
+  const ledger = await store.query<{ charged_micro_usd: string, price_per_call_micro_usd: string | null }>('SELECT charged_micro_usd, price_per_call_micro_usd FROM usage_ledger WHERE user_id = $1', [userId])
+  t.same(ledger.rows.map((r) => Number(r.charged_micro_usd)), [280_000], 'one ledger row')
+  const account = await store.query<{ lifetime_micro_usd: string }>('SELECT lifetime_micro_usd FROM credit_accounts WHERE user_id = $1', [userId])
+  t.same(account.rows.map((r) => Number(r.lifetime_micro_usd)), [280_000], 'charged once')
+  const month = await store.query<{ free_used_micro_usd: string, free_reserved_micro_usd: string }>('SELECT free_used_micro_usd, free_reserved_micro_usd FROM credit_months WHERE user_id = $1', [userId])
+  t.same(month.rows.map((r) => [Number(r.free_used_micro_usd), Number(r.free_reserved_micro_usd)]), [[280_000, 0]])
 })
 
 /** The acceptance of issue 4 over HTTP: every call goes through auth, entitlements, rate limit and app.meter. */

@@ -2,6 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
+import { http } from 'msw'
 import sharp from 'sharp'
 import t from 'tap'
 import { costMicroUsd } from '../../../plugins/chats.js'
@@ -9,6 +10,8 @@ import type { CreditAsk } from '../../../plugins/credits.js'
 import { loadModels } from '../../../plugins/models.js'
 import { withMarkup } from '../../../plugins/money.js'
 import { adminHeaders, build, dumpAllTables, mint, multipart, newUserId } from '../../helper.js'
+import { interceptNetwork } from '../../network.js'
+import { OPENAI_URL, sseResponse, streamChunks } from '../../openai-fake.js'
 
 const PLANS_FILE = join(mkdtempSync(join(tmpdir(), 'billing-plans-')), 'plans.json')
 const features = {
@@ -153,4 +156,32 @@ t.test('a plan without credits is not billed; another user\'s transaction is a 4
     const res = await app.inject({ method: 'POST', url: '/v1/ai/estimate', headers: as(plain.token), payload })
     t.equal(res.statusCode, status, JSON.stringify(payload))
   }
+})
+
+t.test('live: a streamed call is charged its list price and markup in the done event; a stream cut short is charged what was generated', async (t) => {
+  let cut = false
+  interceptNetwork(t, http.post(OPENAI_URL, () => cut
+    ? sseResponse(streamChunks(['First words ', 'then more', ' and more']), { cutAfter: 2 })
+    : sseResponse(streamChunks(['Once ', 'upon ', 'a time.'], [], { prompt_tokens: 1200, completion_tokens: 300 }))))
+  const { app } = await build(t, { env: { PLANS_FILE, OPENAI_API_KEY: 'sk-billing-0123456789' } })
+  const userId = newUserId('billing-live')
+  await app.inject({ method: 'PUT', url: `/v1/admin/licenses/${userId}`, headers: adminHeaders, payload: { plan: 'tiny' } })
+  const { key } = (await app.inject({ method: 'POST', url: '/v1/admin/keys', headers: adminHeaders, payload: { userId, mode: 'live' } })).json<{ key: string }>()
+  const { token } = await mint(app, key)
+  const chat = (await app.inject({ method: 'POST', url: '/v1/chats', headers: as(token), payload: {} })).json<{ id: string }>()
+  const stream = () => app.inject({ method: 'POST', url: `/v1/chats/${chat.id}/stream`, headers: as(token), payload: { content: 'Tell me a story', model: 'gpt-4o-mini' } })
+
+  const done = (await stream()).body.split('\n\n').find((frame) => frame.startsWith('event: done'))
+  const data = JSON.parse((done as string).split('data: ')[1] as string) as { usage: { costMicroUsd: number }, costCents: number }
+  t.equal(data.usage.costMicroUsd, withMarkup(costMicroUsd(gpt, 1200, 300), 40), '360 µUSD at list price, 504 with the markup')
+  t.equal(data.usage.costMicroUsd, 504)
+
+  cut = true
+  t.match((await stream()).body, /event: error/)
+  const { rows } = await app.store.query<{ charged_micro_usd: string, estimated: boolean, billed: boolean }>('SELECT charged_micro_usd, estimated, billed FROM usage_ledger WHERE user_id = $1 ORDER BY id', [userId])
+  t.equal(rows.length, 2)
+  t.match(rows[1], { estimated: true, billed: true }, 'the cut stream is charged, counted by us')
+  t.ok(Number(rows[1]?.charged_micro_usd) > 0, 'never zero for a prompt that was sent')
+  const balance = (await get(app, token, '/v1/billing/balance')).json<{ balanceMicroUsd: number }>()
+  t.equal(balance.balanceMicroUsd, 10_000 - 504 - Number(rows[1]?.charged_micro_usd), 'the balance moved by exactly the two charges')
 })
