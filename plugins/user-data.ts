@@ -25,9 +25,15 @@ export const PLATFORM_STORAGE = [
   },
   {
     what: 'Usage ledger and audit trail',
-    where: 'Tables `usage_ledger` (feature, provider, model, units, cost, request id) and `audit_events` (who did what, when)',
+    where: 'Tables `usage_ledger` (feature, provider, model, units, cost, what was charged and at which prices, request id, chat id) and `audit_events` (who did what, when)',
     encrypted: 'Not needed: no content, no keys',
     kept: 'Kept as billing and security records, also after a user\'s data is deleted'
+  },
+  {
+    what: 'Credits (plans billed in money)',
+    where: 'Tables `credit_accounts` (purchased credits left, held, charged so far), `credit_months` (free credits used, charges of the month), `credit_days` (tokens of the day), `credit_reservations` (holds of calls under way) and `credit_grants` (credits added, with the operator\'s reason)',
+    encrypted: 'Not needed: amounts and ids, no content',
+    kept: 'Kept as billing records, also after a user\'s data is deleted; holds until their call ends (at most 5 minutes)'
   }
 ] as const
 
