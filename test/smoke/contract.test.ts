@@ -28,7 +28,7 @@ t.test('a response is checked against its operation: status, content type and bo
 })
 
 t.test('a stream is checked event by event and in order', async (t) => {
-  const done = { id: 'r', finishReason: 'stop', usage: { inputTokens: 1, outputTokens: 2 }, quota: { limit: 10, used: 3, remaining: 7, resetsAt: '2026-12-01T00:00:00.000Z' } }
+  const done = { id: 'r', finishReason: 'stop', usage: { inputTokens: 1, outputTokens: 2, costMicroUsd: 0, costCents: 0 }, quota: { limit: 10, used: 3, remaining: 7, resetsAt: '2026-12-01T00:00:00.000Z' } }
   const suggestion = { settingId: 'export.format', value: 'png', reason: 'Lossless.' }
   const frame = (event: string, data: unknown) => `event: ${event}\r\ndata: ${typeof data === 'string' ? data : JSON.stringify(data)}\r\n\r\n`
   const good = parseSse(frame('delta', { text: 'Hi' }) + ': a comment\n\n' + frame('suggestion', suggestion) + frame('done', done))
@@ -79,7 +79,7 @@ async function runSmoke (t: Test, app: FastifyInstance, files: string[], adminTo
 
 t.test('the smoke suite passes against the service over HTTP, admin API included', async (t) => {
   const { app } = await build(t)
-  t.same(SMOKE_FILES, ['admin.smoke.ts', 'background-removal.smoke.ts', 'health.smoke.ts', 'platform.smoke.ts', 'settings-assistant.smoke.ts', 'tokens.smoke.ts'])
+  t.same(SMOKE_FILES, ['admin.smoke.ts', 'background-removal.smoke.ts', 'chats.smoke.ts', 'health.smoke.ts', 'platform.smoke.ts', 'settings-assistant.smoke.ts', 'tokens.smoke.ts'])
   for (const { file, code, output } of await runSmoke(t, app, SMOKE_FILES, TEST_SECRETS.ADMIN_TOKEN)) {
     t.equal(code, 0, `${file} passes`)
     if (code !== 0) t.comment(output)
