@@ -21,7 +21,7 @@ interface TransactionRow {
   id: string
   at: Date
   kind: 'use' | 'grant'
-  operation_id: string | null
+  operation_id: string
   feature: string | null
   model: string | null
   provider: string | null
@@ -38,7 +38,7 @@ interface TransactionRow {
 
 /** Both kinds of money movement of a user and mode, as one list: charged calls and credits added. */
 const TRANSACTIONS = `SELECT * FROM (
-    SELECT 'use_' || id AS id, at, 'use' AS kind, request_id AS operation_id, feature, model, provider, units_in, units_out,
+    SELECT 'use_' || id AS id, at, 'use' AS kind, coalesce(request_id, 'use_' || id) AS operation_id, feature, model, provider, units_in, units_out,
       charged_micro_usd AS charged, 0::bigint AS credit, markup_percent, price_in_micro_usd_per_1m AS price_in,
       price_out_micro_usd_per_1m AS price_out, session_id, NULL::text AS reason
     FROM usage_ledger WHERE user_id = $1 AND mode = $2 AND billed
@@ -56,7 +56,7 @@ function toTransaction (row: TransactionRow): TransactionValue {
     id: row.id,
     timestamp: row.at.toISOString(),
     operationType: row.kind === 'use' ? 'usage' : 'credit-grant',
-    operationId: row.operation_id ?? row.id,
+    operationId: row.operation_id,
     feature: row.feature,
     model: row.model,
     provider: row.provider,

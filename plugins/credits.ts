@@ -99,7 +99,7 @@ const insufficient = (message: string, details: Record<string, unknown>) => new 
  * caller's transaction and starts by locking the user's account row, so the balance can never be spent twice — also
  * by several instances sharing PostgreSQL. Free credits are spent first.
  */
-export function createCredits (clock: () => Date = () => new Date()) {
+export function createCredits (clock: () => Date) {
   return {
     /**
      * Takes the user's lock first, in any transaction that also touches quota rows: every path locks the account row

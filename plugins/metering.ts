@@ -320,7 +320,7 @@ declare module 'fastify' {
      * the X-Quota-* headers. QUOTA_EXCEEDED when the quota cannot cover it; PROVIDER_UNAVAILABLE (fail closed)
      * when the database cannot be reached — the provider is then not called.
      */
-    meter: (request: FastifyRequest, reply: FastifyReply, units: number, estimate?: CallEstimate) => Promise<MeteredCall>
+    meter: (request: FastifyRequest, reply: FastifyReply, units: number, estimate: CallEstimate) => Promise<MeteredCall>
     /** Settlements waiting for the database (normally none). */
     pendingSettlements: () => number
   }
@@ -357,14 +357,14 @@ export default fp(async function metering (app) {
   }
   app.decorate('pendingSettlements', () => pending.length)
 
-  app.decorate('meter', async (request: FastifyRequest, reply: FastifyReply, units: number, estimate?: CallEstimate): Promise<MeteredCall> => {
+  app.decorate('meter', async (request: FastifyRequest, reply: FastifyReply, units: number, estimate: CallEstimate): Promise<MeteredCall> => {
     const principal = request.principal as Principal
     const feature = request.routeOptions.config.feature as FeatureId
     const quota = (app.entitlements.featurePlan(principal.plan, feature) as FeaturePlanValue).quota
     const terms = planCreditTerms(app.entitlements.plans, principal.plan)
     const billing = terms === null
       ? undefined
-      : { terms, ask: { amountMicroUsd: withMarkup(estimate === undefined ? 0 : 'costMicroUsd' in estimate ? estimate.costMicroUsd : costMicroUsd(prices, estimate), terms.markupPercent), tokens: FEATURES[feature].unit === 'tokens' ? units : 0 } }
+      : { terms, ask: { amountMicroUsd: withMarkup('costMicroUsd' in estimate ? estimate.costMicroUsd : costMicroUsd(prices, estimate), terms.markupPercent), tokens: FEATURES[feature].unit === 'tokens' ? units : 0 } }
     let reservation: Reservation
     try {
       reservation = await metering.reserve({ userId: principal.userId, mode: principal.mode, feature }, quota, units, request.id, billing)

@@ -133,7 +133,7 @@ export const Estimate = Type.Object({
 export const CreditGrantInput = Type.Object({
   amountCents: Type.Integer({ minimum: 1, maximum: 10_000_000, description: 'Credits to add, in whole cents (at most 100,000 USD at once).' }),
   reason: Type.String({ minLength: 1, maxLength: 200, description: 'Why (a purchase reference, a goodwill credit); shown to the user in the transactions and audited.' }),
-  mode: Type.Optional(Type.Union([Type.Literal('live'), Type.Literal('test')], { default: 'live', description: 'Which balance: live, or test (for test-mode keys).' }))
+  mode: Type.Optional(Type.Union([Type.Literal('live'), Type.Literal('test')], { description: 'Which balance: live (when absent), or test (for test-mode keys).' }))
 }, { $id: 'CreditGrantInput', title: 'CreditGrantInput', additionalProperties: false, examples: [{ amountCents: 1000, reason: 'Order 2026-1187' }] })
 
 export const CreditAccount = Type.Object({

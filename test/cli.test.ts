@@ -19,8 +19,8 @@ async function cli (args: string[], env: NodeJS.ProcessEnv = { ADMIN_TOKEN: TEST
   return { code, stdout, stderr }
 }
 
-async function listening (t: Test) {
-  const { app } = await build(t)
+async function listening (t: Test, env?: Record<string, string>) {
+  const { app } = await build(t, env === undefined ? {} : { env })
   const url = await app.listen({ port: 0, host: '127.0.0.1' })
   return { app, url }
 }
@@ -90,7 +90,9 @@ t.test('analytics of chat calls by model and vendor', async (t) => {
 })
 
 t.test('credits grant and show', async (t) => {
-  const { url } = await listening(t)
+  const plans = join(mkdtempSync(join(tmpdir(), 'cli-plans-')), 'plans.json')
+  writeFileSync(plans, JSON.stringify({ plans: { billed: { name: 'Billed', features: {}, credits: { monthlyFreeCents: 100 } } } }))
+  const { url } = await listening(t, { PLANS_FILE: plans })
   const user = newUserId('cli-credits')
   const shown = await cli(['credits', 'show', '--user', user, '--url', url])
   t.match(shown.stdout, new RegExp(`^${user} \\(no license, live\\)\n {2}balance \\$0\\.00: free \\$0\\.00 until \\S+, purchased \\$0\\.00; charged so far \\$0\\.00\n {2}\\(the plan is not billed in credits`))
@@ -101,6 +103,8 @@ t.test('credits grant and show', async (t) => {
   t.equal(bad.code, 1)
   t.match(bad.stderr, /VALIDATION_ERROR/)
   t.equal((await cli(['credits', 'grant', '--user', user, '--reason', 'x', '--url', url])).code, 2, 'missing --cents')
+  await cli(['licenses', 'grant', '--user', user, '--plan', 'billed', '--url', url])
+  t.match((await cli(['credits', 'show', '--user', user, '--url', url])).stdout, new RegExp(`^${user} \\(billed, live\\)\n {2}balance \\$1\\.00: free \\$1\\.00 until \\S+, purchased \\$0\\.00; charged so far \\$0\\.00\n$`), 'a billed plan: no note')
 })
 
 t.test('errors go to stderr with a non-zero exit code', async (t) => {

@@ -41,13 +41,16 @@ for (const backend of ['embedded', 'postgres'] as const) {
     await metering.release(failed)
     await metering.release(failed)
     t.match(await balance(), { purchasedMicroUsd: 18_000 }, 'released once, whatever the repeats')
+    const free = await metering.reserve(key, quota, 10, null, { terms, ask: ask(500) })
+    t.equal(await metering.settle(free, { provider: 'sandbox', units: 10 }), true)
+    t.match(await balance(), { purchasedMicroUsd: 18_000, lifetimeMicroUsd: 12_000 }, 'a call without a cost is charged nothing')
 
     const over = await metering.reserve(key, quota, 10, null, { terms, ask: ask(1000) })
     t.equal(await metering.settle(over, { provider: 'openai', units: 10, costMicroUsd: 50_000 }), true)
     t.match(await balance(), { purchasedMicroUsd: 0, lifetimeMicroUsd: 30_000 }, 'a call dearer than its hold takes what is left, never more')
     const { rows } = await store.query<{ charged_micro_usd: string, cost_micro_usd: string, billed: boolean, markup_percent: number }>(
       'SELECT charged_micro_usd, cost_micro_usd, billed, markup_percent FROM usage_ledger WHERE user_id = $1 ORDER BY id', [key.userId])
-    t.same(rows.map((r) => [Number(r.cost_micro_usd), Number(r.charged_micro_usd), r.billed, r.markup_percent]), [[12_000, 12_000, true, 0], [50_000, 18_000, true, 0]])
+    t.same(rows.map((r) => [Number(r.cost_micro_usd), Number(r.charged_micro_usd), r.billed, r.markup_percent]), [[12_000, 12_000, true, 0], [0, 0, true, 0], [50_000, 18_000, true, 0]])
     const { rows: accounts } = await store.query<{ purchased_micro_usd: string, reserved_micro_usd: string }>('SELECT purchased_micro_usd, reserved_micro_usd FROM credit_accounts WHERE user_id = $1', [key.userId])
     t.same(accounts.map((a) => [Number(a.purchased_micro_usd), Number(a.reserved_micro_usd)]), [[0, 0]])
   })

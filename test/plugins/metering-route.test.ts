@@ -22,7 +22,7 @@ writeFileSync(plansFile, JSON.stringify({
 function featureRoute (providerCalls: { n: number }) {
   return async (app: FastifyInstance) => {
     app.post('/v1/ai/test-feature', { config: { feature: 'background-removal' } }, async (request, reply) => {
-      const call = await app.meter(request, reply, 1)
+      const call = await app.meter(request, reply, 1, { provider: 'sandbox', unitsIn: 1, unitsOut: 1 })
       providerCalls.n++
       if ((request.query as { fail?: string }).fail !== undefined) {
         await call.release()
@@ -105,7 +105,7 @@ t.test('a settlement the database refuses after the provider charged is kept, re
   }
   const route = async (app: FastifyInstance) => {
     app.post('/v1/ai/test-feature', { config: { feature: 'background-removal' } }, async (request, reply) => {
-      const call = await app.meter(request, reply, 1)
+      const call = await app.meter(request, reply, 1, { costMicroUsd: 200_000 })
       state.down = true // the database goes away while the provider works
       if ((request.query as { fail?: string }).fail !== undefined) {
         await call.release()

@@ -64,4 +64,5 @@ t.test('the sandbox of the model catalog names the model it stands for, or the r
   for await (const e of models.stream({ ...call('one two'), model: 'gemini-2.5-flash' })) events.push(e)
   t.equal(events.filter((e) => e.type === 'delta').map((e) => (e as { text: string }).text).join(''), (await models.complete({ ...call('one two'), model: 'gemini-2.5-flash' })).text, 'the stream adds up to the answer')
   t.match(events.at(-1), { type: 'end', finishReason: 'stop', usage: { inputTokens: Number, outputTokens: Number } })
+  t.match((await models.complete(call(null))).text, /your message has 0 words, and this conversation has 0 turns so far/, 'no user message: nothing to count')
 })

@@ -7,7 +7,7 @@ import { errorResponses } from '../../../schemas/errors.js'
 import { ref } from '../../../schemas/refs.js'
 
 const params = Type.Object({ userId: UserId })
-const query = Type.Object({ mode: Type.Optional(Type.Union([Type.Literal('live'), Type.Literal('test')], { default: 'live' })) }, { additionalProperties: false })
+const query = Type.Object({ mode: Type.Optional(Type.Union([Type.Literal('live'), Type.Literal('test')], { description: 'live (when absent) or test.' })) }, { additionalProperties: false })
 
 /** Purchased credits: an operator (or the shop, through this route) adds them; they never expire. */
 const credits: FastifyPluginAsyncTypebox = async (app) => {

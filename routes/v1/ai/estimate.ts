@@ -39,7 +39,10 @@ const estimate: FastifyPluginAsyncTypebox = async (app) => {
     const route = app.models.route({ plan: principal.plan, mode: principal.mode, model: body.model, text: last?.content ?? '' })
     const entries: Array<{ model: ModelEntry, promptTokens: number, outputTokens?: number }> = []
     for (const model of [route.model, ...route.chain]) {
-      const promptTokens = body.inputTokens ?? (await app.chats.prompt(model, (body.messages ?? []).slice(0, -1), (last as { content: string }).content, replyLimit(model))).tokens
+      const messages = body.messages
+      const promptTokens = messages === undefined
+        ? body.inputTokens as number
+        : (await app.chats.prompt(model, messages.slice(0, -1), (last as { content: string }).content, replyLimit(model))).tokens
       entries.push({ model, promptTokens, ...(body.estimatedOutputTokens === undefined ? {} : { outputTokens: body.estimatedOutputTokens }) })
     }
     const reserved = chatReservation(entries)

@@ -23,9 +23,10 @@ writeFileSync(PLANS_FILE, JSON.stringify({
   plans: {
     metered: { name: 'Metered', features, credits: { monthlyFreeCents: 10, dailyTokenLimit: 5000 } },
     tiny: { name: 'Tiny', features, credits: { monthlyFreeCents: 1 } },
+    capped: { name: 'Capped', features, credits: { monthlyFreeCents: 100, monthlyCostLimitCents: 1, graceHours: 24 } },
     plain: { name: 'Plain', features }
   },
-  prices: { sandbox: { perCall: 0 } }
+  prices: { sandbox: { perCall: 0 }, 'sandbox/sandbox': { perInputUnit: 0, perOutputUnit: 0 } }
 }))
 const gpt = loadModels().find((m) => m.id === 'gpt-4o-mini') as ReturnType<typeof loadModels>[number]
 
@@ -118,6 +119,18 @@ t.test('not enough credits: 402 with the balance and what was needed; nothing he
   t.equal(ok.json<{ estimatedCostMicroUsd: number }>().estimatedCostMicroUsd, res.json<{ error: { details: { requiredMicroUsd: number } } }>().error.details.requiredMicroUsd, 'what the estimate says is what was needed')
 })
 
+t.test('the monthly cost limit is soft: the call that reaches it passes, and its grace period shows in the limits', async (t) => {
+  const { app } = await build(t, { env: { PLANS_FILE } })
+  const { token } = await userOn(app, 'capped')
+  const { res } = await say(app, token, 'hello')
+  t.equal(res.statusCode, 201, 'its hold is over the 1-cent limit: it starts the grace period')
+  t.match(res.headers['x-credits-warning'], /^monthly-cost-limit=\d+%$/)
+  const limits = (await get(app, token, '/v1/billing/limits')).json<{ graceEndsAt: string, monthlyCostLimitCents: number }>()
+  t.equal(limits.monthlyCostLimitCents, 1)
+  const hours = (new Date(limits.graceEndsAt).getTime() - Date.now()) / 3_600_000
+  t.ok(hours > 23.9 && hours <= 24, 'the grace period ends 24 hours after the limit was reached')
+})
+
 t.test('a plan without credits is not billed; another user\'s transaction is a 404; bad amounts and estimates are 400', async (t) => {
   const { app } = await build(t, { env: { PLANS_FILE } })
   const plain = await userOn(app, 'plain')
@@ -142,6 +155,7 @@ t.test('a plan without credits is not billed; another user\'s transaction is a 4
     t.equal(bad.statusCode, 400, `amountCents ${String(amountCents)}`)
   }
   t.equal((await app.inject({ method: 'POST', url: `/v1/admin/credits/${billed.userId}`, headers: adminHeaders, payload: { amountCents: 5 } })).statusCode, 400, 'a reason is required')
+  t.match((await app.inject({ method: 'POST', url: `/v1/admin/credits/${billed.userId}`, headers: adminHeaders, payload: { amountCents: 5, reason: 'Goodwill' } })).json(), { mode: 'live', balance: { purchasedCreditsCents: 5 } }, 'the live balance when no mode is given')
   t.match((await app.inject({ url: `/v1/admin/credits/${newUserId()}`, headers: adminHeaders })).json(), { plan: null, balance: { billed: false } })
 
   const estimates: Array<[Record<string, unknown>, number]> = [
