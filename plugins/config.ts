@@ -90,6 +90,7 @@ export const ConfigSchema = Type.Object({
 
   MODELS_FILE: Type.Optional(Type.String({ minLength: 1, 'x-group': 'Models and vendors', description: 'JSON file of the model catalog (id, vendor, upstream model, context and output limits, prices, premium). Unset: the bundled defaults/models.json.' })),
   ROUTING_FILE: Type.Optional(Type.String({ minLength: 1, 'x-group': 'Models and vendors', description: 'JSON file of the routing matrix (plan × task class → model) and the fallback chains. Unset: the bundled defaults/routing.json.' })),
+  STAGING_STYLES_FILE: Type.Optional(Type.String({ minLength: 1, 'x-group': 'Virtual staging', description: 'JSON file of the staging style catalog (id, name, description, bestFor, priceRange, sortOrder, active, palette, prompt template). Unset: the bundled defaults/staging-styles.json.' })),
   ANTHROPIC_API_KEY: Type.Optional(Type.String({ minLength: 1, 'x-secret': true, 'x-group': 'Models and vendors', description: 'Anthropic API key. Unset: its models are listed as not accessible.' })),
   ANTHROPIC_BASE_URL: url({ default: 'https://api.anthropic.com', 'x-group': 'Models and vendors', description: 'Anthropic Messages API endpoint (for a proxy).' }),
   QWEN_API_KEY: Type.Optional(Type.String({ minLength: 1, 'x-secret': true, 'x-group': 'Models and vendors', description: 'Qwen (Alibaba Cloud Model Studio) API key. Unset: its models are listed as not accessible.' })),

@@ -7,6 +7,7 @@ import files from './files.js'
 import me from './me.js'
 import models from './models.js'
 import settingsAssistant from './settings-assistant/index.js'
+import staging from './staging.js'
 import tokens from './tokens.js'
 import usage from './usage.js'
 
@@ -22,6 +23,7 @@ const ai: FastifyPluginAsync = async (app) => {
   await app.register(estimate)
   await app.register(settingsAssistant, { prefix: '/settings-assistant' })
   await app.register(backgroundRemoval)
+  await app.register(staging)
 }
 
 export default ai
