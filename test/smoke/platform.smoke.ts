@@ -42,3 +42,14 @@ t.test('admin: the job queue', { skip: settings().adminToken === undefined ? 'no
   await call(t, 'listJobs', 200, { path: '/v1/admin/jobs?limit=5', token })
   expectError(t, await call(t, 'retryJob', 404, { method: 'POST', path: '/v1/admin/jobs/00000000-0000-4000-8000-000000000000/retry', token }), 'NOT_FOUND')
 })
+
+t.test('staging styles: the catalog and a preview image', async (t) => {
+  const token = await mintToken(t)
+  const styles = await call(t, 'listStagingStyles', 200, { path: '/v1/ai/staging/styles', token })
+  const first = (styles.json.data as Array<{ previewImageUrl: string }>)[0]
+  t.ok(first !== undefined, 'at least one style')
+  const preview = await call(t, 'getStagingStylePreview', 200, { path: (first as { previewImageUrl: string }).previewImageUrl })
+  t.match(preview.contentType, /^image\/png/)
+  expectError(t, await call(t, 'getStagingStylePreview', 404, { path: '/v1/ai/staging/styles/no_such_style/preview.png' }), 'NOT_FOUND')
+  expectError(t, await call(t, 'listStagingStyles', 401, { path: '/v1/ai/staging/styles' }), 'UNAUTHENTICATED')
+})
