@@ -26,7 +26,7 @@ writeFileSync(PLANS_FILE, JSON.stringify({
     capped: { name: 'Capped', features, credits: { monthlyFreeCents: 100, monthlyCostLimitCents: 1, graceHours: 24 } },
     plain: { name: 'Plain', features }
   },
-  prices: { sandbox: { perCall: 0 }, 'sandbox/sandbox': { perInputUnit: 0, perOutputUnit: 0 } }
+  prices: { sandbox: { perCall: 0 }, 'sandbox/sandbox-catalog-1': { perInputUnit: 0, perOutputUnit: 0 } }
 }))
 const gpt = loadModels().find((m) => m.id === 'gpt-4o-mini') as ReturnType<typeof loadModels>[number]
 
