@@ -25,6 +25,18 @@ const ONLY = new Set((process.env.BENCH_ONLY ?? SCENARIOS.join(',')).split(','))
 const CHATS = 100
 const STREAMS_HELD = 1000
 
+/** Timings through the service beside the same calls made directly, and what the service adds (p50, p99). */
+function addedLatency (rounds: number, viaService: number[], direct: number[]) {
+  const p = (values: number[], q: number) => round(percentile(values, q))
+  return {
+    rounds,
+    service: { p50: p(viaService, 50), p99: p(viaService, 99) },
+    direct: { p50: p(direct, 50), p99: p(direct, 99) },
+    addedP50: round(percentile(viaService, 50) - percentile(direct, 50)),
+    addedP99: round(percentile(viaService, 99) - percentile(direct, 99))
+  }
+}
+
 function expectOk (sent: Sent, what: string) {
   if (sent.status !== 200) throw new Error(`${what}: HTTP ${sent.status} ${sent.text.slice(0, 300)}`)
 }
@@ -78,13 +90,7 @@ async function main () {
       expectOk(d, 'chat direct')
       if (i >= 100) { viaService.push(s.ms); direct.push(d.ms) }
     }
-    results.chatLatency = {
-      rounds,
-      service: { p50: round(percentile(viaService, 50)), p99: round(percentile(viaService, 99)) },
-      direct: { p50: round(percentile(direct, 50)), p99: round(percentile(direct, 99)) },
-      addedP50: round(percentile(viaService, 50) - percentile(direct, 50)),
-      addedP99: round(percentile(viaService, 99) - percentile(direct, 99))
-    }
+    results.chatLatency = addedLatency(rounds, viaService, direct)
   }
 
   // 2. Chat JSON at concurrency 50: throughput through the service and direct.
@@ -129,13 +135,7 @@ async function main () {
       if (!s.text.includes('event: done')) throw new Error(`stream via the service did not end with done: ${s.text.slice(-300)}`)
       if (i >= 20) { viaService.push(s.firstMs); direct.push(d.firstMs) }
     }
-    const firstDelta = {
-      rounds,
-      service: { p50: round(percentile(viaService, 50)), p99: round(percentile(viaService, 99)) },
-      direct: { p50: round(percentile(direct, 50)), p99: round(percentile(direct, 99)) },
-      addedP50: round(percentile(viaService, 50) - percentile(direct, 50)),
-      addedP99: round(percentile(viaService, 99) - percentile(direct, 99))
-    }
+    const firstDelta = addedLatency(rounds, viaService, direct)
 
     const idleRss = rssMb(pid)
     await control({ hold: true })
@@ -192,13 +192,7 @@ async function main () {
       const d = await post(agentDirect, upstreamChat, upstreamSessionBody, upstreamHeaders, (text) => text.split('data: ').length > 2)
       if (i >= 20) { viaService.push(s.firstMs); direct.push(d.firstMs) }
     }
-    const firstDelta = {
-      rounds,
-      service: { p50: round(percentile(viaService, 50)), p99: round(percentile(viaService, 99)) },
-      direct: { p50: round(percentile(direct, 50)), p99: round(percentile(direct, 99)) },
-      addedP50: round(percentile(viaService, 50) - percentile(direct, 50)),
-      addedP99: round(percentile(viaService, 99) - percentile(direct, 99))
-    }
+    const firstDelta = addedLatency(rounds, viaService, direct)
     // Whole streams at concurrency 20, a fixed number of turns (so every chat ends with the same history length).
     const amount = Math.max(200, Math.round(2000 * SCALE))
     const streamed = await cannon({

@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import type { AiAnalyticsValue } from '../schemas/analytics.js'
 import type { Mode } from '../schemas/principal.js'
-import { toCents } from './chats.js'
+import { toCents } from './money.js'
 import type { Store } from './store/index.js'
 
 const TABLE = 'ai_calls'

@@ -67,8 +67,6 @@ interface MessageRow {
   created_at: Date
 }
 
-export { toCents }
-
 const newId = (prefix: string) => `${prefix}_${randomBytes(12).toString('base64url').replace(/[-_]/g, '').slice(0, 16).padEnd(16, '0')}`
 const notFound = () => new AppError('NOT_FOUND', 'There is no such chat.')
 

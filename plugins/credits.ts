@@ -40,16 +40,11 @@ export interface CreditKey { userId: string, mode: Mode }
 /** What a call asks to hold: the charge it may reach (markup included) and the tokens it may use. */
 export interface CreditAsk { amountMicroUsd: number, tokens: number }
 
-/** What a reservation holds, as the answer's headers and the settlement need it. */
+/** What a reservation holds, as the answer's headers need it. */
 export interface CreditHold {
-  amountMicroUsd: number
-  /** Balance left once this hold is taken (free and purchased). */
-  balanceAfterMicroUsd: number
   /** Limits at or past CREDITS_WARNING_RATIO once this hold is taken, with the share reached (`monthly-cost-limit=85%`). */
   warnings: string[]
 }
-
-export interface CreditCharge { collectedMicroUsd: number, uncollectedMicroUsd: number }
 
 interface AccountRow { purchased_micro_usd: string, reserved_micro_usd: string, lifetime_micro_usd: string }
 interface MonthRow { free_used_micro_usd: string, free_reserved_micro_usd: string, charged_micro_usd: string, reserved_micro_usd: string, limit_reached_at: Date | null }
@@ -101,12 +96,6 @@ const insufficient = (message: string, details: Record<string, unknown>) => new 
  */
 export function createCredits (clock: () => Date) {
   return {
-    /**
-     * Takes the user's lock first, in any transaction that also touches quota rows: every path locks the account row
-     * before the quota counter row, so two calls never wait on each other in opposite orders (a deadlock).
-     */
-    lock: lockAccount,
-
     /**
      * Holds `ask` for call `id`, or throws INSUFFICIENT_CREDITS (402) with the reason: the balance, the daily token
      * limit or the monthly cost limit (once its grace period is over).
@@ -162,15 +151,15 @@ export function createCredits (clock: () => Date) {
       if (terms.dailyTokenLimit !== null && d.used + d.reserved + ask.tokens >= terms.dailyTokenLimit * CREDITS_WARNING_RATIO) {
         warnings.push(`daily-token-limit=${percent(d.used + d.reserved + ask.tokens, terms.dailyTokenLimit)}`)
       }
-      return { amountMicroUsd: ask.amountMicroUsd, balanceAfterMicroUsd: balance - ask.amountMicroUsd, warnings }
+      return { warnings }
     },
 
     /**
      * Charges call `id` what it cost (`chargeMicroUsd`, markup included) and gives its hold back, free credits first.
-     * A charge above what is left (the call used more than was held, and the balance is gone) is kept as
-     * `uncollectedMicroUsd`: the balance never goes below zero. The caller makes sure a call is charged once.
+     * Returns what was collected: a charge above what is left (the call used more than was held, and the balance is
+     * gone) is collected only in part, so the balance never goes below zero. The caller makes sure a call is charged once.
      */
-    async settle (tx: Queryable, key: CreditKey, terms: CreditTerms, id: string, chargeMicroUsd: number, tokens: number): Promise<CreditCharge> {
+    async settle (tx: Queryable, key: CreditKey, terms: CreditTerms, id: string, chargeMicroUsd: number, tokens: number): Promise<number> {
       const account = await lockAccount(tx, key)
       const { rows } = await tx.query<HoldRow>('DELETE FROM credit_reservations WHERE id = $1 RETURNING *', [id])
       const hold = rows[0]
@@ -189,7 +178,7 @@ export function createCredits (clock: () => Date) {
       await tx.query(`UPDATE credit_accounts SET purchased_micro_usd = purchased_micro_usd - $3, lifetime_micro_usd = lifetime_micro_usd + $4, updated_at = now()
         WHERE user_id = $1 AND mode = $2`, [key.userId, key.mode, takePurchased, collected])
       if (tokens > 0) await tx.query('UPDATE credit_days SET tokens_used = tokens_used + $4 WHERE user_id = $1 AND mode = $2 AND day_start = $3', [key.userId, key.mode, dayStart, tokens])
-      return { collectedMicroUsd: collected, uncollectedMicroUsd: chargeMicroUsd - collected }
+      return collected
     },
 
     /** Gives the hold of call `id` back (the call failed before anything was charged). */

@@ -176,9 +176,9 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
       const id = randomUUID()
       if (billing === undefined) return reserveQuota(store, key, quota, units, id, requestId, now)
       return store.transaction(async (tx) => {
-        await credits.lock(tx, key)
-        const reservation = await reserveQuota(tx, key, quota, units, id, requestId, now)
+        // The credits first: they lock the user's account row, which every credit path takes before the quota row.
         const hold = await credits.reserve(tx, key, billing.terms, id, billing.ask, new Date(now.getTime() + RESERVATION_TTL_MS))
+        const reservation = await reserveQuota(tx, key, quota, units, id, requestId, now)
         return { ...reservation, billing: { terms: billing.terms, hold } }
       })
     },
@@ -198,7 +198,7 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
       const tokens = FEATURES[reservation.feature].unit === 'tokens' ? settlement.units : 0
       try {
         return await store.transaction(async (tx) => {
-          const { collectedMicroUsd } = await credits.settle(tx, reservation, billing.terms, reservation.id, charge, tokens)
+          const collectedMicroUsd = await credits.settle(tx, reservation, billing.terms, reservation.id, charge, tokens)
           const { rows } = await tx.query<{ found: number, recorded: number }>(SETTLE, settleParams(reservation, settlement, collectedMicroUsd))
           if (rows[0]?.recorded !== 1) throw new AlreadySettled()
           return rows[0].found === 1
@@ -288,8 +288,6 @@ export const QUOTA_WARNING_RATIO = 0.8
 export interface MeteredCall {
   reservation: Reservation
   limit: number
-  /** The call is billed in money (the plan has credits). */
-  billed: boolean
   /**
    * Records what the provider charged (cost as given, or from the price table) and returns what the user is charged
    * for it: the cost with the plan's markup when billed, the cost itself otherwise. Never throws: when the database
@@ -382,7 +380,6 @@ export default fp(async function metering (app) {
     return {
       reservation,
       limit: quota.limit,
-      billed: terms !== null,
       settle: async (input) => {
         // A feature that prices its own calls (the model catalog) says the cost; otherwise the plans' price table does.
         const settlement: Settlement = input.costMicroUsd === undefined

@@ -131,6 +131,7 @@ t.test('generated request bodies, queries and credentials never get a 5xx', asyn
 
   await fc.assert(fc.asyncProperty(fc.string({ maxLength: 60 }), fc.dictionary(fc.constantFrom('expires', 'signature', 'cursor', 'limit', 'queue', 'state'), fc.string({ maxLength: 60 })), async (id, query) => {
     check(seen, 'file read', await app.inject({ url: `/v1/ai/files/${encodeURIComponent(id)}`, query }))
+    check(seen, 'staging style preview', await app.inject({ url: `/v1/ai/staging/styles/${encodeURIComponent(id)}/preview.png`, query }))
     check(seen, 'webhook list', await app.inject({ url: '/v1/webhooks', query, headers: webhookAuth }))
     check(seen, 'admin jobs', await app.inject({ url: '/v1/admin/jobs', query, headers: adminHeaders }))
     check(seen, 'admin job retry', await app.inject({ method: 'POST', url: `/v1/admin/jobs/${encodeURIComponent(id)}/retry`, headers: adminHeaders }))

@@ -81,7 +81,7 @@ t.test('a billed chat: held before the call, charged with the markup, and every 
   const next = (await get(app, token, `/v1/billing/transactions?limit=1&cursor=${page.nextCursor}`)).json<{ data: Array<{ id: string }>, nextCursor: null }>()
   t.match(next, { data: [{ operationType: 'usage', feature: 'chat', model: 'gpt-4o-mini', provider: 'sandbox', costMicroUsd: charged, markupPercent: 40, inputCostPer1M: 0.15, outputCostPer1M: 0.6, sessionId: chat.id, tokensInput: reply.usage.inputTokens }], nextCursor: null })
   const one = await get(app, token, `/v1/billing/transactions/${next.data[0]?.id as string}`)
-  t.match(one.json(), { id: next.data[0]?.id, operationId: one.json<{ operationId: string }>().operationId })
+  t.match(one.json(), { id: next.data[0]?.id, operationId: res.headers['x-request-id'] }, 'the operation is the call\'s request id')
   t.equal((await get(app, token, '/v1/billing/transactions?cursor=bm9wZQ')).statusCode, 400, 'a cursor that is not ours')
   t.equal((await get(app, token, '/v1/billing/transactions/use_x')).statusCode, 400)
 
