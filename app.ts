@@ -39,6 +39,7 @@ import webhookRoutes from './routes/v1/webhooks/index.js'
 import webhooks from './plugins/webhooks.js'
 import billing from './plugins/billing.js'
 import stagingStyles from './plugins/staging-styles.js'
+import stagings from './plugins/stagings.js'
 import billingRoutes from './routes/v1/billing/index.js'
 
 /** JSON bodies are small (a chat message, a settings context); images come through multipart with their own limits. */
@@ -125,6 +126,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await server.register(images)
   await server.register(backgroundRemoval)
   await server.register(stagingStyles)
+  await server.register(stagings)
 
   await server.register(healthRoutes, { prefix: '/health' })
   await server.register(aiRoutes, { prefix: '/v1/ai' })

@@ -67,7 +67,8 @@ interface MessageRow {
   created_at: Date
 }
 
-const newId = (prefix: string) => `${prefix}_${randomBytes(12).toString('base64url').replace(/[-_]/g, '').slice(0, 16).padEnd(16, '0')}`
+/** A public id: a prefix and 16 letters and digits. */
+export const newId = (prefix: string) => `${prefix}_${randomBytes(12).toString('base64url').replace(/[-_]/g, '').slice(0, 16).padEnd(16, '0')}`
 const notFound = () => new AppError('NOT_FOUND', 'There is no such chat.')
 
 /** What a call cost at the model's list prices, in whole micro-USD, rounded up (integer arithmetic). */

@@ -94,6 +94,34 @@ export const FEATURES = {
       reply: 'At most 4,096 tokens (or the model\'s own limit when lower)',
       timeouts: 'First byte within 15 s, whole call within MODEL_TIMEOUT_MS (60 s)'
     }
+  },
+  'virtual-staging': {
+    id: 'virtual-staging',
+    name: 'Virtual staging',
+    description: 'Furnishes a photo of an empty room in a style of the catalog, as an asynchronous job with progress, webhooks and a signed link to the result.',
+    unit: 'stagings',
+    endpoint: 'POST /v1/ai/stagings (and /batches)',
+    providers: { live: ['openai'], test: 'sandbox' },
+    sends: [
+      { field: 'image', note: 'The photo, re-encoded with orientation applied and EXIF, XMP and GPS metadata stripped: to OpenAI Images edit (STAGING_MODEL) and, at most 1,024 px on its longest side, to the vision model (STAGING_VISION_MODEL) for the room check when no roomType is given and for the premium integrity check (with the staged image).' },
+      { field: 'style', note: 'Not sent as such: it picks the server\'s prompt template of the style.' },
+      { field: 'roomType', note: 'Given or detected, in the prompt (e.g. "living room").' },
+      { field: 'qualityMode', note: 'As the edit\'s `quality` (premium: high, standard: medium).' }
+    ],
+    serverAdds: [
+      'The style\'s prompt from the server\'s catalog (STAGING_STYLES_FILE) and fixed instructions to keep the architecture (stricter on the premium retry); the client cannot set them.',
+      'A keyed hash of the user id (HMAC-SHA-256 with USER_HASH_SECRET) as OpenAI `safety_identifier`; never the id itself.',
+      'The model, `n=1`, a size matched to the photo\'s aspect (1536x1024, 1024x1536 or 1024x1024), `output_format=jpeg`, `input_fidelity=high` where the model takes it; to the vision model a JSON schema of its answer and `store: false`.'
+    ],
+    neverSent: ['The property name', 'The user id, e-mail or IP address', 'Image metadata (EXIF, XMP, GPS, camera, location)', 'Tokens, API keys, request ids and the Idempotency-Key'],
+    logged: 'Request id, hashed ids, staging and batch ids, style, quality mode, byte sizes, dimensions, job states and error codes, cost and timings; never the photo, the result or the property name.',
+    stored: 'The staging (options; property name encrypted with AES-256-GCM; status, progress, result dimensions and scores, cost); the stripped photo only until its job ends; the staged image for FILE_RETENTION_DAYS (30), or until the staging is deleted; one usage-ledger row per completed staging. All of it deleted on DELETE /v1/ai/me/data.',
+    limits: {
+      image: 'JPEG, PNG or WebP, at most 12 MB and 25 megapixels',
+      images: 'A batch holds 1 to 10 photos',
+      propertyName: 'At most 200 characters',
+      timeouts: 'A job within STAGING_TIMEOUT_MS (300 s), all its provider calls included; STAGING_CONCURRENCY jobs at once per instance'
+    }
   }
 } as const
 

@@ -141,10 +141,10 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
   }
 
   /** The quota reservation statement on `db`; QUOTA_EXCEEDED when the quota cannot cover `units`. */
-  async function reserveQuota (db: Queryable, key: QuotaKey, quota: QuotaLimit, units: number, id: string, requestId: string | null, now: Date) {
+  async function reserveQuota (db: Queryable, key: QuotaKey, quota: QuotaLimit, units: number, id: string, requestId: string | null, now: Date, expiresAt: Date) {
     const { start, end } = quotaPeriod(quota.period, now)
     const { rows } = await db.query<CounterRow>(RESERVE, [key.userId, key.mode, key.feature, start, units, quota.limit,
-      id, requestId, new Date(now.getTime() + RESERVATION_TTL_MS)])
+      id, requestId, expiresAt])
     const counters = rows[0]
     if (counters === undefined) {
       const { used, reserved } = await usage(key, quota, db)
@@ -169,16 +169,18 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
     credits,
     /**
      * Reserves `units` or throws QUOTA_EXCEEDED with limit, used and resetsAt. With `billing`, the call's estimated
-     * charge is held in the same transaction (INSUFFICIENT_CREDITS when it cannot be): both or neither.
+     * charge is held in the same transaction (INSUFFICIENT_CREDITS when it cannot be): both or neither. Held for
+     * `holdMs` (RESERVATION_TTL_MS unless the call outlives a request, like a job), then the sweep gives it back.
      */
-    async reserve (key: QuotaKey, quota: QuotaLimit, units: number, requestId: string | null = null, billing?: { terms: CreditTerms, ask: CreditAsk }): Promise<Reservation> {
+    async reserve (key: QuotaKey, quota: QuotaLimit, units: number, requestId: string | null = null, billing?: { terms: CreditTerms, ask: CreditAsk }, holdMs = RESERVATION_TTL_MS): Promise<Reservation> {
       const now = clock()
       const id = randomUUID()
-      if (billing === undefined) return reserveQuota(store, key, quota, units, id, requestId, now)
+      const expiresAt = new Date(now.getTime() + holdMs)
+      if (billing === undefined) return reserveQuota(store, key, quota, units, id, requestId, now, expiresAt)
       return store.transaction(async (tx) => {
         // The credits first: they lock the user's account row, which every credit path takes before the quota row.
-        const hold = await credits.reserve(tx, key, billing.terms, id, billing.ask, new Date(now.getTime() + RESERVATION_TTL_MS))
-        const reservation = await reserveQuota(tx, key, quota, units, id, requestId, now)
+        const hold = await credits.reserve(tx, key, billing.terms, id, billing.ask, expiresAt)
+        const reservation = await reserveQuota(tx, key, quota, units, id, requestId, now, expiresAt)
         return { ...reservation, billing: { terms: billing.terms, hold } }
       })
     },
@@ -318,7 +320,7 @@ declare module 'fastify' {
      * the X-Quota-* headers. QUOTA_EXCEEDED when the quota cannot cover it; PROVIDER_UNAVAILABLE (fail closed)
      * when the database cannot be reached — the provider is then not called.
      */
-    meter: (request: FastifyRequest, reply: FastifyReply, units: number, estimate: CallEstimate) => Promise<MeteredCall>
+    meter: (request: FastifyRequest, reply: FastifyReply, units: number, estimate: CallEstimate, options?: { holdMs?: number }) => Promise<MeteredCall>
     /** Settlements waiting for the database (normally none). */
     pendingSettlements: () => number
   }
@@ -355,7 +357,7 @@ export default fp(async function metering (app) {
   }
   app.decorate('pendingSettlements', () => pending.length)
 
-  app.decorate('meter', async (request: FastifyRequest, reply: FastifyReply, units: number, estimate: CallEstimate): Promise<MeteredCall> => {
+  app.decorate('meter', async (request: FastifyRequest, reply: FastifyReply, units: number, estimate: CallEstimate, options: { holdMs?: number } = {}): Promise<MeteredCall> => {
     const principal = request.principal as Principal
     const feature = request.routeOptions.config.feature as FeatureId
     const quota = (app.entitlements.featurePlan(principal.plan, feature) as FeaturePlanValue).quota
@@ -365,7 +367,7 @@ export default fp(async function metering (app) {
       : { terms, ask: { amountMicroUsd: withMarkup('costMicroUsd' in estimate ? estimate.costMicroUsd : costMicroUsd(prices, estimate), terms.markupPercent), tokens: FEATURES[feature].unit === 'tokens' ? units : 0 } }
     let reservation: Reservation
     try {
-      reservation = await metering.reserve({ userId: principal.userId, mode: principal.mode, feature }, quota, units, request.id, billing)
+      reservation = await metering.reserve({ userId: principal.userId, mode: principal.mode, feature }, quota, units, request.id, billing, options.holdMs)
     } catch (err) {
       if (err instanceof AppError) throw err
       request.log.error({ err }, 'quota reservation failed: refusing the call (fail closed)')

@@ -2,7 +2,7 @@ import Type, { type Static } from 'typebox'
 
 export const FeaturePlan = Type.Object({
   quota: Type.Object({
-    limit: Type.Integer({ minimum: 0, description: 'Units per period (the unit is the feature\'s: tokens, images or requests).' }),
+    limit: Type.Integer({ minimum: 0, description: 'Units per period (the unit is the feature\'s: tokens, images, stagings or requests).' }),
     period: Type.Union([Type.Literal('day'), Type.Literal('month')], { description: 'A UTC calendar day or month.' })
   }, { additionalProperties: false }),
   rateLimitPerMinute: Type.Integer({ minimum: 1, maximum: 100_000, description: 'Calls per minute per user.' })
@@ -15,6 +15,8 @@ const microUsd = (description: string) => Type.Optional(Type.Number({ minimum: 0
 export const Price = Type.Object({
   perInputUnit: microUsd('Per input unit (token or image); for OpenAI models, micro-USD per token = USD per million tokens.'),
   perOutputUnit: microUsd('Per output unit (token or image).'),
+  perImageInputUnit: microUsd('Image models: per input image token (text input tokens take perInputUnit).'),
+  perImageOutputUnit: microUsd('Image models: per output image token (text output tokens take perOutputUnit).'),
   perCall: microUsd('Per settled call.')
 }, { additionalProperties: false })
 export type PriceValue = Static<typeof Price>

@@ -329,5 +329,68 @@ ALTER TABLE usage_ledger ADD COLUMN price_per_call_micro_usd bigint;
 ALTER TABLE usage_ledger ADD COLUMN session_id text;
 CREATE INDEX usage_ledger_user_at ON usage_ledger (user_id, mode, at);
 `
+    },
+  {
+    id: 8,
+    name: 'stagings',
+    sql: `
+-- Virtual staging (SPEC §12). A batch groups up to ten stagings of one submit.
+CREATE TABLE staging_batches (
+  id               text PRIMARY KEY,
+  user_id          text NOT NULL,
+  mode             text NOT NULL CHECK (mode IN ('live', 'test')),
+  total            integer NOT NULL CHECK (total BETWEEN 1 AND 10),
+  style            text NOT NULL,
+  -- A hash of the client's Idempotency-Key and a keyed fingerprint of what was sent with it (never the content).
+  idempotency_key  text,
+  fingerprint      text,
+  estimated_completion_at timestamptz NOT NULL,
+  created_at       timestamptz NOT NULL DEFAULT now(),
+  completed_at     timestamptz
+);
+CREATE UNIQUE INDEX staging_batches_idempotency ON staging_batches (user_id, mode, idempotency_key) WHERE idempotency_key IS NOT NULL;
+
+-- One staging: its options, its job's state and progress, its files and what it cost. The property name is the
+-- user's text: sealed (AES-256-GCM) under key_id. The reservation (ids and amounts) is settled or released by the job.
+CREATE TABLE stagings (
+  id                   text PRIMARY KEY,
+  user_id              text NOT NULL,
+  mode                 text NOT NULL CHECK (mode IN ('live', 'test')),
+  batch_id             text REFERENCES staging_batches (id) ON DELETE SET NULL,
+  status               text NOT NULL CHECK (status IN ('queued', 'processing', 'completed', 'failed')),
+  progress             real NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 1),
+  style                text NOT NULL,
+  room_type            text,
+  room_type_detected   boolean NOT NULL DEFAULT false,
+  quality_mode         text NOT NULL CHECK (quality_mode IN ('standard', 'premium')),
+  key_id               text,
+  property_name_sealed bytea,
+  upload_file_id       text,
+  upload_type          text NOT NULL,
+  upload_width         integer NOT NULL,
+  upload_height        integer NOT NULL,
+  result_file_id       text,
+  result_width         integer,
+  result_height        integer,
+  quality_score        real,
+  architectural_integrity boolean,
+  error_code           text,
+  idempotency_key      text,
+  fingerprint          text,
+  request_id           text,
+  reservation          jsonb NOT NULL,
+  provider_started_at  timestamptz,
+  cost_micro_usd       bigint,
+  units_in             bigint,
+  units_out            bigint,
+  settled              boolean NOT NULL DEFAULT false,
+  created_at           timestamptz NOT NULL DEFAULT now(),
+  started_at           timestamptz,
+  completed_at         timestamptz
+);
+CREATE UNIQUE INDEX stagings_idempotency ON stagings (user_id, mode, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX stagings_user_created ON stagings (user_id, mode, created_at DESC, id DESC);
+CREATE INDEX stagings_batch ON stagings (batch_id) WHERE batch_id IS NOT NULL;
+`
   }
 ]

@@ -8,6 +8,7 @@ import me from './me.js'
 import models from './models.js'
 import settingsAssistant from './settings-assistant/index.js'
 import staging from './staging.js'
+import stagings from './stagings.js'
 import tokens from './tokens.js'
 import usage from './usage.js'
 
@@ -24,6 +25,7 @@ const ai: FastifyPluginAsync = async (app) => {
   await app.register(settingsAssistant, { prefix: '/settings-assistant' })
   await app.register(backgroundRemoval)
   await app.register(staging)
+  await app.register(stagings)
 }
 
 export default ai
