@@ -40,6 +40,7 @@ function drawPreview (style: StagingStyleEntryValue): Promise<Buffer> {
 export function createStagingStyles (styles: StagingStyleEntryValue[]) {
   const active = styles.filter((s) => s.active).sort((a, b) => a.sortOrder - b.sortOrder || a.id.localeCompare(b.id))
   const byId = new Map(active.map((s) => [s.id, s]))
+  const all = new Map(styles.map((s) => [s.id, s]))
   const previews = new Map<string, Promise<Buffer>>()
   return {
     /** The active styles in their order, as clients read them: never the prompt template. */
@@ -53,9 +54,11 @@ export function createStagingStyles (styles: StagingStyleEntryValue[]) {
     })),
     /** An active style, or undefined (inactive styles cannot be chosen). */
     get: (id: string) => byId.get(id),
-    /** The instruction for the image model: the style's template with its placeholders filled. */
+    /** Any style of the file, active or not (a staging submitted before a style was made inactive still runs). */
+    entry: (id: string) => all.get(id),
+    /** The instruction for the image model: the style's template (of a style of the file) with its placeholders filled. */
     prompt (id: string, roomType: string): string {
-      const style = byId.get(id) as StagingStyleEntryValue
+      const style = all.get(id) as StagingStyleEntryValue
       return style.promptTemplate.replaceAll('{roomType}', roomType.replaceAll('_', ' ')).replaceAll('{styleName}', style.name)
     },
     /** The PNG preview of an active style; undefined for another id. */

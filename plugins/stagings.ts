@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream'
+import { setTimeout as sleep } from 'node:timers/promises'
 import fp from 'fastify-plugin'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import { createOpenAIStaging, KEEP_ARCHITECTURE, STRICT_RETRY, stagingEstimate, type CallUsage, type QualityMode, type StagedImage, type StagingProvider } from '../providers/staging.js'
@@ -23,6 +24,7 @@ export const IDEMPOTENCY_HOURS = 24
 export const STAGING_HOLD_MS = 24 * 3_600_000
 /** How often the progress of a running image edit is written. */
 const PROGRESS_TICK_MS = 2_000
+const TICK = Symbol('progress tick')
 /** Typical job times, for a batch's estimated completion (seconds). */
 const TYPICAL_JOB_SECONDS = { live: { standard: 45, premium: 90 }, test: { standard: 2, premium: 3 } } as const
 
@@ -36,7 +38,8 @@ export const STAGING_ERROR_MESSAGES: Record<StagingErrorCode, string> = {
   PROVIDER_UNAVAILABLE: 'The image model is not available right now: submit the photo again later.',
   PROVIDER_NOT_CONFIGURED: 'Virtual staging is not set up on this server (no OPENAI_API_KEY): use a test-mode key, or ask the operator.',
   JOB_INTERRUPTED: 'The server stopped while the image model was working; the staging is not run twice (it would be charged twice) and you were not charged: submit the photo again.',
-  STORAGE_UNAVAILABLE: 'File storage failed while the staging ran: submit the photo again.'
+  STORAGE_UNAVAILABLE: 'File storage failed while the staging ran: submit the photo again.',
+  STYLE_UNAVAILABLE: 'The style was taken out of the catalog before the staging ran: submit the photo again with another style.'
 }
 const JOB_CODES = new Set<string>(Object.keys(STAGING_ERROR_MESSAGES))
 
@@ -220,16 +223,18 @@ export function createStagings (opts: StagingsOptions) {
 
   /** Reads the stored upload back as the prepared image it was. */
   async function loadUpload (r: StagingRow): Promise<PreparedImage> {
-    const opened = r.upload_file_id === null ? null : await files.open(r.upload_file_id, r.user_id)
+    // No upload (it went with an earlier attempt) reads as none.
+    const opened = await files.open(r.upload_file_id ?? '', r.user_id)
     if (opened === null) throw new StagingFailure('STORAGE_UNAVAILABLE')
     const chunks: Buffer[] = []
     for await (const chunk of opened.body as Readable) chunks.push(chunk as Buffer)
     return { blob: new Blob([Buffer.concat(chunks)], { type: IMAGE_MIME[r.upload_type] }), type: r.upload_type, width: r.upload_width, height: r.upload_height }
   }
 
+  /** The upload goes when its job ends (a failure here fails the attempt; the next one deletes it). */
   async function dropUpload (r: StagingRow) {
     if (r.upload_file_id === null) return
-    await files.delete(r.upload_file_id, r.user_id).catch((err: unknown) => app.log.warn({ err, stagingId: r.id }, 'could not delete a staging upload now: the retention job will'))
+    await files.delete(r.upload_file_id, r.user_id)
     await update(r.id, 'upload_file_id = NULL')
   }
 
@@ -240,15 +245,16 @@ export function createStagings (opts: StagingsOptions) {
       WHERE b.id = $1 AND b.completed_at IS NULL
         AND NOT EXISTS (SELECT 1 FROM ${STAGINGS} s WHERE s.batch_id = b.id AND s.status IN ('queued', 'processing'))
       RETURNING b.id`, [r.batch_id])
-    if (rows.length === 1) {
-      const counts = await tx.query<{ status: string, n: string }>(`SELECT status, count(*) AS n FROM ${STAGINGS} WHERE batch_id = $1 GROUP BY status`, [r.batch_id])
-      const by = Object.fromEntries(counts.rows.map((c) => [c.status, Number(c.n)]))
-      await app.webhooks.emit(r.user_id, 'batch.completed', { batchId: r.batch_id, completed: by.completed ?? 0, failed: by.failed ?? 0 }, tx)
+    for (const { id } of rows) {
+      const { rows: counts } = await tx.query<{ completed: number, failed: number }>(`SELECT count(*) FILTER (WHERE status = 'completed')::int AS completed,
+        count(*) FILTER (WHERE status = 'failed')::int AS failed FROM ${STAGINGS} WHERE batch_id = $1`, [id])
+      await app.webhooks.emit(r.user_id, 'batch.completed', { batchId: id, ...counts[0] }, tx)
     }
   }
 
+  /** Gives the reservation back and records the failure (release first: a failure here is retried, and releasing twice is harmless). */
   async function fail (r: StagingRow, code: StagingErrorCode, log: FastifyBaseLogger) {
-    await app.metering.release(revive(r.reservation)).catch((err: unknown) => log.warn({ err }, 'could not release a staging reservation now: the sweep will'))
+    await app.metering.release(revive(r.reservation))
     await db.transaction(async (tx) => {
       const { rowCount } = await tx.query(`UPDATE ${STAGINGS} SET status = 'failed', error_code = $2, completed_at = now(), started_at = COALESCE(started_at, now())
         WHERE id = $1 AND status IN ('queued', 'processing')`, [r.id, code])
@@ -260,11 +266,13 @@ export function createStagings (opts: StagingsOptions) {
     log.info({ stagingId: r.id, code }, 'staging failed')
   }
 
+  /** Who stages for each mode, as the ledger records it. */
+  const LEDGER = { test: { provider: 'sandbox', model: null }, live: { provider: 'openai', model: app.config.STAGING_MODEL } } as const
+
   /** Records the charge of a completed staging (idempotent: the ledger row is keyed by the reservation). */
-  async function settle (r: StagingRow, total: { cost: number, unitsIn: number, unitsOut: number, estimated: boolean }, provider: StagingProvider['name']) {
+  async function settle (r: StagingRow, total: { cost: number, unitsIn: number, unitsOut: number, estimated: boolean }) {
     const settlement: Settlement = {
-      provider,
-      model: provider === 'sandbox' ? null : app.config.STAGING_MODEL,
+      ...LEDGER[r.mode],
       units: 1,
       unitsIn: total.unitsIn,
       unitsOut: total.unitsOut,
@@ -281,12 +289,12 @@ export function createStagings (opts: StagingsOptions) {
     const r = rows[0]
     if (r === undefined) return { skipped: 'deleted' }
     const provider = r.mode === 'test' ? opts.sandbox : opts.live
-    if (r.status === 'completed') {
-      // An earlier attempt finished the staging but could not record its charge.
-      if (!r.settled) await settle(r, { cost: Number(r.cost_micro_usd), unitsIn: Number(r.units_in), unitsOut: Number(r.units_out), estimated: false }, r.mode === 'test' ? 'sandbox' : 'openai')
+    if (r.status === 'completed' || r.status === 'failed') {
+      // An earlier attempt ended the staging but could not record its charge, or delete its upload.
+      if (r.status === 'completed' && !r.settled) await settle(r, { cost: Number(r.cost_micro_usd), unitsIn: Number(r.units_in), unitsOut: Number(r.units_out), estimated: false })
+      await dropUpload(r)
       return { status: r.status }
     }
-    if (r.status === 'failed') return { status: r.status }
     if (r.provider_started_at !== null) {
       // A worker died (or the instance stopped) after the image model was called: never run it twice.
       await fail(r, 'JOB_INTERRUPTED', log)
@@ -301,7 +309,7 @@ export function createStagings (opts: StagingsOptions) {
     const signal = AbortSignal.any([jobSignal, deadline])
     const user = app.hash.user(r.user_id)
     const spent: CallUsage[] = []
-    let resultFileId: string | null = null
+    const resultFile: string[] = []
     try {
       const image = await loadUpload(r)
       let roomType = r.room_type
@@ -313,25 +321,23 @@ export function createStagings (opts: StagingsOptions) {
         await update(r.id, 'room_type = $2, room_type_detected = true', [roomType])
       }
       await advance(r.id, 0.2)
-      const style = app.stagingStyles.get(r.style)
-      // A style made inactive after the submit still stages: its prompt is the catalog's.
+      // A style made inactive after the submit still stages; one taken out of the catalog cannot.
+      const style = app.stagingStyles.entry(r.style)
+      if (style === undefined) throw new StagingFailure('STYLE_UNAVAILABLE')
       const prompt = `${app.stagingStyles.prompt(r.style, roomType)} ${KEEP_ARCHITECTURE}`
       const edit = async (strict: boolean, from: number, to: number): Promise<StagedImage> => {
         // From here on the provider may charge: a later attempt of this job must not call it again.
         await update(r.id, 'provider_started_at = COALESCE(provider_started_at, now())')
         const started = Date.now()
-        const ticker = setInterval(() => {
-          const share = 1 - Math.exp(-(Date.now() - started) / 30_000)
-          advance(r.id, from + (to - from) * share).catch(() => {})
-        }, PROGRESS_TICK_MS)
-        try {
-          const staged = await provider.stage({ image, prompt: strict ? `${prompt} ${STRICT_RETRY}` : prompt, palette: style?.palette ?? ['#d8cfc4', '#8a7f72'], quality: r.quality_mode, user, signal })
-          spent.push(staged.usage)
-          return staged
-        } finally {
-          clearInterval(ticker)
-          await advance(r.id, to)
+        const staging = provider.stage({ image, prompt: strict ? `${prompt} ${STRICT_RETRY}` : prompt, palette: style.palette, quality: r.quality_mode, user, signal })
+        // While the model works, the progress creeps towards `to` (an edit takes tens of seconds).
+        let staged: StagedImage | typeof TICK
+        while ((staged = await Promise.race([staging, sleep(PROGRESS_TICK_MS, TICK)])) === TICK) {
+          await advance(r.id, from + (to - from) * (1 - Math.exp(-(Date.now() - started) / 30_000)))
         }
+        spent.push(staged.usage)
+        await advance(r.id, to)
+        return staged
       }
       let staged = await edit(false, 0.25, 0.7)
       let integrity: { architecturalIntegrity: boolean, qualityScore: number } | null = null
@@ -350,7 +356,7 @@ export function createStagings (opts: StagingsOptions) {
       }
       await advance(r.id, 0.95)
       const saved = await files.save({ userId: r.user_id, feature: 'virtual-staging', kind: 'result', contentType: staged.contentType, body: staged.image, maxBytes: 64 * 1024 * 1024 })
-      resultFileId = saved.id
+      resultFile.push(saved.id)
       const total = {
         cost: spent.reduce((sum, u) => sum + u.costMicroUsd, 0),
         unitsIn: spent.reduce((sum, u) => sum + u.inputTokens, 0),
@@ -369,22 +375,19 @@ export function createStagings (opts: StagingsOptions) {
       })
       // Deleted while it ran: the result goes too, the provider's charge stays on the ledger.
       if (!completed) await files.delete(saved.id, r.user_id)
-      await settle(r, total, provider.name)
+      await settle(r, total)
       await dropUpload(r)
       log.info({ stagingId: r.id, costMicroUsd: total.cost, calls: spent.length, roomTypeDetected: r.room_type === null }, 'staging completed')
       return { status: completed ? 'completed' : 'deleted' }
     } catch (err) {
-      if (resultFileId !== null) await files.delete(resultFileId, r.user_id).catch(() => {})
-      // The instance is stopping or the job expired: the next attempt decides (and never calls the provider twice).
-      if (jobSignal.aborted && !deadline.aborted) throw err
-      const code = err instanceof StagingFailure || (err instanceof AppError && JOB_CODES.has(err.code)) ? (err as { code: StagingErrorCode }).code : null
-      if (code === null) {
-        // A fault of ours (the database, a bug): the attempt fails and the job's retry takes over.
-        if (!(err instanceof AppError)) throw err
-      }
+      // A result saved before the failure goes too.
+      for (const fileId of resultFile) await files.delete(fileId, r.user_id)
+      // The instance is stopping or the job expired (the next attempt decides, and never calls the provider twice),
+      // or a fault of ours (the database, a bug: the job's retry takes over).
+      if (jobSignal.aborted || !(err instanceof StagingFailure || err instanceof AppError)) throw err
       const cost = spent.reduce((sum, u) => sum + u.costMicroUsd, 0)
-      if (cost > 0) log.warn({ stagingId: r.id, costMicroUsd: cost }, 'failed staging: its provider cost is not charged to the user')
-      await fail(r, code ?? 'PROVIDER_ERROR', log)
+      log.info({ stagingId: r.id, costMicroUsd: cost }, 'failed staging: its provider cost is not charged to the user')
+      await fail(r, JOB_CODES.has(err.code) ? err.code as StagingErrorCode : 'PROVIDER_ERROR', log)
       return { status: 'failed' }
     }
   }
@@ -445,8 +448,8 @@ export function createStagings (opts: StagingsOptions) {
     async exportFor (userId: string) {
       const { rows } = await db.query<StagingRow>(`SELECT * FROM ${STAGINGS} WHERE user_id = $1 ORDER BY created_at, id`, [userId])
       return rows.map((r) => {
-        const { result, ...rest } = toStaging(r)
-        return { ...rest, mode: r.mode, resultFileId: result?.fileId ?? null }
+        const { result: _link, ...rest } = toStaging(r)
+        return { ...rest, mode: r.mode, resultFileId: r.result_file_id }
       })
     },
 

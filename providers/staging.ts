@@ -57,15 +57,20 @@ export const EDIT_TOKEN_BOUNDS = { text: 1_500, imageIn: 8_000, imageOut: 8_000 
 /** Upper bounds of one vision call (a small image or two, a few hundred tokens of answer). */
 export const VISION_TOKEN_BOUNDS = { input: 4_000, output: 300 }
 
+/** A price-table entry as the four rates of an image model, micro-USD per token (missing: 0). */
+function rates (price: PriceValue | undefined) {
+  const p = price ?? {}
+  return { textIn: p.perInputUnit ?? 0, textOut: p.perOutputUnit ?? 0, imageIn: p.perImageInputUnit ?? 0, imageOut: p.perImageOutputUnit ?? 0 }
+}
+
 /** Image-model cost from an Images answer's usage: text, image-in and image-out tokens priced apart. */
 export function imageCost (price: PriceValue | undefined, usage: { text: number, imageIn: number, textOut: number, imageOut: number }): number {
-  if (price === undefined) return 0
-  return Math.round(usage.text * (price.perInputUnit ?? 0) + usage.imageIn * (price.perImageInputUnit ?? price.perInputUnit ?? 0) +
-    usage.textOut * (price.perOutputUnit ?? 0) + usage.imageOut * (price.perImageOutputUnit ?? price.perOutputUnit ?? 0))
+  const r = rates(price)
+  return Math.round(usage.text * r.textIn + usage.imageIn * r.imageIn + usage.textOut * r.textOut + usage.imageOut * r.imageOut)
 }
 
 export const tokenCost = (price: PriceValue | undefined, input: number, output: number) =>
-  price === undefined ? 0 : Math.round(input * (price.perInputUnit ?? 0) + output * (price.perOutputUnit ?? 0))
+  imageCost(price, { text: input, imageIn: 0, textOut: output, imageOut: 0 })
 
 /** The most a staging can cost at list price: one or two edits (premium retries once) and up to three vision calls. */
 export function stagingEstimate (imagePrice: PriceValue | undefined, visionPrice: PriceValue | undefined, quality: QualityMode): number {
@@ -115,7 +120,6 @@ export interface OpenAIStagingOptions {
 
 /** An OpenAI failure in the contract's terms; the safety system's refusal is CONTENT_REJECTED. */
 function stagingError (err: unknown, signal: AbortSignal, log: FastifyBaseLogger, model: string): ProviderError {
-  if (err instanceof ProviderError) return err
   if (signal.aborted) {
     const reason: unknown = signal.reason
     return new ProviderError('PROVIDER_TIMEOUT', (reason as Error | undefined)?.name === 'TimeoutError'

@@ -329,7 +329,7 @@ ALTER TABLE usage_ledger ADD COLUMN price_per_call_micro_usd bigint;
 ALTER TABLE usage_ledger ADD COLUMN session_id text;
 CREATE INDEX usage_ledger_user_at ON usage_ledger (user_id, mode, at);
 `
-    },
+  },
   {
     id: 8,
     name: 'stagings',

@@ -33,6 +33,9 @@ const who = (request: FastifyRequest) => request.principal as Principal
 const invalidField = (path: string, message: string) =>
   new AppError('VALIDATION_ERROR', 'The request body is invalid: see details.fields.', { fields: [{ location: 'body', path, message }] })
 
+/** The multipart limits a body with too many parts runs into. */
+const PART_LIMIT_CODES = new Set(['FST_PARTS_LIMIT', 'FST_FIELDS_LIMIT'])
+
 /** What a failed multipart read means: our errors pass, the size limit names its size, too many parts name the limit. */
 function uploadError (err: Error & { code?: string }, fileField: string, maxFiles: number): Error {
   if (err instanceof AppError) return err
@@ -40,8 +43,7 @@ function uploadError (err: Error & { code?: string }, fileField: string, maxFile
     return new AppError('PAYLOAD_TOO_LARGE', `An image is larger than ${MAX_IMAGE_BYTES / (1024 * 1024)} MB: pick a smaller file or scale it down.`, { maxBytes: MAX_IMAGE_BYTES })
   }
   if (err.code === 'FST_FILES_LIMIT') return invalidField(`/${fileField}`, maxFiles === 1 ? 'send one image' : `at most ${maxFiles} images`)
-  if (err.code === 'FST_PARTS_LIMIT' || err.code === 'FST_FIELDS_LIMIT') return invalidField('/', `has too many parts: the fields are ${fileField}, ${FIELD_NAMES.join(', ')}`)
-  if (err.code === 'FST_PROTO_VIOLATION' || err.code === 'FST_INVALID_MULTIPART_CONTENT_TYPE') return invalidField('/', 'is not a well-formed multipart body')
+  if (PART_LIMIT_CODES.has(String(err.code))) return invalidField('/', `has too many parts: the fields are ${fileField}, ${FIELD_NAMES.join(', ')}`)
   return new AppError('VALIDATION_ERROR', 'The multipart body is malformed or ended before it was complete: send it again.')
 }
 
@@ -57,8 +59,6 @@ async function readSubmit (request: FastifyRequest, fileField: 'image' | 'images
       if (part.type === 'file') {
         if (part.fieldname !== fileField) throw invalidField(`/${part.fieldname}`, `the only file field is ${fileField}`)
         images.push(await part.toBuffer())
-        // @fastify/multipart marks a file cut at the size limit rather than throwing when asked not to.
-        if (part.file.truncated) throw uploadError(Object.assign(new Error('too large'), { code: 'FST_REQ_FILE_TOO_LARGE' }), fileField, maxFiles)
       } else {
         if (!(FIELD_NAMES as readonly string[]).includes(part.fieldname)) throw invalidField(`/${part.fieldname}`, `is not a field of this request (${fileField}, ${FIELD_NAMES.join(', ')})`)
         if (part.valueTruncated) throw invalidField(`/${part.fieldname}`, `is too long (at most ${MAX_PROPERTY_NAME} characters)`)
@@ -88,7 +88,9 @@ function checkOptions (fields: Partial<Record<typeof FIELD_NAMES[number], string
   return { style, roomType: roomType as RoomTypeValue | null, qualityMode: qualityMode as StagingRequest['qualityMode'], propertyName: name === undefined || name === '' ? null : name }
 }
 
+/** The unique index of Idempotency-Keys refused a second staging: another request with the key is under way. */
 const isUniqueViolation = (err: unknown) => (err as { code?: string }).code === '23505'
+const inFlight = () => new AppError('CONFLICT', 'Another request with this Idempotency-Key is being processed: retry in a moment to get its answer.')
 
 const stagings: FastifyPluginAsyncTypebox = async (app) => {
   const imageField = Type.String({ format: 'binary', description: 'The photo: JPEG, PNG or WebP (by its bytes), ≤ 12 MB, ≤ 25 megapixels. EXIF, XMP and GPS metadata are stripped before it is stored or sent.' })
@@ -188,12 +190,7 @@ const stagings: FastifyPluginAsyncTypebox = async (app) => {
     } catch (err) {
       await metered.release()
       await app.files.delete(upload.fileId, principal.userId)
-      // The same key raced in from another request: that one won.
-      if (key !== null && isUniqueViolation(err)) {
-        const winner = await replayed()
-        if (winner !== null) return winner
-      }
-      throw err
+      throw isUniqueViolation(err) ? inFlight() : err
     }
   })
 
@@ -271,7 +268,7 @@ const stagings: FastifyPluginAsyncTypebox = async (app) => {
     const metered: MeteredCall[] = []
     const undo = async () => {
       for (const m of metered) await m.release()
-      for (const u of uploads) await app.files.delete(u.fileId, principal.userId).catch(() => {})
+      for (const u of uploads) await app.files.delete(u.fileId, principal.userId)
     }
     try {
       for (const [i, bytes] of images.entries()) uploads.push(await store(principal, bytes, images.length === 1 ? null : i))
@@ -291,11 +288,7 @@ const stagings: FastifyPluginAsyncTypebox = async (app) => {
       return accepted(reply, `/v1/ai/stagings/batches/${batch.id}`).send(batch)
     } catch (err) {
       await undo()
-      if (key !== null && isUniqueViolation(err)) {
-        const winner = await replayed()
-        if (winner !== null) return winner
-      }
-      throw err
+      throw isUniqueViolation(err) ? inFlight() : err
     }
   })
 

@@ -1,10 +1,9 @@
 import { readFileSync } from 'node:fs'
-import { crc32 } from 'node:zlib'
 import type { FastifyInstance } from 'fastify'
 import { http, HttpResponse } from 'msw'
 import sharp from 'sharp'
 import t from 'tap'
-import { build, createTestStore, mint, multipart, TEST_SECRETS, JOBS_SCHEMA, userWithKey } from '../../../helper.js'
+import { build, createTestStore, mint, multipart, pngHeader, TEST_SECRETS, JOBS_SCHEMA, userWithKey } from '../../../helper.js'
 import { interceptNetwork } from '../../../network.js'
 import { start } from '../../../server-process.js'
 
@@ -89,23 +88,6 @@ t.test('a JPEG with GPS EXIF: remove.bg receives no metadata; the PNG has the or
   t.notOk(logs.text.includes(REMOVEBG_KEY))
   t.notOk(logs.text.includes('CANARY-EXIF-OWNER'))
 })
-
-/** A PNG whose header claims width × height; no pixel data worth the name. */
-function pngHeader (width: number, height: number) {
-  const chunk = (type: string, data: Buffer) => {
-    const body = Buffer.concat([Buffer.from(type, 'ascii'), data])
-    const out = Buffer.alloc(body.length + 8)
-    out.writeUInt32BE(data.length, 0)
-    body.copy(out, 4)
-    out.writeUInt32BE(crc32(body) >>> 0, body.length + 4)
-    return out
-  }
-  const ihdr = Buffer.alloc(13)
-  ihdr.writeUInt32BE(width, 0)
-  ihdr.writeUInt32BE(height, 4)
-  ihdr.set([8, 6, 0, 0, 0], 8)
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', Buffer.from([0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01])), chunk('IEND', Buffer.alloc(0))])
-}
 
 t.test('bad images: a bomb, an oversized upload, a text file named .png, a truncated PNG', async (t) => {
   const { seen } = interceptNetwork(t)
