@@ -16,6 +16,7 @@ writeFileSync(PLANS_FILE, JSON.stringify({
   plans: {
     'tight-quota': { name: 'Tight quota', features: { 'background-removal': { quota: { limit: 30, period: 'day' }, rateLimitPerMinute: 100_000 } } },
     'tight-rate': { name: 'Tight rate', features: { 'background-removal': { quota: { limit: 1_000_000, period: 'day' }, rateLimitPerMinute: 25 } } },
+    'staging-quota': { name: 'Staging quota', features: { 'virtual-staging': { quota: { limit: 5, period: 'month' }, rateLimitPerMinute: 100_000 } } },
     'small-balance': { name: 'Small balance', features: { chat: { quota: { limit: 100_000_000, period: 'month' }, rateLimitPerMinute: 100_000 } }, credits: { monthlyFreeCents: 0, markupPercent: 40 } }
   }
 }))
@@ -88,4 +89,27 @@ t.test('the per-minute limit holds across two instances sharing Redis', async (t
   const results = await Promise.all(Array.from({ length: 60 }, (_, i) => upload(i % 2 === 0 ? a : b, tokens[i % 2] as string)))
   t.same(tally(results.map((r) => r.statusCode)), { 200: 25, 429: 35 }, 'exactly the limit succeeds, the rest is RATE_LIMITED')
   t.ok(results.filter((r) => r.statusCode === 429).every((r) => /^\d+$/.test(String(r.headers['retry-after']))), 'every refusal says when to retry')
+})
+
+t.test('stagings: three times the quota submitted at once over two instances, exactly the quota accepted and run', async (t) => {
+  const [a, b] = await twoInstances(t)
+  const { userId, tokens } = await userOn(a, b, 'staging-quota')
+  const photo = await sharp({ create: { width: 320, height: 240, channels: 3, background: '#e9e4dc' } }).jpeg().toBuffer()
+  const submit = (app: FastifyInstance, token: string) => {
+    const body = multipart([{ name: 'style', value: 'scandinavian' }, { name: 'qualityMode', value: 'standard' }, { name: 'image', value: photo, filename: 'room.jpg', type: 'image/jpeg' }])
+    return app.inject({ method: 'POST', url: '/v1/ai/stagings', headers: { authorization: `Bearer ${token}`, 'content-type': body.contentType }, payload: body.payload })
+  }
+  const results = await Promise.all(Array.from({ length: 15 }, (_, i) => submit(i % 2 === 0 ? a : b, tokens[i % 2] as string)))
+  t.same(tally(results.map((r) => r.statusCode)), { 202: 5, 402: 10 }, 'exactly the quota is accepted')
+  // Either instance's workers run them; each settles once.
+  for (const res of results.filter((r) => r.statusCode === 202)) {
+    for (;;) {
+      const s = (await a.inject({ url: `/v1/ai/stagings/${res.json().id as string}`, headers: { authorization: `Bearer ${tokens[0]}` } })).json() as { status: string }
+      if (s.status === 'completed') break
+      t.not(s.status, 'failed')
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+  }
+  const usage = (await a.inject({ url: `/v1/admin/usage?userId=${userId}&mode=test`, headers: adminHeaders })).json() as { features: Array<{ id: string, used: number, reserved: number }> }
+  t.match(usage.features.find((f) => f.id === 'virtual-staging'), { used: 5, reserved: 0 })
 })
