@@ -133,7 +133,7 @@ export interface StackOptions {
   nodeFlags?: (logs: string) => string[]
 }
 
-export interface Upstream { held: number, lastChatBody: string, stats: { chat: number, streams: number, removebg: number, faults: number } }
+export interface Upstream { held: number, lastChatBody: string, stats: { chat: number, streams: number, removebg: number, edits: number, faults: number } }
 
 export interface Stack {
   service: string
@@ -182,7 +182,7 @@ export async function startStack (options: StackOptions): Promise<Stack> {
     // A plan without practical limits, so that the load measures the policy path rather than its refusals.
     const plansFile = join(logs, 'plans.json')
     const unlimited = { quota: { limit: 1e15, period: 'month' }, rateLimitPerMinute: 100_000 }
-    writeFileSync(plansFile, JSON.stringify({ plans: { bench: { name: 'Benchmark', features: { 'settings-assistant': unlimited, 'background-removal': unlimited, chat: unlimited } } }, prices: defaultPlans.prices }))
+    writeFileSync(plansFile, JSON.stringify({ plans: { bench: { name: 'Benchmark', features: { 'settings-assistant': unlimited, 'background-removal': unlimited, chat: unlimited, 'virtual-staging': unlimited } } }, prices: defaultPlans.prices }))
 
     const port = await freePort()
     const adminToken = randomBytes(24).toString('base64url')

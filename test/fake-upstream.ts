@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import sharp from 'sharp'
 import { completion, streamChunks } from './openai-fake.js'
 
 /**
@@ -19,6 +20,8 @@ export interface Behaviour {
   /** What goes wrong, for the next `faultTimes` calls (then it answers normally again). */
   fault: Fault | null
   faultTimes: number
+  /** How long an image edit takes (the benchmark's 5 s). */
+  editDelayMs: number
 }
 type Shape = 'json' | 'sse' | 'png'
 
@@ -28,6 +31,15 @@ const OVERSIZED_MB = 65
 const REPLY = 'Turn on output sharpening in the Export panel and raise the JPEG quality.'
 const SUGGESTION = { settingId: 'export.sharpening', value: 'high', reason: 'Sharper exports.' }
 const DELTAS = REPLY.match(/.{1,12}(\s|$)/g) ?? [REPLY]
+/** An Images edit answer in the documented shape: a 1536×1024 JPEG and the token usage, text and image apart. */
+const EDIT_REPLY = sharp({ create: { width: 1536, height: 1024, channels: 3, background: '#a08060' } }).jpeg().toBuffer().then((jpeg) => JSON.stringify({
+  created: 1_796_000_000,
+  data: [{ b64_json: jpeg.toString('base64') }],
+  output_format: 'jpeg',
+  quality: 'medium',
+  size: '1536x1024',
+  usage: { input_tokens: 1500, input_tokens_details: { text_tokens: 300, image_tokens: 1200 }, output_tokens: 1584, total_tokens: 3084 }
+}))
 const JSON_REPLY = JSON.stringify(completion(REPLY, [SUGGESTION], { prompt_tokens: 950, completion_tokens: 40 }))
 const SSE_FRAMES = streamChunks(DELTAS, [SUGGESTION], { prompt_tokens: 950, completion_tokens: 40 }).map((c) => `data: ${JSON.stringify(c)}\n\n`)
 /** The first frame is the assistant role with empty content; the reply's first word is the frame after it. */
@@ -85,7 +97,7 @@ async function injectFault (fault: Fault, res: ServerResponse, shape: Shape, ima
 }
 
 export function createFakeUpstream () {
-  const behaviour: Behaviour = { firstChunkDelayMs: 0, hold: false, fault: null, faultTimes: 0 }
+  const behaviour: Behaviour = { firstChunkDelayMs: 0, hold: false, fault: null, faultTimes: 0, editDelayMs: 5000 }
   /** The fault of this call, if any is left to inject. */
   const takeFault = (): Fault | null => {
     if (behaviour.fault === null || behaviour.faultTimes <= 0) return null
@@ -94,7 +106,7 @@ export function createFakeUpstream () {
     return behaviour.fault
   }
   const held: Array<() => void> = []
-  const stats = { chat: 0, streams: 0, removebg: 0, faults: 0 }
+  const stats = { chat: 0, streams: 0, removebg: 0, edits: 0, faults: 0 }
   let lastChatBody = ''
 
   async function chat (req: IncomingMessage, res: ServerResponse) {
@@ -141,6 +153,20 @@ export function createFakeUpstream () {
     res.writeHead(200, { 'content-type': 'image/png', 'x-credits-charged': '1' }).end(bytes)
   }
 
+  /** OpenAI Images edit (`POST /v1/images/edits`, multipart): after `editDelayMs`, one JPEG in `data[].b64_json` with usage. */
+  async function edit (req: IncomingMessage, res: ServerResponse) {
+    const form = await new Request('http://upstream/v1/images/edits', {
+      method: 'POST', headers: { 'content-type': req.headers['content-type'] ?? '' }, body: await body(req)
+    }).formData()
+    stats.edits++
+    if (!(form.get('image') instanceof Blob)) {
+      res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { message: 'image is required', type: 'invalid_request_error', param: 'image', code: null } }))
+      return
+    }
+    await new Promise((resolve) => setTimeout(resolve, behaviour.editDelayMs))
+    res.writeHead(200, { 'content-type': 'application/json' }).end(await EDIT_REPLY)
+  }
+
   async function control (req: IncomingMessage, res: ServerResponse) {
     const change = JSON.parse((await body(req)).toString('utf8') || '{}') as Partial<Behaviour> & { release?: boolean | number }
     Object.assign(behaviour, Object.fromEntries(Object.entries(change).filter(([key]) => key in behaviour)))
@@ -155,7 +181,7 @@ export function createFakeUpstream () {
     const route = `${req.method ?? ''} ${req.url ?? ''}`
     const handler = route === 'POST /v1/chat/completions'
       ? chat
-      : route === 'POST /v1.0/removebg' ? removebg : route === 'POST /_control' ? control : undefined
+      : route === 'POST /v1.0/removebg' ? removebg : route === 'POST /v1/images/edits' ? edit : route === 'POST /_control' ? control : undefined
     if (handler === undefined) {
       res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":{"message":"not found"}}')
       return
