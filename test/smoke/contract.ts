@@ -62,9 +62,11 @@ export class Contract {
     const mediaType = contentType.split(';')[0]?.trim().toLowerCase() ?? ''
     // A response documented without content (204, 304) conforms when none came.
     if (response.content === undefined && mediaType === '') return []
-    const media = response.content?.[mediaType]
-    if (media === undefined) return [`${operationId} ${status}: content type ${mediaType || '(none)'} is not documented (documented: ${Object.keys(response.content ?? {}).join(', ') || 'no body'})`]
-    return this.checkSchema(`#/${pointer('paths', path, method.toLowerCase(), 'responses', String(status), 'content', mediaType, 'schema')}`, body)
+    // The exact media type, else a documented range (`image/*`, `*/*`), as OpenAPI matches them.
+    const content = response.content ?? {}
+    const documented = [mediaType, `${mediaType.split('/')[0] ?? ''}/*`, '*/*'].find((type) => content[type] !== undefined)
+    if (documented === undefined) return [`${operationId} ${status}: content type ${mediaType || '(none)'} is not documented (documented: ${Object.keys(content).join(', ') || 'no body'})`]
+    return this.checkSchema(`#/${pointer('paths', path, method.toLowerCase(), 'responses', String(status), 'content', documented, 'schema')}`, body)
       .map((problem) => `${operationId} ${status} ${mediaType}: ${problem}`)
   }
 
