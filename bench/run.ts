@@ -294,20 +294,23 @@ async function main () {
       }
     }))
     const submitted = performance.now()
-    // Every job done: poll the last one of each user's list until none is queued or processing.
+    // Every job done: each user's latest stagings, none queued or processing (one read per user every 2 s, within
+    // the plan's general rate limit).
     const pending = async () => {
       let open = 0
       for (let u = 0; u < USERS; u++) {
-        for (const status of ['queued', 'processing']) {
-          const res = await fetch(`${own.service}/v1/ai/stagings?status=${status}&limit=100`, { headers: { authorization: `Bearer ${own.tokens[u] as string}` } })
-          open += ((await res.json()) as { data: unknown[] }).data.length
-        }
+        const res = await fetch(`${own.service}/v1/ai/stagings?limit=100`, { headers: { authorization: `Bearer ${own.tokens[u] as string}` } })
+        if (res.status !== 200) throw new Error(`listing stagings: HTTP ${res.status} ${await res.text()}`)
+        open += ((await res.json()) as { data: Array<{ status: string }> }).data.filter((s) => s.status === 'queued' || s.status === 'processing').length
       }
       return open
     }
-    while (await pending() > 0) await new Promise((resolve) => setTimeout(resolve, 500))
+    try {
+      while (await pending() > 0) await sleep(2000)
+    } finally {
+      clearInterval(sampler)
+    }
     const done = performance.now()
-    clearInterval(sampler)
     const times = submits.map((s) => s.ms)
     results.staging = {
       photoMb: round(photo.length / 2 ** 20),

@@ -177,7 +177,8 @@ export function createFakeUpstream () {
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ behaviour, held: held.length, stats, lastChatBody }))
   }
 
-  return createServer((req, res) => {
+  // Idle connections stay open longer than a slow answer takes, as real vendors' do (Node's default is 5 s).
+  return createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
     const route = `${req.method ?? ''} ${req.url ?? ''}`
     const handler = route === 'POST /v1/chat/completions'
       ? chat
