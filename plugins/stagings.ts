@@ -198,18 +198,19 @@ export function createStagings (opts: StagingsOptions) {
     }
   }
 
-  /** The earlier submit with this Idempotency-Key (within 24 h), or null; CONFLICT when it was sent with other content. */
-  async function replay<R extends { fingerprint: string | null }> (table: string, userId: string, mode: Mode, key: string, fingerprint: string): Promise<R | null> {
+  /** The id of the earlier submit with this Idempotency-Key (within 24 h), or null; CONFLICT when it was sent with other content. */
+  async function replay (kind: 'staging' | 'batch', userId: string, mode: Mode, key: string, fingerprint: string): Promise<string | null> {
+    const table = kind === 'staging' ? STAGINGS : BATCHES
     // A key older than 24 h is free again.
     await db.query(`UPDATE ${table} SET idempotency_key = NULL WHERE user_id = $1 AND mode = $2 AND idempotency_key = $3
       AND created_at <= now() - make_interval(hours => ${IDEMPOTENCY_HOURS})`, [userId, mode, key])
-    const { rows } = await db.query<R>(`SELECT * FROM ${table} WHERE user_id = $1 AND mode = $2 AND idempotency_key = $3`, [userId, mode, key])
+    const { rows } = await db.query<{ id: string, fingerprint: string }>(`SELECT id, fingerprint FROM ${table} WHERE user_id = $1 AND mode = $2 AND idempotency_key = $3`, [userId, mode, key])
     const earlier = rows[0]
     if (earlier === undefined) return null
     if (earlier.fingerprint !== fingerprint) {
       throw new AppError('CONFLICT', 'This Idempotency-Key was used within the last 24 hours for a different request: use a new key for a new photo or new options.')
     }
-    return earlier
+    return earlier.id
   }
 
   // ---- The job -------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 import fc from 'fast-check'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
-import { adminHeaders, build, mint, userWithKey } from './helper.js'
+import { adminHeaders, build, mint, multipart, userWithKey } from './helper.js'
 import { interceptNetwork } from './network.js'
 
 /**
@@ -128,6 +128,20 @@ t.test('generated request bodies, queries and credentials never get a 5xx', asyn
     check(seen, 'transactions', await app.inject({ url: '/v1/billing/transactions', query, headers: webhookAuth }))
     check(seen, 'transaction', await app.inject({ url: `/v1/billing/transactions/${encodeURIComponent(id)}`, headers: webhookAuth }))
   }), { numRuns: 30, seed: 15 })
+
+  // Stagings: generated multipart fields and bytes on both submits; generated ids and queries on every read.
+  const stagingField = fc.oneof(fc.string({ maxLength: 300 }), fc.constantFrom('modern_luxury', 'living_room', 'premium', 'standard', 'x'.repeat(201), ''))
+  const stagingParts = fc.array(fc.record({ name: fc.constantFrom('image', 'images', 'style', 'roomType', 'qualityMode', 'propertyName', 'other'), value: stagingField, file: fc.boolean() }), { maxLength: 14 })
+  await fc.assert(fc.asyncProperty(stagingParts, fc.uint8Array({ maxLength: 64 }), fc.oneof(fc.constantFrom('stg_0000000000000000', 'bat_0000000000000000'), fc.string({ maxLength: 40 })), fc.dictionary(fc.constantFrom('cursor', 'limit', 'status', 'batchId'), fc.string({ maxLength: 60 })), async (parts, bytes, id, query) => {
+    const body = multipart(parts.map((p) => p.file ? { name: p.name, value: Buffer.concat([Buffer.from([0xff, 0xd8, 0xff]), Buffer.from(bytes)]), filename: 'x.jpg' } : { name: p.name, value: p.value }))
+    const form = { ...webhookAuth, 'content-type': body.contentType }
+    check(seen, 'staging submit', await app.inject({ method: 'POST', url: '/v1/ai/stagings', headers: form, payload: body.payload }))
+    check(seen, 'staging batch submit', await app.inject({ method: 'POST', url: '/v1/ai/stagings/batches', headers: form, payload: body.payload }))
+    check(seen, 'staging read', await app.inject({ url: `/v1/ai/stagings/${encodeURIComponent(id)}`, headers: webhookAuth }))
+    check(seen, 'staging delete', await app.inject({ method: 'DELETE', url: `/v1/ai/stagings/${encodeURIComponent(id)}`, headers: webhookAuth }))
+    check(seen, 'staging batch read', await app.inject({ url: `/v1/ai/stagings/batches/${encodeURIComponent(id)}`, headers: webhookAuth }))
+    check(seen, 'staging list', await app.inject({ url: '/v1/ai/stagings', query, headers: webhookAuth }))
+  }), { numRuns: 30, seed: 16 })
 
   await fc.assert(fc.asyncProperty(fc.string({ maxLength: 60 }), fc.dictionary(fc.constantFrom('expires', 'signature', 'cursor', 'limit', 'queue', 'state'), fc.string({ maxLength: 60 })), async (id, query) => {
     check(seen, 'file read', await app.inject({ url: `/v1/ai/files/${encodeURIComponent(id)}`, query }))

@@ -118,12 +118,6 @@ const stagings: FastifyPluginAsyncTypebox = async (app) => {
   const fingerprint = (images: Buffer[], request: StagingRequest) =>
     app.hash.content(JSON.stringify([images.map((i) => createHash('sha256').update(i).digest('hex')), request]))
 
-  function providerFor (principal: Principal) {
-    if (app.stagings.provider(principal.mode) === null) {
-      throw new AppError('PROVIDER_NOT_CONFIGURED', 'Virtual staging is not set up on this server (no OPENAI_API_KEY): use a test-mode key, or ask the operator.')
-    }
-  }
-
   /** Prepares a photo (oriented, metadata stripped) and stores it as an upload until its job ends. */
   async function store (principal: Principal, bytes: Buffer, index: number | null): Promise<StoredUpload> {
     let prepared
@@ -140,6 +134,20 @@ const stagings: FastifyPluginAsyncTypebox = async (app) => {
   }
 
   const accepted = (reply: FastifyReply, location: string) => reply.code(202).header('location', location)
+  const replay = (reply: FastifyReply, location: string, body: unknown) => accepted(reply, location).header('idempotent-replayed', 'true').send(body)
+
+  /** What both submits share: a multipart body from a principal whose mode can stage, read and checked, and its fingerprint. */
+  async function intake (request: FastifyRequest, fileField: 'image' | 'images', maxFiles: number) {
+    const principal = who(request)
+    if (!request.isMultipart()) throw new AppError('UNSUPPORTED_MEDIA_TYPE', `Send the photo${maxFiles === 1 ? '' : 's'} as multipart/form-data with the file${maxFiles === 1 ? '' : 's'} in the field \`${fileField}\`.`)
+    if (app.stagings.provider(principal.mode) === null) {
+      throw new AppError('PROVIDER_NOT_CONFIGURED', 'Virtual staging is not set up on this server (no OPENAI_API_KEY): use a test-mode key, or ask the operator.')
+    }
+    const key = idempotencyKey(request)
+    const { images, fields } = await readSubmit(request, fileField, maxFiles)
+    const options = checkOptions(fields, (id) => app.stagingStyles.get(id) !== undefined)
+    return { principal, key, images, options, print: fingerprint(images, options) }
+  }
 
   app.post('/stagings', {
     config: SUBMIT,
@@ -159,19 +167,9 @@ const stagings: FastifyPluginAsyncTypebox = async (app) => {
       response: { 202: ref(Staging), ...errorResponses(...SUBMIT_ERRORS) }
     }
   }, async (request, reply) => {
-    const principal = who(request)
-    if (!request.isMultipart()) throw new AppError('UNSUPPORTED_MEDIA_TYPE', 'Send the photo as multipart/form-data with the file in the field `image`.')
-    providerFor(principal)
-    const key = idempotencyKey(request)
-    const { images, fields } = await readSubmit(request, 'image', 1)
-    const options = checkOptions(fields, (id) => app.stagingStyles.get(id) !== undefined)
-    const print = fingerprint(images, options)
-    const replayed = async () => {
-      const earlier = key === null ? null : await app.stagings.replay<{ id: string, fingerprint: string | null }>('stagings', principal.userId, principal.mode, key, print)
-      return earlier === null ? null : accepted(reply, `/v1/ai/stagings/${earlier.id}`).header('idempotent-replayed', 'true').send(await app.stagings.get(principal.userId, principal.mode, earlier.id))
-    }
-    const earlier = await replayed()
-    if (earlier !== null) return earlier
+    const { principal, key, images, options, print } = await intake(request, 'image', 1)
+    const earlier = key === null ? null : await app.stagings.replay('staging', principal.userId, principal.mode, key, print)
+    if (earlier !== null) return replay(reply, `/v1/ai/stagings/${earlier}`, await app.stagings.get(principal.userId, principal.mode, earlier))
     const upload = await store(principal, images[0] as Buffer, null)
     images.length = 0
     let metered: MeteredCall
@@ -251,19 +249,9 @@ const stagings: FastifyPluginAsyncTypebox = async (app) => {
       response: { 202: ref(StagingBatch), ...errorResponses(...SUBMIT_ERRORS) }
     }
   }, async (request, reply) => {
-    const principal = who(request)
-    if (!request.isMultipart()) throw new AppError('UNSUPPORTED_MEDIA_TYPE', 'Send the photos as multipart/form-data with the files in the field `images`.')
-    providerFor(principal)
-    const key = idempotencyKey(request)
-    const { images, fields } = await readSubmit(request, 'images', MAX_BATCH_IMAGES)
-    const options = checkOptions(fields, (id) => app.stagingStyles.get(id) !== undefined)
-    const print = fingerprint(images, options)
-    const replayed = async () => {
-      const earlier = key === null ? null : await app.stagings.replay<{ id: string, fingerprint: string | null }>('staging_batches', principal.userId, principal.mode, key, print)
-      return earlier === null ? null : accepted(reply, `/v1/ai/stagings/batches/${earlier.id}`).header('idempotent-replayed', 'true').send(await app.stagings.batch(principal.userId, principal.mode, earlier.id))
-    }
-    const earlier = await replayed()
-    if (earlier !== null) return earlier
+    const { principal, key, images, options, print } = await intake(request, 'images', MAX_BATCH_IMAGES)
+    const earlier = key === null ? null : await app.stagings.replay('batch', principal.userId, principal.mode, key, print)
+    if (earlier !== null) return replay(reply, `/v1/ai/stagings/batches/${earlier}`, await app.stagings.batch(principal.userId, principal.mode, earlier))
     const uploads: StoredUpload[] = []
     const metered: MeteredCall[] = []
     const undo = async () => {
