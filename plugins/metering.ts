@@ -188,23 +188,33 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
     /**
      * Turns a reservation into used units and one ledger row, atomically; a billed call is charged `charged` (its cost
      * with the markup) in the same transaction. False if it was already gone. A settlement repeated after its first
-     * attempt did commit changes nothing: the ledger row is keyed by the reservation.
+     * attempt did commit changes nothing: the ledger row is keyed by the reservation. `within`: in the caller's
+     * transaction (a job that records its outcome and its charge together).
      */
-    async settle (reservation: Reservation, settlement: Settlement): Promise<boolean> {
+    async settle (reservation: Reservation, settlement: Settlement, within?: Queryable): Promise<boolean> {
       const billing = reservation.billing
       if (billing === undefined) {
-        const { rows } = await store.query<{ found: number }>(SETTLE, settleParams(reservation, settlement, 0))
+        const { rows } = await (within ?? store).query<{ found: number }>(SETTLE, settleParams(reservation, settlement, 0))
         return rows[0]?.found === 1
       }
       const charge = withMarkup(settlement.costMicroUsd ?? 0, billing.terms.markupPercent)
       const tokens = FEATURES[reservation.feature].unit === 'tokens' ? settlement.units : 0
+      const charged = async (tx: Queryable) => {
+        const collectedMicroUsd = await credits.settle(tx, reservation, billing.terms, reservation.id, charge, tokens)
+        const { rows } = await tx.query<{ found: number, recorded: number }>(SETTLE, settleParams(reservation, settlement, collectedMicroUsd))
+        if (rows[0]?.recorded !== 1) throw new AlreadySettled()
+        return rows[0].found === 1
+      }
       try {
-        return await store.transaction(async (tx) => {
-          const collectedMicroUsd = await credits.settle(tx, reservation, billing.terms, reservation.id, charge, tokens)
-          const { rows } = await tx.query<{ found: number, recorded: number }>(SETTLE, settleParams(reservation, settlement, collectedMicroUsd))
-          if (rows[0]?.recorded !== 1) throw new AlreadySettled()
-          return rows[0].found === 1
-        })
+        if (within === undefined) return await store.transaction(charged)
+        // Inside the caller's transaction: a repeated settlement undoes only its own charge.
+        await within.exec('SAVEPOINT settlement')
+        try {
+          return await charged(within)
+        } catch (err) {
+          if (err instanceof AlreadySettled) await within.exec('ROLLBACK TO SAVEPOINT settlement')
+          throw err
+        }
       } catch (err) {
         if (err instanceof AlreadySettled) return false
         throw err

@@ -51,6 +51,9 @@ export class StagingFailure extends Error {
   }
 }
 
+/** The staging was deleted while its job ran, before the image model was called: the job ends, keeping nothing. */
+class StagingDeleted extends Error {}
+
 interface StagingRow {
   id: string
   user_id: string
@@ -78,10 +81,6 @@ interface StagingRow {
   request_id: string | null
   reservation: Reservation & { periodStart: string, resetsAt: string }
   provider_started_at: Date | null
-  cost_micro_usd: string | null
-  units_in: string | null
-  units_out: string | null
-  settled: boolean
   created_at: Date
   started_at: Date | null
   completed_at: Date | null
@@ -270,20 +269,16 @@ export function createStagings (opts: StagingsOptions) {
   /** Who stages for each mode, as the ledger records it. */
   const LEDGER = { test: { provider: 'sandbox', model: null }, live: { provider: 'openai', model: app.config.STAGING_MODEL } } as const
 
-  /** Records the charge of a completed staging (idempotent: the ledger row is keyed by the reservation). */
-  async function settle (r: StagingRow, total: { cost: number, unitsIn: number, unitsOut: number, estimated: boolean }) {
-    const settlement: Settlement = {
-      ...LEDGER[r.mode],
-      units: 1,
-      unitsIn: total.unitsIn,
-      unitsOut: total.unitsOut,
-      costMicroUsd: total.cost,
-      estimated: total.estimated,
-      requestId: r.request_id
-    }
-    await app.metering.settle(revive(r.reservation), settlement)
-    await update(r.id, 'settled = true')
-  }
+  /** The ledger entry of a completed staging: one staging, the tokens and the cost of every provider call it made. */
+  const settlement = (r: StagingRow, total: { cost: number, unitsIn: number, unitsOut: number, estimated: boolean }): Settlement => ({
+    ...LEDGER[r.mode],
+    units: 1,
+    unitsIn: total.unitsIn,
+    unitsOut: total.unitsOut,
+    costMicroUsd: total.cost,
+    estimated: total.estimated,
+    requestId: r.request_id
+  })
 
   async function run (stagingId: string, jobSignal: AbortSignal, log: FastifyBaseLogger): Promise<unknown> {
     const { rows } = await db.query<StagingRow>(`SELECT * FROM ${STAGINGS} WHERE id = $1`, [stagingId])
@@ -291,8 +286,7 @@ export function createStagings (opts: StagingsOptions) {
     if (r === undefined) return { skipped: 'deleted' }
     const provider = r.mode === 'test' ? opts.sandbox : opts.live
     if (r.status === 'completed' || r.status === 'failed') {
-      // An earlier attempt ended the staging but could not record its charge, or delete its upload.
-      if (r.status === 'completed' && !r.settled) await settle(r, { cost: Number(r.cost_micro_usd), unitsIn: Number(r.units_in), unitsOut: Number(r.units_out), estimated: false })
+      // An earlier attempt ended the staging but could not delete its upload.
       await dropUpload(r)
       return { status: r.status }
     }
@@ -305,7 +299,7 @@ export function createStagings (opts: StagingsOptions) {
       await fail(r, 'PROVIDER_NOT_CONFIGURED', log)
       return { status: 'failed' }
     }
-    await update(r.id, 'status = \'processing\', started_at = COALESCE(started_at, now()), progress = GREATEST(progress, 0.05)')
+    if (!await update(r.id, 'status = \'processing\', started_at = COALESCE(started_at, now()), progress = GREATEST(progress, 0.05)')) return { skipped: 'deleted' }
     const deadline = AbortSignal.timeout(opts.timeoutMs)
     const signal = AbortSignal.any([jobSignal, deadline])
     const user = app.hash.user(r.user_id)
@@ -328,7 +322,8 @@ export function createStagings (opts: StagingsOptions) {
       const prompt = `${app.stagingStyles.prompt(r.style, roomType)} ${KEEP_ARCHITECTURE}`
       const edit = async (strict: boolean, from: number, to: number): Promise<StagedImage> => {
         // From here on the provider may charge: a later attempt of this job must not call it again.
-        await update(r.id, 'provider_started_at = COALESCE(provider_started_at, now())')
+        // Deleted meanwhile: the model is not called (the deletion gave the reservation back).
+        if (!await update(r.id, 'provider_started_at = COALESCE(provider_started_at, now())')) throw new StagingDeleted()
         const started = Date.now()
         const staging = provider.stage({ image, prompt: strict ? `${prompt} ${STRICT_RETRY}` : prompt, palette: style.palette, quality: r.quality_mode, user, signal })
         // While the model works, the progress creeps towards `to` (an edit takes tens of seconds).
@@ -364,11 +359,14 @@ export function createStagings (opts: StagingsOptions) {
         unitsOut: spent.reduce((sum, u) => sum + u.outputTokens, 0),
         estimated: spent.some((u) => u.estimated)
       }
+      // The outcome and its charge commit together: a staging that reads completed has its ledger row.
       const completed = await db.transaction(async (tx) => {
+        // The charge first (the user's account row, then the quota row: the order every credit path locks in).
+        await app.metering.settle(revive(r.reservation), settlement(r, total), tx)
         const { rowCount } = await tx.query(`UPDATE ${STAGINGS} SET status = 'completed', progress = 1, completed_at = now(), result_file_id = $2,
-            result_width = $3, result_height = $4, quality_score = $5, architectural_integrity = $6, cost_micro_usd = $7, units_in = $8, units_out = $9
+            result_width = $3, result_height = $4, quality_score = $5, architectural_integrity = $6
           WHERE id = $1 AND status = 'processing'`,
-        [r.id, saved.id, staged.width, staged.height, integrity?.qualityScore ?? null, integrity?.architecturalIntegrity ?? null, total.cost, total.unitsIn, total.unitsOut])
+        [r.id, saved.id, staged.width, staged.height, integrity?.qualityScore ?? null, integrity?.architecturalIntegrity ?? null])
         if (rowCount === 0) return false
         await app.webhooks.emit(r.user_id, 'staging.completed', { stagingId: r.id, status: 'completed', batchId: r.batch_id }, tx)
         await closeBatch(tx, r)
@@ -376,13 +374,13 @@ export function createStagings (opts: StagingsOptions) {
       })
       // Deleted while it ran: the result goes too, the provider's charge stays on the ledger.
       if (!completed) await files.delete(saved.id, r.user_id)
-      await settle(r, total)
       await dropUpload(r)
       log.info({ stagingId: r.id, costMicroUsd: total.cost, calls: spent.length, roomTypeDetected: r.room_type === null }, 'staging completed')
       return { status: completed ? 'completed' : 'deleted' }
     } catch (err) {
       // A result saved before the failure goes too.
       for (const fileId of resultFile) await files.delete(fileId, r.user_id)
+      if (err instanceof StagingDeleted) return { status: 'deleted' }
       // The instance is stopping or the job expired (the next attempt decides, and never calls the provider twice),
       // or a fault of ours (the database, a bug: the job's retry takes over).
       if (jobSignal.aborted || !(err instanceof StagingFailure || err instanceof AppError)) throw err
@@ -424,11 +422,23 @@ export function createStagings (opts: StagingsOptions) {
       return { data: page.map(toStaging), nextCursor: rows.length > query.limit && last !== undefined ? encodeCursor({ createdAt: last.created_at, id: last.id }) : null }
     },
 
-    /** Deletes the staging and its files now; a job still running finds it gone and keeps nothing. */
+    /**
+     * Deletes the staging and its files now; a job still running finds it gone and keeps nothing. One whose image model
+     * was not called yet gives its reservation back (its job will not call it); one already at the model is charged
+     * when the model answers, as the provider charges for it.
+     */
     async remove (userId: string, mode: Mode, id: string) {
       const r = await row(userId, mode, id)
       for (const fileId of [r.upload_file_id, r.result_file_id]) if (fileId !== null) await files.delete(fileId, userId)
-      await db.query(`DELETE FROM ${STAGINGS} WHERE id = $1`, [id])
+      const gone = await db.transaction(async (tx) => {
+        const { rows } = await tx.query<StagingRow>(`DELETE FROM ${STAGINGS} WHERE id = $1 RETURNING *`, [id])
+        // A batch whose last open staging this was is complete now.
+        for (const deleted of rows) await closeBatch(tx, deleted)
+        return rows[0]
+      })
+      if (gone !== undefined && (gone.status === 'queued' || gone.status === 'processing') && gone.provider_started_at === null) {
+        await app.metering.release(revive(gone.reservation))
+      }
     },
 
     /** A batch and its stagings, inserted with their jobs in one transaction. */

@@ -380,10 +380,6 @@ CREATE TABLE stagings (
   request_id           text,
   reservation          jsonb NOT NULL,
   provider_started_at  timestamptz,
-  cost_micro_usd       bigint,
-  units_in             bigint,
-  units_out            bigint,
-  settled              boolean NOT NULL DEFAULT false,
   created_at           timestamptz NOT NULL DEFAULT now(),
   started_at           timestamptz,
   completed_at         timestamptz

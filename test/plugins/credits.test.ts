@@ -56,6 +56,51 @@ for (const backend of ['embedded', 'postgres'] as const) {
   })
 }
 
+for (const backend of ['embedded', 'postgres'] as const) {
+  t.test(`${backend}: a settlement inside the caller's transaction commits or rolls back with it; a repeat there undoes only its own charge`, async (t) => {
+    const { store, drop } = await createTestStore(backend)
+    t.teardown(drop)
+    const metering = createMetering(store)
+    const terms = creditTerms({ monthlyFreeCents: 0, markupPercent: 0 })
+    const key = chatKey()
+    await metering.credits.grant(store, key, 100_000, 'Order 1')
+    const balance = () => metering.credits.balance(store, key, terms)
+    const call = { provider: 'openai', model: 'gpt-4o-mini', units: 100, costMicroUsd: 10_000 }
+    const marks = () => store.query('CREATE TABLE IF NOT EXISTS outcome (n int)').then(() => store.query<{ n: number }>('SELECT n FROM outcome'))
+
+    const rolledBack = await metering.reserve(key, quota, 100, null, { terms, ask: ask(20_000) })
+    await t.rejects(store.transaction(async (tx) => {
+      t.equal(await metering.settle(rolledBack, call, tx), true)
+      throw new Error('the outcome could not be written')
+    }), /could not be written/)
+    t.match(await balance(), { purchasedMicroUsd: 80_000, lifetimeMicroUsd: 0 }, 'nothing charged: the hold stays until released')
+    t.match(await metering.usage(key, quota), { used: 0, reserved: 100 })
+
+    await marks()
+    const settled = await store.transaction(async (tx) => {
+      const first = await metering.settle(rolledBack, call, tx)
+      const again = await metering.settle(rolledBack, call, tx)
+      await tx.query('INSERT INTO outcome (n) VALUES (1)')
+      return [first, again]
+    })
+    t.same(settled, [true, false], 'the repeat in the same transaction finds the ledger row')
+    t.same((await marks()).rows, [{ n: 1 }], 'the caller\'s own writes commit')
+    t.match(await balance(), { purchasedMicroUsd: 90_000, lifetimeMicroUsd: 10_000 }, 'charged once')
+    t.match(await metering.usage(key, quota), { used: 100, reserved: 0 })
+
+    // A fault in the ledger statement fails the caller's transaction as it is (nothing to undo by hand).
+    const faulty = await metering.reserve(key, quota, 100, null, { terms, ask: ask(20_000) })
+    await t.rejects(store.transaction(async (tx) => metering.settle(faulty, call, {
+      query: async (sql, params) => sql.includes('INSERT INTO usage_ledger') ? Promise.reject(new Error('connection terminated')) : tx.query(sql, params),
+      exec: async (sql) => tx.exec(sql)
+    })), /connection terminated/)
+    t.match(await balance(), { lifetimeMicroUsd: 10_000 }, 'not charged')
+
+    const free = await metering.reserve(key, { limit: 1000, period: 'month' }, 5)
+    t.equal(await store.transaction(async (tx) => metering.settle(free, { provider: 'sandbox', units: 5 }, tx)), true, 'a call without billing too')
+  })
+}
+
 t.test('the free credits renew each UTC month; purchased ones stay', async (t) => {
   const { store, drop } = await createTestStore()
   t.teardown(drop)

@@ -20,9 +20,10 @@ const PLANS_FILE = join(mkdtempSync(join(tmpdir(), 'staging-plans-')), 'plans.js
 const staging = (limit: number) => ({ 'virtual-staging': { quota: { limit, period: 'month' }, rateLimitPerMinute: 1000 } })
 writeFileSync(PLANS_FILE, JSON.stringify({
   plans: {
-    pro: { name: 'Pro', features: staging(100) },
-    three: { name: 'Three', features: staging(3) },
-    billed: { name: 'Billed', features: staging(100), credits: { monthlyFreeCents: 500, markupPercent: 40 } },
+    // Polling every 50 ms reads more than the default 120 a minute.
+    pro: { name: 'Pro', features: staging(100), rateLimitPerMinute: 100_000 },
+    three: { name: 'Three', features: staging(3), rateLimitPerMinute: 100_000 },
+    billed: { name: 'Billed', features: staging(100), credits: { monthlyFreeCents: 500, markupPercent: 40 }, rateLimitPerMinute: 100_000 },
     none: { name: 'None', features: { chat: { quota: { limit: 1000, period: 'month' }, rateLimitPerMinute: 100 } } }
   },
   prices: {
@@ -84,6 +85,7 @@ async function settled (app: FastifyInstance, headers: Headers, id: string) {
   const progress: number[] = []
   for (;;) {
     const res = await app.inject({ url: `/v1/ai/stagings/${id}`, headers })
+    if (res.statusCode !== 200) throw new Error(`polling ${id}: ${res.statusCode} ${res.body}`)
     const body = res.json() as StagingBody
     progress.push(body.progress)
     if (body.status === 'completed' || body.status === 'failed') return { body, progress }
@@ -420,9 +422,7 @@ t.test('a worker that died: after the provider call the job fails JOB_INTERRUPTE
   t.equal(ran.status, 'completed')
   t.equal(fake.edits.length, 1, 'the interrupted one was not sent again')
   t.same(await quota(app, me.userId), [{ used: 1, reserved: 0 }], 'charged once, the interrupted one released')
-  // A completed staging whose charge could not be recorded is settled by the next attempt, once.
-  await store.query('UPDATE stagings SET settled = false WHERE id = $1', [before])
-  await app.stagings.run(before, new AbortController().signal, log)
+  // A completed staging run again (a retry after its attempt had committed) changes nothing.
   await app.stagings.run(before, new AbortController().signal, log)
   t.equal((await ledger(app, me.userId)).length, 1, 'one ledger row whatever the retries')
   t.same(await app.stagings.run('stg_0000000000000000', new AbortController().signal, log), { skipped: 'deleted' })
@@ -625,6 +625,51 @@ t.test('a slow edit: progress creeps forward while the model works; deleting the
   t.same((await store.query('SELECT id FROM files WHERE user_id = $1', [me.userId])).rows, [], 'no file kept for the deleted stagings')
   t.same((await ledger(app, me.userId)).map((r) => r.units), ['1'], 'the edit that answered is on the ledger; the failed one is not')
   t.same(await quota(app, me.userId), [{ used: 1, reserved: 0 }])
+})
+
+t.test('deleting a staging before its edit: the reservation and credits come back at once, the model is never called; a batch whose last open staging goes is complete', async (t) => {
+  const fake = fakeOpenAI(t)
+  const { app, store } = await build(t, { env: LIVE })
+  const me = await userOn(app, 'billed', 'live')
+  t.equal((await app.inject({ method: 'POST', url: '/v1/webhooks', headers: me.headers, payload: { url: 'http://127.0.0.1:9/hooks', events: ['batch.completed'] } })).statusCode, 201)
+  const held = async () => (await store.query<{ reserved_micro_usd: string }>('SELECT reserved_micro_usd FROM credit_months WHERE user_id = $1', [me.userId])).rows.map((r) => Number(r.reserved_micro_usd))
+  await app.jobs.stop()
+
+  // Queued: no job will ever settle it, so the deletion gives everything back.
+  const queued = (await submit(app, me.headers, { style: 'scandinavian', roomType: 'kitchen' })).json().id as string
+  t.same(await quota(app, me.userId), [{ used: 0, reserved: 1 }])
+  t.ok((await held())[0] as number > 0, 'credits held at submit')
+  t.equal((await app.inject({ method: 'DELETE', url: `/v1/ai/stagings/${queued}`, headers: me.headers })).statusCode, 204)
+  t.same(await quota(app, me.userId), [{ used: 0, reserved: 0 }], 'the quota came back with the deletion')
+  t.same(await held(), [0], 'so did the credits')
+  t.same(await app.stagings.run(queued, new AbortController().signal, app.log), { skipped: 'deleted' })
+
+  // Deleted while the room check runs (no roomType): the job stops before the image model.
+  const running = (await submit(app, me.headers, { style: 'scandinavian' })).json().id as string
+  fake.load({
+    rooms: [async () => {
+      t.equal((await app.inject({ method: 'DELETE', url: `/v1/ai/stagings/${running}`, headers: me.headers })).statusCode, 204)
+      return HttpResponse.json(visionAnswer({ isRoom: true, roomType: 'bedroom' }))
+    }]
+  })
+  t.same(await app.stagings.run(running, new AbortController().signal, app.log), { status: 'deleted' })
+  t.equal(fake.edits.length, 0, 'the image model was not called')
+  t.same(await quota(app, me.userId), [{ used: 0, reserved: 0 }])
+  t.same(await held(), [0])
+  t.same(await ledger(app, me.userId), [], 'nothing charged')
+  t.same((await store.query('SELECT id FROM files WHERE user_id = $1', [me.userId])).rows, [], 'no file kept')
+
+  // A batch of two: one fails, the other is deleted while queued: the batch is complete.
+  const batch = (await submitBatch(app, me.headers, [PHOTO, PHOTO])).json() as { id: string, stagings: Array<{ id: string }> }
+  const [first, second] = batch.stagings.map((b) => b.id) as [string, string]
+  fake.load({ rooms: [{ isRoom: false, roomType: 'outdoor' }] })
+  await app.stagings.run(first, new AbortController().signal, app.log)
+  t.match((await app.inject({ url: `/v1/ai/stagings/batches/${batch.id}`, headers: me.headers })).json(), { status: 'processing', completedAt: null })
+  t.equal((await app.inject({ method: 'DELETE', url: `/v1/ai/stagings/${second}`, headers: me.headers })).statusCode, 204)
+  t.match((await app.inject({ url: `/v1/ai/stagings/batches/${batch.id}`, headers: me.headers })).json(), { status: 'completed', counts: { failed: 1, queued: 0 }, completedAt: String })
+  const deliveries = (await store.query<{ payload: unknown }>('SELECT payload FROM webhook_deliveries WHERE user_id = $1 AND event_type = \'batch.completed\'', [me.userId])).rows
+  t.match(deliveries.map((d) => typeof d.payload === 'string' ? JSON.parse(d.payload) as unknown : d.payload), [{ data: { batchId: batch.id, completed: 0, failed: 1 } }], 'batch.completed queued once')
+  t.same(await quota(app, me.userId), [{ used: 0, reserved: 0 }], 'nothing stays reserved')
 })
 
 t.test('the job after faults: a shutdown mid-edit, a database fault after the edit, a style taken out, an upload gone, a result too large', async (t) => {
