@@ -58,7 +58,7 @@ export const FEATURES = {
     endpoint: 'POST /v1/ai/background-removal',
     providers: { live: ['removebg', 'rembg'], test: 'sandbox' },
     sends: [
-      { field: 'image', note: 'The one selected image, re-encoded with orientation applied and EXIF, XMP and GPS metadata stripped.' },
+      { field: 'image', note: 'The one selected image without its metadata (EXIF with GPS and camera, XMP, IPTC, comments, trailers): an upright sRGB JPEG or PNG keeps its own pixels, anything else is re-encoded with its orientation applied.' },
       { field: 'output', note: 'Whether a cut-out or a mask is wanted.' }
     ],
     serverAdds: ['The provider\'s API key (remove.bg only) and its fixed options (size=auto, PNG out).'],
@@ -103,7 +103,7 @@ export const FEATURES = {
     endpoint: 'POST /v1/ai/stagings (and /batches)',
     providers: { live: ['openai'], test: 'sandbox' },
     sends: [
-      { field: 'image', note: 'The photo, re-encoded with orientation applied and EXIF, XMP and GPS metadata stripped: to OpenAI Images edit (STAGING_MODEL) and, at most 1,024 px on its longest side, to the vision model (STAGING_VISION_MODEL) for the room check when no roomType is given and for the premium integrity check (with the staged image).' },
+      { field: 'image', note: 'The photo without its metadata (EXIF with GPS and camera, XMP, IPTC, comments, trailers; an upright sRGB JPEG or PNG keeps its own pixels, anything else is re-encoded with its orientation applied): to OpenAI Images edit (STAGING_MODEL) and, at most 1,024 px on its longest side, to the vision model (STAGING_VISION_MODEL) for the room check when no roomType is given and for the premium integrity check (with the staged image).' },
       { field: 'style', note: 'Not sent as such: it picks the server\'s prompt template of the style.' },
       { field: 'roomType', note: 'Given or detected, in the prompt (e.g. "living room").' },
       { field: 'qualityMode', note: 'As the edit\'s `quality` (premium: high, standard: medium).' }

@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import sharp, { type Metadata } from 'sharp'
 import { AppError } from './errors.js'
+import { stripJpeg, stripPng } from './image-metadata.js'
 
 /** Intake limits (SPEC §5). */
 export const MAX_IMAGE_BYTES = 12 * 1024 * 1024
@@ -67,7 +68,9 @@ const invalid = () => new AppError('INVALID_IMAGE', 'The image cannot be decoded
 
 /**
  * Checks an upload and makes what may leave the server: type by magic bytes, dimensions from the header
- * (before any pixel is decoded, so a decompression bomb costs nothing), then decoded with EXIF orientation
+ * (before any pixel is decoded, so a decompression bomb costs nothing), then without its metadata. A JPEG or PNG
+ * that needs no rotation and is in sRGB or grey keeps its own bytes, with only the segments or chunks needed to
+ * draw it (no decode, no re-encode: milliseconds, and no loss); anything else is decoded with its EXIF orientation
  * applied and re-encoded without EXIF, XMP, GPS or ICC metadata.
  */
 export async function prepareImage (bytes: Buffer): Promise<PreparedImage> {
@@ -84,6 +87,11 @@ export async function prepareImage (bytes: Buffer): Promise<PreparedImage> {
   if (width * height > MAX_IMAGE_PIXELS) {
     throw new AppError('IMAGE_TOO_LARGE', `The image has more than ${MAX_IMAGE_PIXELS / 1_000_000} megapixels: scale it down first.`,
       { width, height, maxPixels: MAX_IMAGE_PIXELS })
+  }
+  if ((meta.orientation ?? 1) === 1 && (meta.space === 'srgb' || meta.space === 'b-w') && type !== 'webp') {
+    const stripped = type === 'jpeg' ? stripJpeg(bytes) : stripPng(bytes)
+    // Not well-formed (truncated, say): the decode below says whether it can be read at all.
+    if (stripped !== null) return { blob: new Blob([stripped], { type: IMAGE_MIME[type] }), type, width, height }
   }
   try {
     // sharp writes no metadata unless asked to (withMetadata), so EXIF, XMP and GPS stay behind.

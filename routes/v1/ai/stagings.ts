@@ -222,8 +222,9 @@ const stagings: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       operationId: 'deleteStaging',
       summary: 'Delete a staging and its images',
-      description: 'Deletes the record, the stored photo and the staged image now. A staging still running is stopped from keeping anything; ' +
-        'what the provider already charged stays on the ledger (no content).',
+      description: 'Deletes the record, the stored photo and the staged image now. A staging not yet at the image model (queued, or checking ' +
+        'the room) is stopped and its quota and credits are given back at once; one the model is already working on keeps nothing, and what ' +
+        'the provider charges for it is recorded on the ledger (no content).',
       ...common,
       params: byId,
       response: { 204: { description: 'Deleted.', type: 'null' }, ...errorResponses(...READ_ERRORS) }

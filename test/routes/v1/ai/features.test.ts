@@ -13,7 +13,7 @@ t.test('GET /v1/ai/features: the disclosure manifest from the registry, without 
   t.same(assistant.providers.map((p: { id: string, mode: string, configured: boolean }) => [p.id, p.mode, p.configured]),
     [['openai', 'live', false], ['sandbox', 'test', true]], 'no key: OpenAI is listed as not configured')
   t.same(features[1].providers.map((p: { id: string }) => p.id), ['removebg', 'sandbox'])
-  t.match(features[1].sends, [{ field: 'image', note: /metadata stripped/ }, { field: 'output' }])
+  t.match(features[1].sends, [{ field: 'image', note: /without its metadata \(EXIF with GPS and camera, XMP, IPTC/ }, { field: 'output' }])
 })
 
 t.test('the manifest follows the deployment: configured providers and the fallback order', async (t) => {
