@@ -1,4 +1,6 @@
+import { createHash } from 'node:crypto'
 import { AjvCompiler } from '@fastify/ajv-compiler'
+import { SerializerSelector } from '@fastify/fast-json-stringify-compiler'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import fp from 'fastify-plugin'
@@ -58,7 +60,35 @@ function buildValidator (externalSchemas: ExternalSchemas, serverOptions: { plug
   const options = { plugins: serverOptions.plugins }
   const strict = AjvCompiler()(externalSchemas, { ...options, customOptions: { ...AJV_OPTIONS, coerceTypes: false } })
   const coercing = AjvCompiler()(externalSchemas, { ...options, customOptions: { ...AJV_OPTIONS, coerceTypes: 'array' } })
-  return (route: RouteDefinition) => route.httpPart === 'body' ? strict(route) : coercing(route)
+  return reusing('validator', externalSchemas, (route: RouteDefinition) => route.httpPart === 'body' ? strict(route) : coercing(route),
+    (route) => [route.httpPart, route.schema])
+}
+
+const buildFastSerializer = SerializerSelector()
+type SerializerRoute = Parameters<ReturnType<typeof buildFastSerializer>>[0] & { contentType?: string }
+
+function buildSerializer (externalSchemas: unknown, serializerOptions: Parameters<typeof buildFastSerializer>[1]) {
+  return reusing('serializer', [externalSchemas, serializerOptions ?? null], buildFastSerializer(externalSchemas, serializerOptions),
+    (route: SerializerRoute) => [route.httpStatus, route.contentType ?? null, route.schema])
+}
+
+/**
+ * Compiled validators and serializers, kept for the process: a second app built from the same schemas (another
+ * instance in one process, every test) reuses them instead of compiling every route again, which is most of what
+ * building the app costs. Keyed by content — the shared schemas and the route's own — never by object identity.
+ */
+const compiledSchemas = new Map<string, unknown>()
+function reusing<Route, Compiled> (kind: string, shared: unknown, compile: (route: Route) => Compiled, key: (route: Route) => unknown[]) {
+  const scope = createHash('sha256').update(JSON.stringify([kind, shared])).digest('base64')
+  return (route: Route): Compiled => {
+    const id = `${scope}\0${JSON.stringify(key(route))}`
+    let compiled = compiledSchemas.get(id) as Compiled | undefined
+    if (compiled === undefined) {
+      compiled = compile(route)
+      compiledSchemas.set(id, compiled)
+    }
+    return compiled
+  }
 }
 
 /** Fastify's own options, shared by the server and the tests; the logger instance comes from the caller. */
@@ -73,7 +103,7 @@ export function fastifyOptions (config: Config, loggerInstance: Logger): Fastify
     trustProxy: trustProxy(config.TRUST_PROXY) as boolean | string,
     bodyLimit: JSON_BODY_LIMIT,
     frameworkErrors,
-    schemaController: { compilersFactory: { buildValidator: buildValidator as never } },
+    schemaController: { compilersFactory: { buildValidator: buildValidator as never, buildSerializer: buildSerializer as never } },
     ajv: { customOptions: AJV_OPTIONS, plugins: [] }
   }
 }

@@ -644,6 +644,20 @@ t.test('deleting a staging before its edit: the reservation and credits come bac
   t.same(await held(), [0], 'so did the credits')
   t.same(await app.stagings.run(queued, new AbortController().signal, app.log), { skipped: 'deleted' })
 
+  // Deleted just as its job starts: the job finds nothing to start.
+  const starting = (await submit(app, me.headers, { style: 'scandinavian', roomType: 'kitchen' })).json().id as string
+  const query = store.query.bind(store)
+  store.query = (async (sql: string, params?: unknown[]) => {
+    if (sql.includes('SET status = \'processing\'')) {
+      store.query = query
+      t.equal((await app.inject({ method: 'DELETE', url: `/v1/ai/stagings/${starting}`, headers: me.headers })).statusCode, 204)
+    }
+    return query(sql, params)
+  }) as typeof store.query
+  t.same(await app.stagings.run(starting, new AbortController().signal, app.log), { skipped: 'deleted' })
+  t.equal(store.query, query, 'the deletion ran between the read and the start')
+  t.same(await quota(app, me.userId), [{ used: 0, reserved: 0 }])
+
   // Deleted while the room check runs (no roomType): the job stops before the image model.
   const running = (await submit(app, me.headers, { style: 'scandinavian' })).json().id as string
   fake.load({
