@@ -111,11 +111,17 @@ export type Format = 'png' | 'webp'
 
 /**
  * A provider's result as the client gets it: the input's (oriented) dimensions, a single-channel mask when
- * asked for one, PNG or lossless WebP. PROVIDER_ERROR when the provider sent something that is not an image.
+ * asked for one, PNG or lossless WebP; a PNG cut-out of the right size is passed on without a decode or re-encode.
+ * PROVIDER_ERROR when the provider sent something that is not an image.
  */
 export async function finishImage (result: Buffer, target: { width: number, height: number, output: Output, format: Format }): Promise<Buffer> {
   try {
     const meta = await sharp(result, { limitInputPixels: MAX_IMAGE_PIXELS }).metadata()
+    // What was asked for already (a PNG cut-out of the input's size): its own bytes, only without chunks that are not drawn.
+    if (target.output === 'cutout' && target.format === 'png' && meta.format === 'png' && meta.hasAlpha && meta.width === target.width && meta.height === target.height) {
+      const kept = stripPng(result)
+      if (kept !== null) return kept
+    }
     let pipeline = sharp(result, { limitInputPixels: MAX_IMAGE_PIXELS })
     if (meta.width !== target.width || meta.height !== target.height) pipeline = pipeline.resize(target.width, target.height, { fit: 'fill' })
     if (target.output === 'mask') {

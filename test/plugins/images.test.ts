@@ -1,3 +1,4 @@
+import { crc32 } from 'node:zlib'
 import sharp from 'sharp'
 import t from 'tap'
 import { createGate, finishImage, prepareImage, sniffType } from '../../plugins/images.js'
@@ -32,6 +33,25 @@ t.test('finishImage: resizes to the input, masks have one channel, non-images ar
   const mask = await sharp(await finishImage(grey, { width: 20, height: 10, output: 'mask', format: 'png' })).metadata()
   t.equal(mask.channels, 1)
   await t.rejects(finishImage(Buffer.from('<html>error</html>'), { width: 1, height: 1, output: 'cutout', format: 'png' }), { code: 'PROVIDER_ERROR' })
+})
+
+t.test('finishImage passes a PNG cut-out of the right size on as its own bytes (without text chunks), and decodes anything else', async (t) => {
+  const raw = Buffer.alloc(16 * 8 * 4)
+  for (let i = 0; i < raw.length; i++) raw[i] = (i * 31) % 256
+  const cutout = await sharp(raw, { raw: { width: 16, height: 8, channels: 4 } }).png({ compressionLevel: 1 }).toBuffer()
+  const iend = cutout.length - 12
+  const data = Buffer.from('Comment\0CANARY-PNG', 'latin1')
+  const text = Buffer.concat([Buffer.alloc(4), Buffer.from('tEXt'), data, Buffer.alloc(4)])
+  text.writeUInt32BE(data.length, 0)
+  text.writeUInt32BE(crc32(text.subarray(4, 8 + data.length)), 8 + data.length)
+  const withText = Buffer.concat([cutout.subarray(0, iend), text, cutout.subarray(iend)])
+  t.same(await finishImage(withText, { width: 16, height: 8, output: 'cutout', format: 'png' }), cutout, 'the same bytes, the text chunk gone')
+  const resized = await finishImage(cutout, { width: 32, height: 16, output: 'cutout', format: 'png' })
+  t.same([(await sharp(resized).metadata()).width], [32], 'another size is resized')
+  const truncated = cutout.subarray(0, cutout.length - 12)
+  const repaired = await finishImage(truncated, { width: 16, height: 8, output: 'cutout', format: 'png' })
+  t.same(repaired.subarray(-8).toString('latin1', 0, 4), 'IEND', 'a PNG without its end is decoded and written whole')
+  t.same(await sharp(repaired).raw().toBuffer(), raw, 'with the same pixels')
 })
 
 t.test('the gate lets N jobs run at once and queues the rest, also after a failure', async (t) => {
