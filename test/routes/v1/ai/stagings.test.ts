@@ -93,6 +93,18 @@ async function settled (app: FastifyInstance, headers: Headers, id: string) {
   }
 }
 
+/**
+ * The job deletes its files (the upload; the result of a staging deleted meanwhile) just after it records the outcome:
+ * the rows of `sql` once no file of those kinds is left, or as they are after 5 s.
+ */
+async function filesWhenDone (app: FastifyInstance, sql: string, params: unknown[], kinds = ['upload']) {
+  for (let i = 0; ; i++) {
+    const { rows } = await app.store.query<{ kind: string }>(sql, params)
+    if (i === 100 || !rows.some((r) => kinds.includes(r.kind))) return rows
+    await sleep(50)
+  }
+}
+
 async function quota (app: FastifyInstance, userId: string) {
   const { rows } = await app.store.query<{ used: string, reserved: string }>('SELECT used, reserved FROM quota_usage WHERE user_id = $1 AND feature = \'virtual-staging\'', [userId])
   return rows.map((r) => ({ used: Number(r.used), reserved: Number(r.reserved) }))
@@ -162,8 +174,7 @@ t.test('test mode: submit → 202 with Location, progress moves forward, a signe
   t.ok(Math.abs(staged.channels[0]!.mean - original.channels[0]!.mean) + Math.abs(staged.channels[2]!.mean - original.channels[2]!.mean) > 5, 'the sandbox visibly changed the photo')
   t.notOk(image.rawPayload.includes('CANARY-EXIF-OWNER'), 'no EXIF in the result')
 
-  const files = (await store.query<{ kind: string }>('SELECT kind FROM files WHERE user_id = $1', [me.userId])).rows
-  t.same(files, [{ kind: 'result' }], 'the upload is deleted when its job ends; the result stays')
+  t.same(await filesWhenDone(app, 'SELECT kind FROM files WHERE user_id = $1', [me.userId]), [{ kind: 'result' }], 'the upload is deleted when its job ends; the result stays')
   t.same(await quota(app, me.userId), [{ used: 1, reserved: 0 }])
   t.match(await ledger(app, me.userId), [{ provider: 'sandbox', units: '1', cost_micro_usd: '0' }])
 
@@ -386,7 +397,7 @@ t.test('live outcomes: integrity retried once with a stricter prompt; twice fail
   }
   const after = await quota(app, me.userId)
   t.same(after, before, 'every failure gave its reservation back')
-  t.equal((await app.store.query('SELECT id FROM files WHERE user_id = $1 AND kind = \'upload\'', [me.userId])).rows.length, 0, 'no upload outlives its job')
+  t.same(await filesWhenDone(app, 'SELECT kind FROM files WHERE user_id = $1 AND kind = \'upload\'', [me.userId]), [], 'no upload outlives its job')
   t.equal((await ledger(app, me.userId)).length, 1, 'only the completed staging is charged')
   const credits = (await app.store.query<{ reserved_micro_usd: string }>('SELECT reserved_micro_usd FROM credit_months WHERE user_id = $1', [me.userId])).rows
   t.same(credits.map((c) => Number(c.reserved_micro_usd)), [0], 'no credits stay held')
@@ -622,7 +633,7 @@ t.test('a slow edit: progress creeps forward while the model works; deleting the
       await sleep(100)
     }
   }
-  t.same((await store.query('SELECT id FROM files WHERE user_id = $1', [me.userId])).rows, [], 'no file kept for the deleted stagings')
+  t.same(await filesWhenDone(app, 'SELECT kind FROM files WHERE user_id = $1', [me.userId], ['upload', 'result']), [], 'no file kept for the deleted stagings')
   t.same((await ledger(app, me.userId)).map((r) => r.units), ['1'], 'the edit that answered is on the ledger; the failed one is not')
   t.same(await quota(app, me.userId), [{ used: 1, reserved: 0 }])
 })
