@@ -1,7 +1,7 @@
 /**
  * Metadata stripped without decoding: the image's own bytes are kept, every segment or chunk that is not needed to
- * draw it is dropped. An allowlist, not a blocklist: EXIF (with GPS and thumbnails), XMP, IPTC, comments, maker
- * trailers after the end of a JPEG and PNG text chunks all go, and so does anything nobody has named yet.
+ * draw it is dropped. An allowlist, not a blocklist: EXIF (with GPS and thumbnails), XMP, IPTC, comments, JFIF
+ * thumbnails, maker trailers after the end of a JPEG and PNG text chunks all go, and so does anything nobody has named yet.
  * Null when the bytes are not a whole, well-formed file of the format (the caller decodes them instead, which tells).
  */
 
@@ -9,12 +9,30 @@
 const JPEG_TABLES = new Set([0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc9, 0xca, 0xcb, 0xcc, 0xcd, 0xce, 0xcf, 0xdb, 0xdc, 0xdd])
 const SOS = 0xda
 const EOI = 0xd9
-/** APP segments kept when they start with these identifiers: JFIF (APP0), the colour profile (APP2), Adobe's colour transform (APP14). */
+/** APP segments kept when they start with these identifiers: the colour profile (APP2), Adobe's colour transform (APP14). */
 const JPEG_APPS: Record<number, Buffer> = {
-  0xe0: Buffer.from('JFIF\0', 'latin1'),
   0xe2: Buffer.from('ICC_PROFILE\0', 'latin1'),
   0xee: Buffer.from('Adobe', 'latin1')
 }
+const APP0 = 0xe0
+const JFIF = Buffer.from('JFIF\0', 'latin1')
+/** The JFIF header before its thumbnail's size: identifier, version, density unit, X and Y density (12 bytes). */
+const JFIF_HEADER = 12
+
+/**
+ * A JFIF APP0 segment without its thumbnail (which may show the picture as it was before an edit or a crop); null
+ * when the segment is not JFIF.
+ */
+function jfifWithoutThumbnail (segment: Buffer): Buffer | null {
+  if (segment.length < 4 + JFIF_HEADER + 2 || !segment.subarray(4, 4 + JFIF.length).equals(JFIF)) return null
+  const header = Buffer.from(segment.subarray(0, 4 + JFIF_HEADER + 2))
+  header.writeUInt16BE(JFIF_HEADER + 4, 2)
+  header[4 + JFIF_HEADER] = 0
+  header[4 + JFIF_HEADER + 1] = 0
+  return header
+}
+
+const startsWith = (segment: Buffer, id: Buffer | undefined) => id !== undefined && segment.subarray(4, 4 + id.length).equals(id)
 
 /** A JPEG with only what decoding needs, ending at its EOI (anything after it is cut); null if malformed or truncated. */
 export function stripJpeg (bytes: Buffer): Buffer<ArrayBuffer> | null {
@@ -33,10 +51,10 @@ export function stripJpeg (bytes: Buffer): Buffer<ArrayBuffer> | null {
     if (at + 4 > bytes.length) return null
     const end = at + 2 + bytes.readUInt16BE(at + 2)
     if (end > bytes.length || end < at + 4) return null
-    const app = JPEG_APPS[marker]
-    if (JPEG_TABLES.has(marker) || marker === SOS || (app !== undefined && bytes.subarray(at + 4, end).subarray(0, app.length).equals(app))) {
-      kept.push(bytes.subarray(at, end))
-    }
+    const segment = bytes.subarray(at, end)
+    if (JPEG_TABLES.has(marker) || marker === SOS || startsWith(segment, JPEG_APPS[marker])) kept.push(segment)
+    const jfif = marker === APP0 ? jfifWithoutThumbnail(segment) : null
+    if (jfif !== null) kept.push(jfif)
     at = end
     if (marker !== SOS) continue
     // Entropy-coded data: a 0xFF in it is followed by 0x00 (a stuffed byte) or a restart marker; anything else ends it.

@@ -205,19 +205,22 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
         if (rows[0]?.recorded !== 1) throw new AlreadySettled()
         return rows[0].found === 1
       }
-      try {
-        if (within === undefined) return await store.transaction(charged)
-        // Inside the caller's transaction: a repeated settlement undoes only its own charge.
-        await within.exec('SAVEPOINT settlement')
+      if (within === undefined) {
         try {
-          return await charged(within)
+          return await store.transaction(charged)
         } catch (err) {
-          if (err instanceof AlreadySettled) await within.exec('ROLLBACK TO SAVEPOINT settlement')
+          if (err instanceof AlreadySettled) return false
           throw err
         }
+      }
+      // Inside the caller's transaction: a repeated settlement undoes only its own charge.
+      await within.exec('SAVEPOINT settlement')
+      try {
+        return await charged(within)
       } catch (err) {
-        if (err instanceof AlreadySettled) return false
-        throw err
+        if (!(err instanceof AlreadySettled)) throw err
+        await within.exec('ROLLBACK TO SAVEPOINT settlement')
+        return false
       }
     },
 

@@ -431,10 +431,10 @@ export function createStagings (opts: StagingsOptions) {
       const r = await row(userId, mode, id)
       for (const fileId of [r.upload_file_id, r.result_file_id]) if (fileId !== null) await files.delete(fileId, userId)
       const gone = await db.transaction(async (tx) => {
-        const { rows } = await tx.query<StagingRow>(`DELETE FROM ${STAGINGS} WHERE id = $1 RETURNING *`, [id])
+        const deleted = (await tx.query<StagingRow>(`DELETE FROM ${STAGINGS} WHERE id = $1 RETURNING *`, [id])).rows[0]
         // A batch whose last open staging this was is complete now.
-        for (const deleted of rows) await closeBatch(tx, deleted)
-        return rows[0]
+        if (deleted !== undefined) await closeBatch(tx, deleted)
+        return deleted
       })
       if (gone !== undefined && (gone.status === 'queued' || gone.status === 'processing') && gone.provider_started_at === null) {
         await app.metering.release(revive(gone.reservation))

@@ -66,7 +66,8 @@ for (const backend of ['embedded', 'postgres'] as const) {
     await metering.credits.grant(store, key, 100_000, 'Order 1')
     const balance = () => metering.credits.balance(store, key, terms)
     const call = { provider: 'openai', model: 'gpt-4o-mini', units: 100, costMicroUsd: 10_000 }
-    const marks = () => store.query('CREATE TABLE IF NOT EXISTS outcome (n int)').then(() => store.query<{ n: number }>('SELECT n FROM outcome'))
+    // What the caller writes in its own transaction beside the settlement.
+    await store.query('CREATE TABLE outcome (n int)')
 
     const rolledBack = await metering.reserve(key, quota, 100, null, { terms, ask: ask(20_000) })
     await t.rejects(store.transaction(async (tx) => {
@@ -76,7 +77,6 @@ for (const backend of ['embedded', 'postgres'] as const) {
     t.match(await balance(), { purchasedMicroUsd: 80_000, lifetimeMicroUsd: 0 }, 'nothing charged: the hold stays until released')
     t.match(await metering.usage(key, quota), { used: 0, reserved: 100 })
 
-    await marks()
     const settled = await store.transaction(async (tx) => {
       const first = await metering.settle(rolledBack, call, tx)
       const again = await metering.settle(rolledBack, call, tx)
@@ -84,7 +84,7 @@ for (const backend of ['embedded', 'postgres'] as const) {
       return [first, again]
     })
     t.same(settled, [true, false], 'the repeat in the same transaction finds the ledger row')
-    t.same((await marks()).rows, [{ n: 1 }], 'the caller\'s own writes commit')
+    t.same((await store.query('SELECT n FROM outcome')).rows, [{ n: 1 }], 'the caller\'s own writes commit')
     t.match(await balance(), { purchasedMicroUsd: 90_000, lifetimeMicroUsd: 10_000 }, 'charged once')
     t.match(await metering.usage(key, quota), { used: 100, reserved: 0 })
 

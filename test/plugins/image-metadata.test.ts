@@ -36,8 +36,11 @@ t.test('JPEG: EXIF with GPS, XMP, IPTC, comments, unknown APPs and a trailer aft
     const jpeg = await pixels(64, 48).jpeg({ quality: 90, progressive }).withMetadata({
       exif: { IFD0: { Copyright: CANARY, Artist: CANARY }, IFD3: { GPSLatitudeRef: 'N', GPSLatitude: '52/1 31/1 0/1' } }
     }).withIccProfile('p3').withXmp(`<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:creator>${CANARY}</dc:creator></rdf:Description></rdf:RDF></x:xmpmeta>`).toBuffer()
-    // Segments sharp does not write: a comment, IPTC in Photoshop's APP13, an APP0 that is not JFIF, a maker APP; 0xFF fill before one; a trailer.
-    const extra = Buffer.concat([segment(0xfe, ascii(`comment ${CANARY}`)), segment(0xed, ascii(`Photoshop 3.0\0${CANARY}`)), segment(0xe0, ascii(`JFXX\0${CANARY}`)),
+    // Segments sharp does not write: a JFIF header with a thumbnail (4×4 RGB, the canary in its pixels), one cut short,
+    // a comment, IPTC in Photoshop's APP13, a JFXX extension, a maker APP; 0xFF fill before one; a trailer.
+    const thumbnail = Buffer.alloc(48, ascii(CANARY))
+    const extra = Buffer.concat([segment(0xe0, Buffer.concat([ascii('JFIF\0'), Buffer.from([1, 2, 1, 0, 72, 0, 72, 4, 4]), thumbnail])), segment(0xe0, ascii('JFIF\0')),
+      segment(0xfe, ascii(`comment ${CANARY}`)), segment(0xed, ascii(`Photoshop 3.0\0${CANARY}`)), segment(0xe0, ascii(`JFXX\0${CANARY}`)),
       Buffer.from([0xff, 0xff]), segment(0xe9, ascii(CANARY))])
     const tampered = Buffer.concat([jpeg.subarray(0, 2), extra, jpeg.subarray(2), ascii(`trailer ${CANARY}`)])
     const meta = await sharp(tampered).metadata()
@@ -50,6 +53,7 @@ t.test('JPEG: EXIF with GPS, XMP, IPTC, comments, unknown APPs and a trailer aft
     t.ok(after.icc !== undefined, 'the colour profile stays (it is how the colours are drawn)')
     t.same(await decoded(stripped), await decoded(jpeg), 'the same pixels: nothing was re-encoded')
     t.equal(stripped.at(-1), 0xd9, 'it ends at EOI')
+    t.same(stripped.subarray(2, 20), Buffer.concat([Buffer.from([0xff, 0xe0, 0, 16]), ascii('JFIF\0'), Buffer.from([1, 2, 1, 0, 72, 0, 72, 0, 0])]), 'the JFIF header stays, its thumbnail gone')
   }
 })
 
