@@ -42,6 +42,8 @@ import webhooks from './plugins/webhooks.js'
 import billing from './plugins/billing.js'
 import stagingStyles from './plugins/staging-styles.js'
 import stagings from './plugins/stagings.js'
+import documents from './plugins/documents/index.js'
+import scans from './plugins/scans.js'
 import billingRoutes from './routes/v1/billing/index.js'
 
 /** JSON bodies are small (a chat message, a settings context); images come through multipart with their own limits. */
@@ -157,6 +159,8 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await server.register(backgroundRemoval)
   await server.register(stagingStyles)
   await server.register(stagings)
+  await server.register(documents)
+  await server.register(scans)
 
   await server.register(healthRoutes, { prefix: '/health' })
   await server.register(aiRoutes, { prefix: '/v1/ai' })

@@ -130,6 +130,20 @@ export const ConfigSchema = Type.Object({
     description: 'Background removals under way at once on an instance (upload to result; each holds about two copies of its image). More wait with their upload unread, for at most BG_REMOVAL_TIMEOUT_MS (45 s at most), then get PROVIDER_UNAVAILABLE with Retry-After. Bounds memory: see docs/operations.md, Sizing.'
   }),
 
+  SCAN_PROVIDERS: Type.String({
+    pattern: '^(aiservice|llm)(,(aiservice|llm))*$',
+    default: 'aiservice,llm',
+    'x-expected': 'a comma-separated list of aiservice and llm',
+    'x-group': 'Risk scans',
+    description: 'Ordered fallback list of risk-scan providers: `aiservice` (the risk AI service of AI_SERVICE_URL), `llm` (the built-in scanner on OpenAI, with OPENAI_API_KEY). A listed provider that is not set up is left out.'
+  }),
+  AI_SERVICE_URL: Type.Optional(url({ 'x-group': 'Risk scans', description: 'The risk AI service (`POST {url}/scan`), e.g. http://risk-ai:8000.' })),
+  AI_SERVICE_TIMEOUT_MS: ms(60_000, { 'x-group': 'Risk scans', description: 'Timeout of one call to the risk AI service, in ms.' }),
+  SCAN_MODEL: Type.String({ minLength: 1, maxLength: 80, pattern: '^[A-Za-z0-9._:-]+$', default: 'gpt-4o-mini', 'x-group': 'Risk scans', description: 'OpenAI model of the built-in LLM scanner (Chat Completions with structured output, OPENAI_BASE_URL); priced by its `openai/<model>` entry of the plans file.' }),
+  SCAN_EXTRACT_TIMEOUT_MS: ms(20_000, { 'x-group': 'Risk scans', description: 'Longest the text of one uploaded document may take to extract (in a worker thread); then it is refused as too complex.' }),
+  SCAN_EXTRACT_MEMORY_MB: Type.Integer({ minimum: 64, maximum: 4096, default: 256, 'x-group': 'Risk scans', description: 'Heap limit of a document-extraction worker thread, in MB; a document that needs more is refused as too complex.' }),
+  SCAN_EXTRACT_THREADS: Type.Integer({ minimum: 1, maximum: 16, default: 1, 'x-group': 'Risk scans', description: 'Worker threads extracting document text at once on an instance; up to 8 documents per thread wait their turn, more get PROVIDER_UNAVAILABLE with Retry-After.' }),
+
   CONTENT_KEYS: Type.Optional(Type.String({
     minLength: 1,
     'x-secret': true,

@@ -14,6 +14,7 @@ export const PROVIDERS = {
   gemini: { id: 'gemini', name: 'Google Gemini API, OpenAI-compatible endpoint (GEMINI_BASE_URL)', location: 'external' },
   removebg: { id: 'removebg', name: 'remove.bg (Kaleido AI)', location: 'external' },
   rembg: { id: 'rembg', name: 'rembg, self-hosted by the operator (REMBG_URL)', location: 'operator' },
+  aiservice: { id: 'aiservice', name: 'The risk AI service, run by the operator (AI_SERVICE_URL)', location: 'operator' },
   sandbox: { id: 'sandbox', name: 'Built-in sandbox (test mode; nothing leaves the service)', location: 'in-process' }
 } as const
 export type ProviderId = keyof typeof PROVIDERS
@@ -121,6 +122,31 @@ export const FEATURES = {
       images: 'A batch holds 1 to 10 photos',
       propertyName: 'At most 200 characters',
       timeouts: 'A job within STAGING_TIMEOUT_MS (300 s), all its provider calls included; STAGING_CONCURRENCY jobs at once per instance'
+    }
+  },
+  'risk-scan': {
+    id: 'risk-scan',
+    name: 'Document risk scans',
+    description: 'Lists the risks of a project document or text (each with a category and the passage it comes from) and keeps the list for the user.',
+    unit: 'scans',
+    endpoint: 'POST /v1/ai/scans',
+    providers: { live: ['aiservice', 'openai'], test: 'sandbox' },
+    sends: [
+      { field: 'file', note: 'To the risk AI service: the document\'s bytes as uploaded (PDF, DOCX, TXT or MD), under a generic name (document.pdf…), never its file name. To OpenAI (the LLM scanner): only the text extracted from it on this server, in parts of at most 48,000 characters.' },
+      { field: 'text', note: 'As given, to the provider that serves the scan.' },
+      { field: 'forceLlm', note: 'To the risk AI service as `force_llm`; the LLM scanner is a language model anyway.' }
+    ],
+    serverAdds: [
+      'To OpenAI: a fixed system prompt of the service, the model (SCAN_MODEL), a JSON schema of the answer (structured output), a reply-length limit, `store: false` and a keyed hash of the user id (HMAC-SHA-256 with USER_HASH_SECRET) as `safety_identifier`.',
+      'To the risk AI service: nothing but the fields above (it is the operator\'s own service).'
+    ],
+    neverSent: ['The file name', 'The user id, e-mail or IP address', 'Document metadata (author, title, revision history) to OpenAI', 'Tokens, API keys and request ids'],
+    logged: 'Request id, hashed ids, scan id, document type, byte size, page count, character count, provider, number of risks, token counts and timings; never the text, the file name or a risk.',
+    stored: 'The scan: the risk list and the file name encrypted with AES-256-GCM, its source, provider and creation time; never the document or its text (read in memory and dropped). One usage-ledger row per scan. Deleted on DELETE /v1/ai/scans/{id} or DELETE /v1/ai/me/data.',
+    limits: {
+      file: 'PDF, DOCX, TXT or MD (by its bytes), at most 10 MB, 200 pages and 400,000 characters of text; read in a worker thread within SCAN_EXTRACT_TIMEOUT_MS (20 s) and SCAN_EXTRACT_MEMORY_MB (256 MB)',
+      text: '1 to 100,000 characters',
+      timeouts: 'The risk AI service within AI_SERVICE_TIMEOUT_MS (60 s); each LLM call within OPENAI_TIMEOUT_MS (60 s)'
     }
   }
 } as const

@@ -308,7 +308,7 @@ export interface MeteredCall {
    * for it: the cost with the plan's markup when billed, the cost itself otherwise. Never throws: when the database
    * cannot take it, the settlement is kept and retried until it can, so a charged call is never lost.
    */
-  settle: (settlement: Omit<Settlement, 'requestId'>) => Promise<number>
+  settle: (settlement: Omit<Settlement, 'requestId'>, within?: Queryable) => Promise<number>
   release: () => Promise<void>
   /** The quota as it reads once this call is settled with `units`. */
   quotaAfter: (units: number) => { limit: number, used: number, remaining: number, resetsAt: string }
@@ -395,12 +395,17 @@ export default fp(async function metering (app) {
     return {
       reservation,
       limit: quota.limit,
-      settle: async (input) => {
+      settle: async (input, within) => {
         // A feature that prices its own calls (the model catalog) says the cost; otherwise the plans' price table does.
         const settlement: Settlement = input.costMicroUsd === undefined
           ? { ...input, requestId: request.id, costMicroUsd: costMicroUsd(prices, input), price: input.price ?? appliedPrice(prices, input) }
           : { ...input, requestId: request.id }
         const charged = terms === null ? settlement.costMicroUsd as number : withMarkup(settlement.costMicroUsd as number, terms.markupPercent)
+        // Inside the caller's transaction the caller answers for a failure (its work rolls back with the charge).
+        if (within !== undefined) {
+          await metering.settle(reservation, settlement, within)
+          return charged
+        }
         try {
           await metering.settle(reservation, settlement)
         } catch (err) {

@@ -10,6 +10,8 @@ export interface ChatCall {
   /** Keyed hash of the user id: the only identity a provider sees (vendors without a documented field get none). */
   user: string
   maxOutputTokens: number
+  /** Structured output: the reply is JSON of this schema (OpenAI's `response_format` json_schema, strict). */
+  responseFormat?: { name: string, schema: Record<string, unknown> }
   /** Aborts the call (the client went away, or the server is closing). */
   signal: AbortSignal
 }

@@ -58,6 +58,9 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
     ...(call.tools.length === 0
       ? {}
       : { tools: call.tools.map((tool) => ({ type: 'function' as const, function: tool })), tool_choice: 'auto' as const }),
+    ...(call.responseFormat === undefined
+      ? {}
+      : { response_format: { type: 'json_schema' as const, json_schema: { name: call.responseFormat.name, strict: true, schema: call.responseFormat.schema } } }),
     ...(vendor === 'openai'
       ? { safety_identifier: call.user, store: false, max_completion_tokens: call.maxOutputTokens }
       : { max_tokens: call.maxOutputTokens, ...(userField === 'user' ? { user: call.user } : {}) })

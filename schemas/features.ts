@@ -16,7 +16,7 @@ export const FeatureDisclosure = Type.Object({
   id: Type.Unsafe<FeatureId>(Type.Ref('FeatureId')),
   name: Type.String(),
   description: Type.String(),
-  unit: Type.Union([Type.Literal('tokens'), Type.Literal('images'), Type.Literal('stagings'), Type.Literal('requests')], { description: 'What its quota counts.' }),
+  unit: Type.Union([Type.Literal('tokens'), Type.Literal('images'), Type.Literal('stagings'), Type.Literal('scans'), Type.Literal('requests')], { description: 'What its quota counts.' }),
   endpoint: Type.String(),
   providers: Type.Array(Provider, { description: 'Live providers in fallback order, then the test-mode sandbox.' }),
   sends: Type.Array(Type.Object({

@@ -56,7 +56,7 @@ export const TokenResponse = Type.Object({
 export const FeatureEntitlement = Type.Object({
   id: refTo<FeatureId>('FeatureId'),
   name: Type.String(),
-  unit: Type.Union([Type.Literal('tokens'), Type.Literal('images'), Type.Literal('stagings'), Type.Literal('requests')], { description: 'What the quota counts.' }),
+  unit: Type.Union([Type.Literal('tokens'), Type.Literal('images'), Type.Literal('stagings'), Type.Literal('scans'), Type.Literal('requests')], { description: 'What the quota counts.' }),
   quota: Type.Object({
     limit: Type.Integer({ description: 'Units per period.' }),
     period: Type.Union([Type.Literal('day'), Type.Literal('month')], { description: 'UTC calendar day or month.' }),

@@ -5,7 +5,7 @@ import { isoTime, ref } from './refs.js'
 
 export const FeatureUsage = Type.Object({
   id: Type.Unsafe<FeatureId>(Type.Ref('FeatureId')),
-  unit: Type.Union([Type.Literal('tokens'), Type.Literal('images'), Type.Literal('stagings'), Type.Literal('requests')]),
+  unit: Type.Union([Type.Literal('tokens'), Type.Literal('images'), Type.Literal('stagings'), Type.Literal('scans'), Type.Literal('requests')]),
   period: Type.Union([Type.Literal('day'), Type.Literal('month')], { description: 'UTC calendar day or month.' }),
   limit: Type.Integer(),
   used: Type.Integer({ description: 'Settled units of the current period.' }),

@@ -23,6 +23,7 @@ export const swaggerOptions: FastifyDynamicSwaggerOptions = {
       { name: 'models', description: 'The model catalog: vendors, limits, prices, and which models your plan can use.' },
       { name: 'billing', description: 'Credits in money: balance, usage by period, transactions, limits, and what a call would cost.' },
       { name: 'staging', description: 'Virtual staging of room photos: the style catalog and its preview images.' },
+      { name: 'risk-scans', description: 'Document risk scans: a PDF, DOCX, TXT or MD file or text in, the risks it states out, kept in your history.' },
       { name: 'chats', description: 'Conversations kept by the service over the model catalog: JSON or streamed replies, history, feedback.' },
       { name: 'files', description: 'Stored files (results of features), read with the owner\'s AI token or through a signed, expiring link.' },
       { name: 'webhooks', description: 'Your endpoints for notifications of finished work, signed per the Standard Webhooks convention.' },

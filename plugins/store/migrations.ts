@@ -388,5 +388,27 @@ CREATE UNIQUE INDEX stagings_idempotency ON stagings (user_id, mode, idempotency
 CREATE INDEX stagings_user_created ON stagings (user_id, mode, created_at DESC, id DESC);
 CREATE INDEX stagings_batch ON stagings (batch_id) WHERE batch_id IS NOT NULL;
 `
+  },
+  {
+    id: 9,
+    name: 'risk-scans',
+    sql: `
+-- Document risk scans (SPEC §13): the risk list and the file name are the user's content, sealed (AES-256-GCM) under
+-- key_id. The document and its text are never stored.
+CREATE TABLE risk_scans (
+  id              text PRIMARY KEY,
+  user_id         text NOT NULL,
+  mode            text NOT NULL CHECK (mode IN ('live', 'test')),
+  key_id          text NOT NULL,
+  data_sealed     bytea NOT NULL,
+  filename_sealed bytea,
+  source          text NOT NULL CHECK (source IN ('llm', 'model')),
+  provider        text NOT NULL,
+  risks           integer NOT NULL,
+  request_id      text,
+  created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX risk_scans_user_created ON risk_scans (user_id, mode, created_at DESC, id DESC);
+`
   }
 ]

@@ -16,11 +16,13 @@ const features: FastifyPluginAsyncTypebox = async (app) => {
     gemini: vendors.gemini?.configured === true,
     removebg: app.backgroundRemoval.live.some((p) => p.name === 'removebg'),
     rembg: app.backgroundRemoval.live.some((p) => p.name === 'rembg'),
+    aiservice: app.config.AI_SERVICE_URL !== undefined,
     sandbox: true
   }
   const assistantModel = app.config.SETTINGS_ASSISTANT_MODEL === undefined ? undefined : app.models.get(app.config.SETTINGS_ASSISTANT_MODEL)
   const liveOf = (id: (typeof FEATURE_IDS)[number], registered: readonly ProviderId[]): readonly ProviderId[] => {
     if (id === 'background-removal') return app.config.BG_REMOVAL_PROVIDERS.split(',') as ProviderId[]
+    if (id === 'risk-scan') return app.config.SCAN_PROVIDERS.split(',').map((p) => p === 'llm' ? 'openai' : 'aiservice')
     if (id === 'settings-assistant' && assistantModel !== undefined) return [assistantModel.vendor]
     return registered
   }

@@ -9,6 +9,7 @@ import models from './models.js'
 import settingsAssistant from './settings-assistant/index.js'
 import staging from './staging.js'
 import stagings from './stagings.js'
+import scans from './scans.js'
 import tokens from './tokens.js'
 import usage from './usage.js'
 
@@ -26,6 +27,7 @@ const ai: FastifyPluginAsync = async (app) => {
   await app.register(backgroundRemoval)
   await app.register(staging)
   await app.register(stagings)
+  await app.register(scans)
 }
 
 export default ai
