@@ -71,7 +71,7 @@ t.test('usage of the current period', async (t) => {
   await app.metering.reserve({ userId: user, mode: 'test', feature: 'background-removal' }, quota, 1)
   const human = await cli(['usage', '--user', user, '--mode', 'test', '--url', url])
   t.equal(human.code, 0)
-  t.match(human.stdout, new RegExp(`^${user} \\(free, test\\):\n {2}settings-assistant: 0 of 20000 tokens used this day, 20000 left, resets \\S+\n {2}background-removal: 1 of 5 images used this day \\(1 in flight\\), 3 left, resets \\S+\n {2}chat: 0 of 50000 tokens used this day, 50000 left, resets \\S+\n {2}virtual-staging: 0 of 3 stagings used this day, 3 left, resets \\S+\n$`))
+  t.match(human.stdout, new RegExp(`^${user} \\(free, test\\):\n {2}settings-assistant: 0 of 20000 tokens used this day, 20000 left, resets \\S+\n {2}background-removal: 1 of 5 images used this day \\(1 in flight\\), 3 left, resets \\S+\n {2}chat: 0 of 50000 tokens used this day, 50000 left, resets \\S+\n {2}virtual-staging: 0 of 3 stagings used this day, 3 left, resets \\S+\n {2}risk-scan: 0 of 5 scans used this day, 5 left, resets \\S+\n$`))
   const json = JSON.parse((await cli(['usage', '--user', user, '--url', url, '--json'])).stdout)
   t.match(json, { userId: user, mode: 'live', features: [{ used: 0 }, { used: 0 }] })
 })
@@ -189,7 +189,7 @@ t.test('migrate applies the migrations once, and reports a bad configuration', a
   }
   const first = await cli(['migrate'], env)
   t.equal(first.code, 0)
-  t.equal(first.stdout, 'Applied migrations 1, 2, 3, 4, 5, 6, 7, 8.\n')
+  t.equal(first.stdout, 'Applied migrations 1, 2, 3, 4, 5, 6, 7, 8, 9.\n')
   const second = await cli(['migrate', '--json'], env)
   t.same(JSON.parse(second.stdout), { applied: [], store: TEST_DATABASE_URL === undefined ? 'embedded' : 'postgres' })
   t.equal((await cli(['migrate'], env)).stdout, 'The database is up to date.\n')

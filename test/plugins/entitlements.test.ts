@@ -13,7 +13,7 @@ const planFile = (content: string) => {
 t.test('the bundled plans are free, pro and team with both features', async (t) => {
   const plans = loadPlans()
   t.same(Object.keys(plans.plans), ['free', 'pro', 'team'])
-  for (const plan of Object.values(plans.plans)) t.same(Object.keys(plan.features), ['settings-assistant', 'background-removal', 'chat', 'virtual-staging'])
+  for (const plan of Object.values(plans.plans)) t.same(Object.keys(plan.features), ['settings-assistant', 'background-removal', 'chat', 'virtual-staging', 'risk-scan'])
 })
 
 t.test('a plans file is validated and every problem listed', async (t) => {

@@ -113,6 +113,10 @@ const scans: FastifyPluginAsyncTypebox = async (app) => {
     if (scanners.length === 0) {
       throw new AppError('PROVIDER_NOT_CONFIGURED', 'Risk scans are not set up on this server (no AI_SERVICE_URL or OPENAI_API_KEY): use a test-mode key, or ask the operator.')
     }
+    // JSON was checked against ScanText; any other body (text/plain, none at all) is not one of the two forms.
+    if (!request.isMultipart() && (typeof request.body !== 'object' || request.body === null)) {
+      throw new AppError('UNSUPPORTED_MEDIA_TYPE', 'Send a document as multipart/form-data in the field `file`, or text as JSON `{"text": …}` (or a multipart field `text`).')
+    }
     const sent: ScanRequest = request.isMultipart()
       ? await readMultipart(request.parts({ limits: MULTIPART_LIMITS }))
       : { file: null, ...(request.body as { text: string, forceLlm?: boolean }), forceLlm: (request.body as { forceLlm?: boolean }).forceLlm ?? false }

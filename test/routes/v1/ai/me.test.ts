@@ -21,7 +21,7 @@ t.test('export and delete everything of a user; the other user keeps theirs; led
 
   const deleted = await app.inject({ method: 'DELETE', url: '/v1/ai/me/data', headers })
   t.same(deleted.json(), { userId: me.userId, deleted: { files: 1, webhooks: 1, chats: 0, stagings: 0 } })
-  t.same((await app.inject({ url: '/v1/ai/me/data', headers })).json().sections, { files: [], webhooks: [], chats: [], stagings: [] })
+  t.same((await app.inject({ url: '/v1/ai/me/data', headers })).json().sections, { files: [], webhooks: [], chats: [], stagings: [], scans: [] })
   t.equal(await app.files.open(file.id, me.userId), null, 'the bytes are gone too')
   t.ok(await app.files.get(otherFile.id, other.userId), 'the other user\'s file stays')
   t.same((await app.store.query('SELECT count(*)::int AS n FROM usage_ledger WHERE user_id = $1', [me.userId])).rows, [{ n: 1 }], 'billing records stay')
@@ -37,5 +37,5 @@ t.test('export and delete everything of a user; the other user keeps theirs; led
 t.test('a user-data section is registered once', async (t) => {
   const { app } = await build(t)
   t.throws(() => app.userData.register({ name: 'files', export: async () => [], delete: async () => 0 }), /registered twice/)
-  t.same(app.userData.sections, ['files', 'webhooks', 'chats', 'stagings'])
+  t.same(app.userData.sections, ['files', 'webhooks', 'chats', 'stagings', 'scans'])
 })
