@@ -44,6 +44,8 @@ import stagingStyles from './plugins/staging-styles.js'
 import stagings from './plugins/stagings.js'
 import documents from './plugins/documents/index.js'
 import scans from './plugins/scans.js'
+import accounts from './plugins/accounts.js'
+import authRoutes from './routes/v1/auth/index.js'
 import billingRoutes from './routes/v1/billing/index.js'
 
 /** JSON bodies are small (a chat message, a settings context); images come through multipart with their own limits. */
@@ -161,8 +163,10 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await server.register(stagings)
   await server.register(documents)
   await server.register(scans)
+  await server.register(accounts)
 
   await server.register(healthRoutes, { prefix: '/health' })
+  await server.register(authRoutes, { prefix: '/v1/auth' })
   await server.register(aiRoutes, { prefix: '/v1/ai' })
   await server.register(adminRoutes, { prefix: '/v1/admin' })
   await server.register(webhookRoutes, { prefix: '/v1/webhooks' })

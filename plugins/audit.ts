@@ -3,7 +3,8 @@ import type { ErrorCodeName } from '../schemas/errors.js'
 import type { Queryable } from './store/index.js'
 
 export type AuditAction = 'token.minted' | 'key.created' | 'key.revoked' | 'license.changed' | 'access.denied' |
-  'webhook.created' | 'webhook.deleted' | 'webhook.disabled' | 'user-data.deleted' | 'content.rekeyed' | 'job.retried' | 'credits.granted'
+  'webhook.created' | 'webhook.deleted' | 'webhook.disabled' | 'user-data.deleted' | 'content.rekeyed' | 'job.retried' | 'credits.granted' |
+  'account.created' | 'account.password-changed' | 'account.deleted'
 
 export interface AuditEventInput {
   /** `user:<id>`, `admin`, `system` (the service itself, e.g. a job) or `anonymous`. */

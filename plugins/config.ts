@@ -130,6 +130,10 @@ export const ConfigSchema = Type.Object({
     description: 'Background removals under way at once on an instance (upload to result; each holds about two copies of its image). More wait with their upload unread, for at most BG_REMOVAL_TIMEOUT_MS (45 s at most), then get PROVIDER_UNAVAILABLE with Retry-After. Bounds memory: see docs/operations.md, Sizing.'
   }),
 
+  LOCAL_ACCOUNTS: oneOf(['on', 'off'] as const, 'off', { 'x-group': 'Built-in accounts', description: '`on`: the service is its own identity provider (POST /v1/auth/register, /login…), for deployments without a portal; its access tokens mint AI tokens like portal tokens. Off: /v1/auth/* answers NOT_FOUND.' }),
+  LOCAL_ACCOUNTS_PLAN: Type.String({ pattern: '^[a-z][a-z0-9-]{0,39}$', default: 'free', 'x-group': 'Built-in accounts', description: 'The license plan a new account gets (a plan of the plans file).' }),
+  LOCAL_ACCOUNTS_TOKEN_TTL_SECONDS: Type.Integer({ minimum: 60, maximum: 86_400, default: 3600, 'x-group': 'Built-in accounts', description: 'Lifetime of an account access token from POST /v1/auth/login, in seconds.' }),
+
   SCAN_PROVIDERS: Type.String({
     pattern: '^(aiservice|llm)(,(aiservice|llm))*$',
     default: 'aiservice,llm',

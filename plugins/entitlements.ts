@@ -52,17 +52,22 @@ export function createEntitlements (db: Queryable, plans: PlansFileValue, source
       return rows[0] === undefined ? null : toLicense(rows[0])
     },
 
-    async putLicense (userId: string, input: { plan: string, status: LicenseStatus, validUntil?: string | null }): Promise<License> {
+    async putLicense (userId: string, input: { plan: string, status: LicenseStatus, validUntil?: string | null }, within: Queryable = db): Promise<License> {
       if (plans.plans[input.plan] === undefined) {
         throw new AppError('VALIDATION_ERROR', `This plan is not configured: the plans are ${Object.keys(plans.plans).join(', ')}.`,
           { fields: [{ location: 'body', path: '/plan', message: 'is not a configured plan' }] })
       }
-      const { rows } = await db.query<LicenseRow>(`
+      const { rows } = await within.query<LicenseRow>(`
         INSERT INTO licenses (user_id, plan, status, valid_until) VALUES ($1, $2, $3, $4)
         ON CONFLICT (user_id) DO UPDATE SET plan = EXCLUDED.plan, status = EXCLUDED.status,
           valid_until = EXCLUDED.valid_until, updated_at = now()
         RETURNING *`, [userId, input.plan, input.status, input.validUntil ?? null])
       return toLicense(rows[0] as LicenseRow)
+    },
+
+    /** Removes a user's license (their account is deleted); true when there was one. */
+    async deleteLicense (userId: string, within: Queryable = db): Promise<boolean> {
+      return (await within.query('DELETE FROM licenses WHERE user_id = $1', [userId])).rowCount > 0
     },
 
     /**

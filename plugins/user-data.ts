@@ -30,6 +30,12 @@ export const PLATFORM_STORAGE = [
     kept: 'Kept as billing and security records, also after a user\'s data is deleted'
   },
   {
+    what: 'Built-in accounts (only with LOCAL_ACCOUNTS=on)',
+    where: 'Tables `accounts` (email, password hash, a counter of password changes) and `auth_attempts` (failed sign-ins per account and per address in the last 15 minutes)',
+    encrypted: 'The email with AES-256-GCM under CONTENT_KEYS, found by a keyed hash (HMAC-SHA-256); the password only as an argon2id hash; attempts under keyed hashes of the email and the address, never either itself',
+    kept: 'Until DELETE /v1/auth/me (which also deletes every section of the user\'s data, their API keys and license); attempts 15 minutes'
+  },
+  {
     what: 'Credits (plans billed in money)',
     where: 'Tables `credit_accounts` (purchased credits left, held, charged so far), `credit_months` (free credits used, charges of the month), `credit_days` (tokens of the day), `credit_reservations` (holds of calls under way) and `credit_grants` (credits added, with the operator\'s reason)',
     encrypted: 'Not needed: amounts and ids, no content',

@@ -96,7 +96,8 @@ export const ApiKeyList = Type.Object({
 export const AuditAction = Type.Union([
   Type.Literal('token.minted'), Type.Literal('key.created'), Type.Literal('key.revoked'),
   Type.Literal('license.changed'), Type.Literal('access.denied'), Type.Literal('webhook.created'), Type.Literal('webhook.deleted'),
-  Type.Literal('webhook.disabled'), Type.Literal('user-data.deleted'), Type.Literal('content.rekeyed'), Type.Literal('job.retried'), Type.Literal('credits.granted')
+  Type.Literal('webhook.disabled'), Type.Literal('user-data.deleted'), Type.Literal('content.rekeyed'), Type.Literal('job.retried'), Type.Literal('credits.granted'),
+  Type.Literal('account.created'), Type.Literal('account.password-changed'), Type.Literal('account.deleted')
 ], { $id: 'AuditAction', title: 'AuditAction' })
 
 export const AuditEvent = Type.Object({

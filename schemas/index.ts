@@ -14,6 +14,7 @@ import { analyticsSchemas } from './analytics.js'
 import { billingSchemas } from './billing.js'
 import { stagingSchemas } from './staging.js'
 import { scanSchemas } from './scans.js'
+import { accountSchemas } from './accounts.js'
 
 /** Named components: added once with `addSchema`, referred to by `$ref`, published under components.schemas. */
-export const sharedSchemas = [ErrorCode, ErrorResponse, HealthLive, CheckResult, HealthReady, ...identitySchemas, ...adminSchemas, ...usageSchemas, ...featureSchemas, ...settingsAssistantSchemas, ...jobSchemas, ...userDataSchemas, ...webhookSchemas, ...modelSchemas, ...chatSchemas, ...analyticsSchemas, ...billingSchemas, ...stagingSchemas, ...scanSchemas]
+export const sharedSchemas = [ErrorCode, ErrorResponse, HealthLive, CheckResult, HealthReady, ...identitySchemas, ...adminSchemas, ...usageSchemas, ...featureSchemas, ...settingsAssistantSchemas, ...jobSchemas, ...userDataSchemas, ...webhookSchemas, ...modelSchemas, ...chatSchemas, ...analyticsSchemas, ...billingSchemas, ...stagingSchemas, ...scanSchemas, ...accountSchemas]

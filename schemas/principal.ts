@@ -9,7 +9,7 @@ export interface Principal {
   plan: string
   /** `test` calls go to sandbox providers only and are metered apart. */
   mode: Mode
-  credential: 'portal' | 'api-key' | 'ai-token'
+  credential: 'portal' | 'api-key' | 'account' | 'ai-token'
   /** Features this credential may use (for an AI token, the scope it was minted with). */
   features: FeatureId[]
   /** The API key used, for audit and lastUsedAt. */

@@ -1,4 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
+import { decodeJwt } from 'jose'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Mode, Principal } from '../../schemas/principal.js'
@@ -15,12 +16,19 @@ export type AuthKind = 'ai-token' | 'credential' | 'admin'
 
 /** The identity behind a portal token or an API key, before a license is checked. */
 export interface Credential {
-  kind: 'portal' | 'api-key'
+  kind: 'portal' | 'api-key' | 'account'
   userId: string
   mode: Mode
   keyId?: string
   /** The portal token's claims (for ENTITLEMENTS_SOURCE=claims). */
   claims?: Record<string, unknown>
+}
+
+/** An issuer of credentials besides the portal (built-in accounts): its tokens name it in `iss`. */
+export interface CredentialIssuer {
+  issuer: string
+  /** The credential of a token this issuer signed; throws the contract's error otherwise. */
+  verify: (token: string) => Promise<Credential>
 }
 
 interface AiClaims { sub: string, plan: string, features: unknown, mode: Mode, jti: string }
@@ -34,6 +42,8 @@ declare module 'fastify' {
   }
   interface FastifyInstance {
     apiKeys: ReturnType<typeof createApiKeys>
+    /** Issuers of credentials besides the portal; a token is routed to one by its (unverified) `iss` claim, then verified by it. */
+    credentialIssuers: { register: (issuer: CredentialIssuer) => void }
     /** Runs one kind of authentication inside a handler, for a route that accepts more than one (signed file links). */
     authenticate: (request: FastifyRequest, reply: FastifyReply, kind: AuthKind) => Promise<void>
   }
@@ -50,6 +60,16 @@ function bearer (request: FastifyRequest, expected: string): string {
   return match[1]
 }
 
+/** The `iss` of a JWT, read without verifying it (only to pick the verifier); undefined for anything else. */
+function issuerOf (token: string): string | undefined {
+  try {
+    const iss = decodeJwt(token).iss
+    return typeof iss === 'string' ? iss : undefined
+  } catch {
+    return undefined
+  }
+}
+
 const digest = (value: string) => createHash('sha256').update(value).digest()
 
 /** Portal tokens, API keys, AI tokens and the admin token; sets `request.principal` or `request.credential`. */
@@ -58,6 +78,13 @@ export default fp(async function auth (app) {
   const verifyPortal = createPortalVerifier(app.config)
   const adminDigest = digest(app.config.ADMIN_TOKEN)
   app.decorate('apiKeys', apiKeys)
+  const issuers = new Map<string, CredentialIssuer>()
+  app.decorate('credentialIssuers', {
+    register (issuer: CredentialIssuer) {
+      if (issuers.has(issuer.issuer)) throw new Error(`credential issuer ${issuer.issuer} is registered twice`)
+      issuers.set(issuer.issuer, issuer)
+    }
+  })
   app.decorateRequest('credential', null)
 
   // lastUsedAt is coalesced: one batched write per interval, and a last one at shutdown.
@@ -97,6 +124,11 @@ export default fp(async function auth (app) {
       const key = await apiKeys.verify(token)
       if (key === null) throw new AppError('UNAUTHENTICATED', 'The API key is unknown or revoked.')
       request.credential = { kind: 'api-key', userId: key.userId, mode: key.mode, keyId: key.id }
+      return
+    }
+    const issuer = issuers.get(issuerOf(token) ?? '')
+    if (issuer !== undefined) {
+      request.credential = await issuer.verify(token)
       return
     }
     if (verifyPortal === null) {

@@ -7,6 +7,8 @@ export default fp(async function corsOrigins (app) {
   const options: FastifyCorsOptions = {
     origin: origins.length > 0 ? origins : false,
     exposedHeaders: ['X-Request-Id', 'Retry-After', 'AI-Provider', 'AI-Model', 'AI-Cost-Micro-Usd', 'AI-Cost-Cents', 'X-Quota-Limit', 'X-Quota-Remaining', 'X-Quota-Reset', 'X-Quota-Warning', 'X-Credits-Warning', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset'],
+    // Browser front ends may send their cookies and Authorization to the listed origins' requests (never to any other origin).
+    credentials: origins.length > 0,
     maxAge: 600
   }
   await app.register(cors, options)

@@ -28,6 +28,7 @@ export const swaggerOptions: FastifyDynamicSwaggerOptions = {
       { name: 'files', description: 'Stored files (results of features), read with the owner\'s AI token or through a signed, expiring link.' },
       { name: 'webhooks', description: 'Your endpoints for notifications of finished work, signed per the Standard Webhooks convention.' },
       { name: 'data', description: 'Everything the service keeps about you: export it, or delete it.' },
+      { name: 'accounts', description: 'Built-in accounts (LOCAL_ACCOUNTS=on): register, sign in with the OAuth2 password grant, change the password, delete the account.' },
       { name: 'tokens', description: 'AI tokens: exchange a portal credential or an API key for a short-lived AI token.' },
       { name: 'admin', description: 'Licenses, API keys and audit, behind ADMIN_TOKEN. The CLI is a client of these routes.' }
     ],
@@ -36,7 +37,12 @@ export const swaggerOptions: FastifyDynamicSwaggerOptions = {
         aiToken: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'AI token from POST /v1/ai/tokens.' },
         portalToken: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'The portal\'s own access token.' },
         apiKey: { type: 'http', scheme: 'bearer', description: 'An API key `pak_live_…` or `pak_test_…`.' },
-        adminToken: { type: 'http', scheme: 'bearer', description: 'ADMIN_TOKEN of the deployment.' }
+        adminToken: { type: 'http', scheme: 'bearer', description: 'ADMIN_TOKEN of the deployment.' },
+        accountPassword: {
+          type: 'oauth2',
+          description: 'A built-in account (LOCAL_ACCOUNTS=on): sign in with its email and password; the access token is sent as a bearer token.',
+          flows: { password: { tokenUrl: '/v1/auth/login', scopes: {} } }
+        }
       }
     }
   },

@@ -410,5 +410,29 @@ CREATE TABLE risk_scans (
 );
 CREATE INDEX risk_scans_user_created ON risk_scans (user_id, mode, created_at DESC, id DESC);
 `
+  },
+  {
+    id: 10,
+    name: 'accounts',
+    sql: `
+-- Built-in accounts (SPEC §14). The email is found by a keyed hash and kept sealed (AES-256-GCM) under key_id; the
+-- password as an argon2id hash. token_version goes up with each password change: older tokens stop working.
+CREATE TABLE accounts (
+  id            text PRIMARY KEY,
+  email_hash    text NOT NULL UNIQUE,
+  key_id        text NOT NULL,
+  email_sealed  bytea NOT NULL,
+  password_hash text NOT NULL,
+  token_version integer NOT NULL DEFAULT 0,
+  created_at    timestamptz NOT NULL DEFAULT now()
+);
+
+-- Failed sign-ins per account (keyed hash of the email) and per client address (keyed hash), in a sliding window.
+CREATE TABLE auth_attempts (
+  key          text PRIMARY KEY,
+  failures     integer NOT NULL,
+  window_start timestamptz NOT NULL
+);
+`
   }
 ]

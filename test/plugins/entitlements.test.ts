@@ -32,5 +32,5 @@ t.test('a plans file is validated and every problem listed', async (t) => {
   const upper = planFile(JSON.stringify({ plans: { Pro: { name: 'Pro', features: {} } } }))
   t.throws(() => loadPlans(upper), { message: /PLANS_FILE \/plans\/Pro: a plan id is 1 to 32 lowercase letters/ })
   const unknown = planFile(JSON.stringify({ plans: { pro: { name: 'Pro', features: { 'mind-reading': { quota: { limit: 1, period: 'day' }, rateLimitPerMinute: 1 } } } } }))
-  t.throws(() => loadPlans(unknown), { message: /\/plans\/pro\/features\/mind-reading: no such feature \(known: settings-assistant, background-removal, chat, virtual-staging\)/ })
+  t.throws(() => loadPlans(unknown), { message: /\/plans\/pro\/features\/mind-reading: no such feature \(known: settings-assistant, background-removal, chat, virtual-staging, risk-scan\)/ })
 })

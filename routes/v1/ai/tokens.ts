@@ -19,7 +19,7 @@ const tokens: FastifyPluginAsyncTypebox = async (app) => {
         'the license. The token lasts AI_TOKEN_TTL_SECONDS (default 15 min) and carries the plan, the features and the mode ' +
         '(`test` for a `pak_test_` key). Limited per client address to slow down key guessing.',
       tags: ['tokens'],
-      security: [{ portalToken: [] }, { apiKey: [] }],
+      security: [{ portalToken: [] }, { apiKey: [] }, { accountPassword: [] }],
       body: ref(TokenRequest),
       response: {
         201: ref(TokenResponse),
