@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 npm run -s build
 work=$(mktemp -d)
 port=$(node -e "const s=require('node:net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
-export DATA_DIR="$work/data" PORT="$port" HOST=127.0.0.1 LOG_LEVEL=warn
+# Built-in accounts on, so that their smoke file runs the whole flow.
+export DATA_DIR="$work/data" PORT="$port" HOST=127.0.0.1 LOG_LEVEL=warn LOCAL_ACCOUNTS=on
 # Keep no admin token from the caller's environment: the CLI must read the one this server generated.
 unset ADMIN_TOKEN DATABASE_URL REDIS_URL
 
