@@ -235,7 +235,7 @@ export function createLlmScanner (opts: { chat: ChatProvider, model: string }): 
 
 /** Words that mark a sentence as a risk in the sandbox, by category. */
 const SANDBOX_SIGNALS: Array<[Risk['category'], RegExp]> = [
-  ['schedule', /\b(delay|late|slip|deadline|behind schedule)/i],
+  ['schedule', /\b(delay(s|ed)?|late|slip(s|ped|ping)?|deadlines?|behind schedule)\b/i],
   ['cost', /\b(budget|cost|overrun|expensive|contingency)/i],
   ['legal', /\b(contract|liabilit|penalt|lawsuit|permit)/i],
   ['technical', /\b(untested|prototype|integration|legacy|outage)/i],

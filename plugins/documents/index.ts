@@ -1,5 +1,6 @@
 import { extname } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
 import { Piscina } from 'piscina'
 import { AppError } from '../errors.js'
@@ -59,20 +60,30 @@ export const unprocessable = (reason: UnreadableReason | 'too-complex', extra: R
 /** Node's codes for a worker that ran out of heap, and piscina's for a task stopped by its signal. */
 const OUT_OF_MEMORY = 'ERR_WORKER_OUT_OF_MEMORY'
 
-export interface DocumentsOptions { threads: number, timeoutMs: number, memoryMb: number }
+export interface DocumentsOptions {
+  threads: number
+  timeoutMs: number
+  memoryMb: number
+  log: Pick<FastifyBaseLogger, 'error'>
+  /** The worker module (default: this folder's extract-worker, as this file is run: built JavaScript, or TypeScript from source). */
+  worker?: URL
+}
 
 /** Reads the text of uploaded documents: PDF and DOCX in a pool of worker threads with capped heaps and a time limit. */
 export function createDocuments (opts: DocumentsOptions) {
-  // The worker is this folder's extract-worker, as this file is run: built JavaScript, or TypeScript from source.
-  const here = fileURLToPath(import.meta.url)
+  const worker = opts.worker ?? new URL(`./extract-worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url)
   const pool = new Piscina<ExtractTask, ExtractResult>({
-    filename: new URL(`./extract-worker${extname(here)}`, import.meta.url).href,
+    filename: worker.href,
     minThreads: 0,
     maxThreads: opts.threads,
     idleTimeout: 30_000,
     maxQueue: opts.threads * QUEUE_PER_THREAD,
     resourceLimits: { maxOldGenerationSizeMb: opts.memoryMb, maxYoungGenerationSizeMb: Math.max(16, Math.floor(opts.memoryMb / 8)), stackSizeMb: 4 }
   })
+
+  // A thread that dies with no document of its own (at start-up) is reported here, not thrown: unhandled, the event
+  // would end the process. Its documents wait out their time limit.
+  pool.on('error', (err: Error & { code?: string }) => opts.log.error({ code: err.code }, 'a document-extraction thread failed outside a document'))
 
   async function inWorker (kind: DocumentKind, bytes: Buffer, signal: AbortSignal): Promise<ExtractResult> {
     if (pool.queueSize >= opts.threads * QUEUE_PER_THREAD) {
@@ -122,7 +133,7 @@ declare module 'fastify' {
 
 /** Document text extraction for the features that read uploads (risk scans). Threads start on the first document. */
 export default fp(async function documents (app) {
-  const documents = createDocuments({ threads: app.config.SCAN_EXTRACT_THREADS, timeoutMs: app.config.SCAN_EXTRACT_TIMEOUT_MS, memoryMb: app.config.SCAN_EXTRACT_MEMORY_MB })
+  const documents = createDocuments({ threads: app.config.SCAN_EXTRACT_THREADS, timeoutMs: app.config.SCAN_EXTRACT_TIMEOUT_MS, memoryMb: app.config.SCAN_EXTRACT_MEMORY_MB, log: app.log })
   app.decorate('documents', documents)
   app.addHook('onClose', documents.close)
 }, { name: 'documents', fastify: '5.x', dependencies: ['config'] })

@@ -4,6 +4,7 @@ import { AppError } from '../../plugins/errors.js'
 import { docx, encryptedPdf, imageOnlyPdf, pdf, plainZip, zipBomb } from '../fixtures/documents.js'
 
 const never = new AbortController().signal
+const quiet = { error: () => {} }
 
 async function reason (promise: Promise<unknown>) {
   try {
@@ -27,7 +28,7 @@ test('document types by their bytes', async (t) => {
 })
 
 test('extraction in worker threads', async (t) => {
-  const documents = createDocuments({ threads: 1, timeoutMs: 20_000, memoryMb: 256 })
+  const documents = createDocuments({ threads: 1, timeoutMs: 20_000, memoryMb: 256, log: quiet })
   t.teardown(documents.close)
 
   await t.test('the text of a PDF, its pages counted', async (t) => {
@@ -60,4 +61,37 @@ test('extraction in worker threads', async (t) => {
     t.same(await reason(documents.read(Buffer.from([0x00, 0x01, 0x02]), 'x.bin', never)), { code: 'UNSUPPORTED_MEDIA_TYPE', reason: undefined })
     t.ok(MAX_DOCUMENT_BYTES === 10 * 1024 * 1024)
   })
+})
+
+test('a full queue is refused with Retry-After; a cancelled read stops', async (t) => {
+  const documents = createDocuments({ threads: 1, timeoutMs: 20_000, memoryMb: 256, log: quiet })
+  t.teardown(documents.close)
+  const doc = await pdf(Array.from({ length: 30 }, (_, p) => Array.from({ length: 30 }, (_, l) => `Page ${p} line ${l}: the crane may be late.`).join('\n')))
+  const results = await Promise.allSettled(Array.from({ length: 12 }, async () => documents.read(doc, 'a.pdf', never)))
+  const refused = results.filter((r) => r.status === 'rejected')
+  t.ok(refused.length >= 1 && refused.length <= 3, `${refused.length} of 12 refused: one thread, eight waiting`)
+  for (const r of refused) t.match((r as PromiseRejectedResult).reason, { code: 'PROVIDER_UNAVAILABLE', headers: { 'retry-after': '5' } })
+  t.ok(results.filter((r) => r.status === 'fulfilled').length >= 9, 'the others are read')
+
+  const cancelled = new AbortController()
+  cancelled.abort()
+  t.same(await reason(documents.read(doc, 'a.pdf', cancelled.signal)), { code: 'VALIDATION_ERROR', reason: undefined }, 'a client that left')
+})
+
+test('a thread that runs out of heap refuses its document as too complex; the next document gets a new thread', async (t) => {
+  // The worker of this test grows without end, as a hostile document would make a real one do.
+  const documents = createDocuments({ threads: 1, timeoutMs: 120_000, memoryMb: 256, log: quiet, worker: new URL('../fixtures/hungry-worker.ts', import.meta.url) })
+  t.teardown(documents.close)
+  for (let i = 0; i < 2; i++) t.same(await reason(documents.read(await pdf(['x']), 'a.pdf', never)), { code: 'UNPROCESSABLE_DOCUMENT', reason: 'too-complex' }, `document ${i + 1}`)
+})
+
+test('a thread that cannot even start is logged, not thrown; its document waits out the time limit', async (t) => {
+  const logged: unknown[] = []
+  const documents = createDocuments({ threads: 1, timeoutMs: 1_500, memoryMb: 256, log: { error: (o: unknown) => { logged.push(o) } }, worker: new URL('../fixtures/broken-worker.ts', import.meta.url) })
+  t.teardown(documents.close)
+  // The time limit's timer does not hold the process open by itself (a server's listener does).
+  const hold = setInterval(() => {}, 1000)
+  t.teardown(() => clearInterval(hold))
+  t.same(await reason(documents.read(await pdf(['x']), 'a.pdf', never)), { code: 'UNPROCESSABLE_DOCUMENT', reason: 'too-complex' })
+  t.equal(logged.length, 1, 'the failure is logged once')
 })
