@@ -69,7 +69,7 @@ export function createScans (opts: { db: Store, crypto: ContentCrypto, live: Ris
 
     /** The ledger's figures of a finished scan: one scan, and the tokens of a language model where one read it. */
     settlement: (scanner: RiskScanner, output: ScanOutput): Omit<Settlement, 'requestId'> => scanner.name === 'openai'
-      ? { provider: 'openai', model: output.model ?? opts.scanModel, units: 1, unitsIn: output.usage?.inputTokens ?? 0, unitsOut: output.usage?.outputTokens ?? 0 }
+      ? { provider: 'openai', model: output.model, units: 1, unitsIn: output.usage.inputTokens, unitsOut: output.usage.outputTokens }
       : { provider: scanner.name, units: 1, unitsIn: 1, unitsOut: 1 },
 
     /**

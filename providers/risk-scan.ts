@@ -32,7 +32,8 @@ export interface ScanOutput {
   source: ScanSource
   /** The model that read it, for the ledger (null for the AI service, whose model is its own). */
   model: string | null
-  usage: ChatUsage | null
+  /** The model's tokens (none for the AI service and the sandbox, which are priced per scan). */
+  usage: ChatUsage
 }
 
 export interface RiskScanner {
@@ -112,7 +113,7 @@ export function createAiServiceScanner (opts: { url: string, timeoutMs: number, 
       }
       if (!Value.Check(ServiceAnswer, answer)) throw new ProviderError('PROVIDER_ERROR', 'The risk AI service sent an answer that cannot be read.')
       const { data, source } = answer as Static<typeof ServiceAnswer>
-      return { data: mergeRisks([data]), source, model: null, usage: null }
+      return { data: mergeRisks([data]), source, model: null, usage: { inputTokens: 0, outputTokens: 0 } }
     }
   }
 }
@@ -259,7 +260,7 @@ export function createSandboxScanner (): RiskScanner {
         const context = sentence.trim()
         risks.push({ risk: `Possible ${found[0]} risk: ${clip(context, 120)}`, category: found[0], context })
       }
-      return { data: mergeRisks([risks]), source: 'model', model: null, usage: null }
+      return { data: mergeRisks([risks]), source: 'model', model: null, usage: { inputTokens: 0, outputTokens: 0 } }
     }
   }
 }

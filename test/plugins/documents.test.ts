@@ -95,3 +95,9 @@ test('a thread that cannot even start is logged, not thrown; its document waits 
   t.same(await reason(documents.read(await pdf(['x']), 'a.pdf', never)), { code: 'UNPROCESSABLE_DOCUMENT', reason: 'too-complex' })
   t.equal(logged.length, 1, 'the failure is logged once')
 })
+
+test('a thread that ends in the middle of a document: the document is refused as broken', async (t) => {
+  const documents = createDocuments({ threads: 1, timeoutMs: 60_000, memoryMb: 256, log: quiet, worker: new URL('../fixtures/exiting-worker.ts', import.meta.url) })
+  t.teardown(documents.close)
+  t.same(await reason(documents.read(await pdf(['x']), 'a.pdf', never)), { code: 'UNPROCESSABLE_DOCUMENT', reason: 'broken' })
+})

@@ -29,9 +29,9 @@ const invalidField = (path: string, message: string) =>
 interface ScanRequest { file: { bytes: Buffer, filename: string | null } | null, text: string | null, forceLlm: boolean }
 
 /** The file name as kept: its last path segment, without control characters, at most MAX_FILENAME characters. */
-function cleanFilename (name: string | undefined): string | null {
+function cleanFilename (name: string): string | null {
   // eslint-disable-next-line no-control-regex
-  const base = basename((name ?? '').replace(/\\/g, '/')).replace(/[\u0000-\u001f\u007f]/g, '').trim()
+  const base = basename(name.replace(/\\/g, '/')).replace(/[\u0000-\u001f\u007f]/g, '').trim()
   return base === '' ? null : [...base].slice(0, MAX_FILENAME).join('')
 }
 
@@ -119,7 +119,7 @@ const scans: FastifyPluginAsyncTypebox = async (app) => {
     }
     const sent: ScanRequest = request.isMultipart()
       ? await readMultipart(request.parts({ limits: MULTIPART_LIMITS }))
-      : { file: null, ...(request.body as { text: string, forceLlm?: boolean }), forceLlm: (request.body as { forceLlm?: boolean }).forceLlm ?? false }
+      : { file: null, text: (request.body as { text: string }).text, forceLlm: (request.body as { forceLlm?: boolean }).forceLlm === true }
     if (sent.file !== null && sent.text !== null) throw invalidField('/', 'send either a file or text, not both')
     if (sent.file === null && sent.text === null) throw invalidField('/file', 'is required: a document (or send text instead)')
 
@@ -166,7 +166,7 @@ const scans: FastifyPluginAsyncTypebox = async (app) => {
       await metered.settle(settlement)
       throw new AppError('STORAGE_UNAVAILABLE', 'The scan finished but could not be saved: retry in a moment.')
     }
-    request.log.info({ scanId: scan.id, provider: used.name, source: output.source, risks: output.data.length, inputTokens: output.usage?.inputTokens, outputTokens: output.usage?.outputTokens }, 'scan completed')
+    request.log.info({ scanId: scan.id, provider: used.name, source: output.source, risks: output.data.length, inputTokens: output.usage.inputTokens, outputTokens: output.usage.outputTokens }, 'scan completed')
     return reply.code(201).header('location', `/v1/ai/scans/${scan.id}`).header('ai-provider', used.name)
       .header('ai-cost-micro-usd', String(charged)).header('ai-cost-cents', String(toCents(charged))).send(scan)
   })

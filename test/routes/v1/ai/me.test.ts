@@ -20,7 +20,7 @@ t.test('export and delete everything of a user; the other user keeps theirs; led
   t.notOk(exported.body.includes('whsec_'), 'no signing secret')
 
   const deleted = await app.inject({ method: 'DELETE', url: '/v1/ai/me/data', headers })
-  t.same(deleted.json(), { userId: me.userId, deleted: { files: 1, webhooks: 1, chats: 0, stagings: 0 } })
+  t.same(deleted.json(), { userId: me.userId, deleted: { files: 1, webhooks: 1, chats: 0, stagings: 0, scans: 0 } })
   t.same((await app.inject({ url: '/v1/ai/me/data', headers })).json().sections, { files: [], webhooks: [], chats: [], stagings: [], scans: [] })
   t.equal(await app.files.open(file.id, me.userId), null, 'the bytes are gone too')
   t.ok(await app.files.get(otherFile.id, other.userId), 'the other user\'s file stays')
@@ -28,7 +28,7 @@ t.test('export and delete everything of a user; the other user keeps theirs; led
   t.match((await app.audit.list({ action: 'user-data.deleted', target: `user:${me.userId}`, limit: 5 })).events, [{ actor: `user:${me.userId}`, details: { deleted: { files: 1, webhooks: 1 } } }])
 
   const byAdmin = await app.inject({ method: 'DELETE', url: `/v1/admin/users/${other.userId}/data`, headers: adminHeaders })
-  t.same(byAdmin.json(), { userId: other.userId, deleted: { files: 1, webhooks: 0, chats: 0, stagings: 0 } })
+  t.same(byAdmin.json(), { userId: other.userId, deleted: { files: 1, webhooks: 0, chats: 0, stagings: 0, scans: 0 } })
   t.match((await app.audit.list({ action: 'user-data.deleted', target: `user:${other.userId}`, limit: 5 })).events, [{ actor: 'admin' }])
   t.equal((await app.inject({ method: 'DELETE', url: '/v1/admin/users/x/data', headers })).json().error.code, 'UNAUTHENTICATED', 'an AI token is not the admin token')
   t.equal((await app.inject({ url: '/v1/ai/me/data' })).json().error.code, 'UNAUTHENTICATED')

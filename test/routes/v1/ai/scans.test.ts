@@ -135,6 +135,14 @@ t.test('bad input: a clear error each, nothing charged', async (t) => {
   t.same(await code(fields([{ name: 'document', value: 'x', filename: 'a.txt' }])), [400, 'VALIDATION_ERROR', '/document'], 'another file field')
   t.same(await code(fields([{ name: 'title', value: 'x' }])), [400, 'VALIDATION_ERROR', '/title'], 'a field not of the request')
   t.same(await code(fields([{ name: 'text', value: 'x'.repeat(100_001) }])), [400, 'VALIDATION_ERROR', '/text'], '100,001 characters in a form')
+  t.same(await code(fields([{ name: 'text', value: 'x'.repeat(400_001) }])), [400, 'VALIDATION_ERROR', '/text'], 'a form field past its byte limit')
+  t.same(await code(fields([{ name: 'file', value: 'a', filename: 'a.txt' }, { name: 'file', value: 'b', filename: 'b.txt' }])), [400, 'VALIDATION_ERROR', '/file'], 'two files')
+  t.same(await code(fields([{ name: 'text', value: 'a' }, { name: 'forceLlm', value: 'true' }, { name: 'forceLlm', value: 'false' }])), [400, 'VALIDATION_ERROR', '/'], 'too many fields')
+  const unnamed = await fields([{ name: 'file', value: 'The crane may be late.', filename: '' }])
+  t.equal(unnamed.statusCode, 201, unnamed.body)
+  t.equal(unnamed.json().filename, null, 'a file without a name')
+  const odd = await fields([{ name: 'file', value: 'The crane may be late.', filename: '../../etc/pa\u0007ss wd.md' }])
+  t.equal(odd.json().filename, 'pass wd.md', 'the last segment, control characters removed')
   t.equal((await fields([{ name: 'text', value: 'é'.repeat(100_000) }])).statusCode, 201, '100,000 characters of two bytes each')
   t.same(await code(scanText(app, me.token, { text: 'x'.repeat(100_001) })), [400, 'VALIDATION_ERROR', '/text'], '100,001 characters in JSON')
   t.same(await code(scanText(app, me.token, { text: '   \n ' })), [400, 'VALIDATION_ERROR', '/text'], 'blank text')
@@ -143,7 +151,7 @@ t.test('bad input: a clear error each, nothing charged', async (t) => {
   t.same(await code(app.inject({ method: 'POST', url: '/v1/ai/scans', headers: { ...auth(me.token), 'content-type': 'text/plain' }, payload: 'x' })), [415, 'UNSUPPORTED_MEDIA_TYPE', undefined])
   const truncated = multipart([{ name: 'file', value: await pdf(['x']), filename: 'a.pdf' }])
   t.same(await code(app.inject({ method: 'POST', url: '/v1/ai/scans', headers: { ...auth(me.token), 'content-type': truncated.contentType }, payload: truncated.payload.subarray(0, 200) })), [400, 'VALIDATION_ERROR', undefined], 'a body cut short')
-  t.same(await quota(app, me.userId), [{ used: 1, reserved: 0 }], 'only the one scan that was made is counted')
+  t.same(await quota(app, me.userId), [{ used: 3, reserved: 0 }], 'only the scans that were made are counted')
   t.equal((await app.inject({ url: '/health/live' })).statusCode, 200, 'the service still serves')
 })
 
@@ -332,4 +340,17 @@ t.test('entitlement, quota and configuration', async (t) => {
   t.match(manifest.features.find((f: { id: string }) => f.id === 'risk-scan'), {
     unit: 'scans', providers: [{ id: 'aiservice', mode: 'live', configured: false }, { id: 'openai', mode: 'live', configured: false }, { id: 'sandbox', mode: 'test' }]
   })
+})
+
+t.test('a scan that cannot be saved: 503 STORAGE_UNAVAILABLE, and the charge is still recorded (the provider was paid)', async (t) => {
+  interceptNetwork(t, http.post(`${AI_SERVICE}/scan`, () => HttpResponse.json({ data: [], source: 'model' })))
+  const { app } = await build(t, { env: SERVICE_ONLY })
+  const me = await tokenFor(app)
+  await app.store.exec('ALTER TABLE risk_scans RENAME TO risk_scans_away')
+  t.teardown(() => app.store.exec('ALTER TABLE risk_scans_away RENAME TO risk_scans'))
+  const res = await scanText(app, me.token, { text: 'The budget may overrun.' })
+  t.equal(res.statusCode, 503, res.body)
+  t.equal(res.json().error.code, 'STORAGE_UNAVAILABLE')
+  t.same((await ledger(app, me.userId)).map((l) => [l.provider, l.units, l.cost]), [['aiservice', 1, 2000]])
+  t.same(await quota(app, me.userId), [{ used: 1, reserved: 0 }])
 })

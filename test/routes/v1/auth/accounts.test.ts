@@ -1,7 +1,9 @@
 import type { FastifyInstance } from 'fastify'
 import t from 'tap'
-import { MAX_FAILURES_PER_ACCOUNT, MAX_FAILURES_PER_ADDRESS } from '../../../../plugins/accounts.js'
-import { build, dumpAllTables, TEST_SECRETS } from '../../../helper.js'
+import { createHmac } from 'node:crypto'
+import { SignJWT } from 'jose'
+import { ACCOUNT_ISSUER, createAccounts, MAX_FAILURES_PER_ACCOUNT, MAX_FAILURES_PER_ADDRESS } from '../../../../plugins/accounts.js'
+import { adminHeaders, build, dumpAllTables, mint, TEST_SECRETS, userWithKey } from '../../../helper.js'
 
 const ON = { LOCAL_ACCOUNTS: 'on', LOCAL_ACCOUNTS_PLAN: 'pro' }
 const CANARY_PASSWORD = 'CANARY-PASSWORD-6H2J long enough'
@@ -206,4 +208,52 @@ t.test('CORS with credentials for the listed origins only; the contract declares
   t.same(contract.components.securitySchemes.accountPassword.flows, { password: { tokenUrl: '/v1/auth/login', scopes: {} } })
   t.same(Object.keys(contract.paths['/v1/auth/login'].post.requestBody.content).sort(), ['application/json', 'application/x-www-form-urlencoded'])
   t.match(contract.paths['/v1/ai/tokens'].post.security, [{ portalToken: [] }, { apiKey: [] }, { accountPassword: [] }])
+})
+
+t.test('edges: a registration that fails after its insert leaves no account; a license taken away reads as plan null; API keys go with the account; issuers are registered once', async (t) => {
+  const { app } = await build(t, { env: ON })
+  const accounts = app.accounts
+  if (accounts === null) throw new Error('accounts are on')
+  const email = newEmail()
+  await t.rejects(accounts.register(email, CANARY_PASSWORD, async () => { throw new Error('the license could not be written') }), { message: 'the license could not be written' })
+  t.equal((await login(app, email, CANARY_PASSWORD)).statusCode, 401, 'rolled back with it')
+
+  const { id } = (await register(app, email)).json()
+  const token = (await login(app, email, CANARY_PASSWORD)).json().access_token as string
+  const key = await app.inject({ method: 'POST', url: '/v1/admin/keys', headers: adminHeaders, payload: { userId: id, mode: 'test' } })
+  t.equal(key.statusCode, 201, key.body)
+  await app.entitlements.deleteLicense(id)
+  t.equal((await app.inject({ url: '/v1/auth/me', headers: bearer(token) })).json().plan, null)
+  t.equal((await app.inject({ method: 'DELETE', url: '/v1/auth/me', headers: bearer(token) })).statusCode, 200)
+  t.equal((await app.inject({ method: 'POST', url: '/v1/ai/tokens', headers: bearer(key.json().key) })).statusCode, 401, 'its API key is revoked')
+
+  t.throws(() => app.credentialIssuers.register({ issuer: 'portal-ai-api/accounts', verify: async () => { throw new Error('no') } }), /registered twice/)
+  // A JWT whose iss is not a string goes the portal's way (not configured here).
+  const odd = ['{"alg":"HS256"}', '{"iss":42,"sub":"x"}'].map((p) => Buffer.from(p).toString('base64url')).join('.') + '.c2ln'
+  const minted = await app.inject({ method: 'POST', url: '/v1/ai/tokens', headers: bearer(odd) })
+  t.equal(minted.statusCode, 401)
+  t.match(minted.json().error.message, /Portal tokens are not accepted/)
+})
+
+t.test('tokens: an expired one, one without a subject, a password changed under a stale session; a user who is not an account exports none', async (t) => {
+  const { app } = await build(t, { env: ON })
+  let now = new Date('2026-12-04T12:00:00Z')
+  const secret = 'a test secret of the accounts, long enough to sign'
+  const accounts = createAccounts({ db: app.store, crypto: app.contentCrypto, secret, tokenTtlSeconds: 60, now: () => now })
+  const email = newEmail()
+  await accounts.register(email, CANARY_PASSWORD, async () => {})
+  const { access_token: token } = await accounts.login(email, CANARY_PASSWORD, '127.0.0.1')
+  const row = await accounts.verify(token)
+  now = new Date(now.getTime() + 61_000)
+  await t.rejects(accounts.verify(token), { code: 'TOKEN_EXPIRED' })
+  const key = createHmac('sha256', secret).update('account-tokens').digest()
+  const noSubject = await new SignJWT({ ver: 0 }).setProtectedHeader({ alg: 'HS256' }).setIssuer(ACCOUNT_ISSUER).setAudience(ACCOUNT_ISSUER)
+    .setIssuedAt(Math.floor(now.getTime() / 1000)).setExpirationTime(Math.floor(now.getTime() / 1000) + 60).sign(key)
+  await t.rejects(accounts.verify(noSubject), { code: 'UNAUTHENTICATED' })
+  await accounts.changePassword(row, CANARY_PASSWORD, 'the first new password')
+  await t.rejects(accounts.changePassword(row, CANARY_PASSWORD, 'the second new password'), { code: 'CONFLICT' }, 'a session that read the account before the change')
+
+  const { key: apiKey } = await userWithKey(app, { mode: 'test' })
+  const exported = await app.inject({ url: '/v1/ai/me/data', headers: bearer((await mint(app, apiKey)).token) })
+  t.equal(exported.json().sections.account, null)
 })
