@@ -74,7 +74,8 @@ export function createAccounts (opts: AccountsOptions) {
     email: crypto.openText({ keyId: row.key_id, data: Buffer.from(row.email_sealed) }, bind(row)),
     createdAt: row.created_at.toISOString()
   })
-  // Verified against when the email is unknown, so that both failures cost one argon2 verification.
+  // Verified against when the email is unknown, so that both failures cost one argon2 verification. Hashed in the
+  // background from the start (not awaited there), so that the first unknown email does not pay for a hash too.
   const decoy = argon2.hash(randomUUID(), ARGON2_OPTIONS)
 
   async function byId (id: string, db2: Queryable = db): Promise<AccountRow | undefined> {

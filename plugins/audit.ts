@@ -6,6 +6,13 @@ export type AuditAction = 'token.minted' | 'key.created' | 'key.revoked' | 'lice
   'webhook.created' | 'webhook.deleted' | 'webhook.disabled' | 'user-data.deleted' | 'content.rekeyed' | 'job.retried' | 'credits.granted' |
   'account.created' | 'account.password-changed' | 'account.deleted'
 
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** A route that checks credentials itself (sign-in, account routes): its denials are audited like those of `auth` routes. */
+    auditDenials?: boolean
+  }
+}
+
 export interface AuditEventInput {
   /** `user:<id>`, `admin`, `system` (the service itself, e.g. a job) or `anonymous`. */
   actor: string
@@ -82,7 +89,8 @@ export default fp(async function audit (app) {
   // Written before the answer leaves, so a client that sees the denial can find its row.
   app.addHook('onSend', async (request) => {
     const code = request.errorCode
-    if (code === null || !DENIAL_CODES.has(code) || request.routeOptions.config.auth === undefined) return
+    const { auth, auditDenials } = request.routeOptions.config
+    if (code === null || !DENIAL_CODES.has(code) || (auth === undefined && auditDenials !== true)) return
     const userId = request.principal?.userId ?? request.credential?.userId
     await trail.record({
       actor: userId === undefined ? 'anonymous' : `user:${userId}`,

@@ -4,7 +4,7 @@ import type { ChatCall } from '../providers/chat.js'
 import { tokenCounter } from '../providers/tokens.js'
 import { VENDORS } from '../providers/vendors.js'
 import type { ChatMessageValue, ChatValue } from '../schemas/chats.js'
-import { decodeCursor, encodeCursor } from '../schemas/pagination.js'
+import { cursorPosition, encodeCursor } from '../schemas/pagination.js'
 import type { Mode } from '../schemas/principal.js'
 import type { ContentCrypto } from './content-crypto.js'
 import { AppError } from './errors.js'
@@ -171,8 +171,7 @@ export function createChats (opts: ChatsOptions) {
       let where = 'user_id = $1 AND mode = $2'
       if (query.archived !== undefined) { params.push(query.archived); where += ` AND archived = $${params.length}` }
       if (query.cursor !== undefined) {
-        const at = decodeCursor(query.cursor)
-        if (at === null) throw new AppError('VALIDATION_ERROR', 'The cursor is not one of this list\'s.', { fields: [{ location: 'querystring', path: '/cursor', message: 'is not a cursor of this list' }] })
+        const at = cursorPosition(query.cursor)
         params.push(at.createdAt, at.id)
         where += ` AND (last_activity_at, id) < ($${params.length - 1}, $${params.length})`
       }

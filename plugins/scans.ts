@@ -1,10 +1,10 @@
 import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
 import { createAiServiceScanner, createLlmScanner, createSandboxScanner, llmScanTokens, type Risk, type RiskScanner, type ScanInput, type ScanOutput } from '../providers/risk-scan.js'
-import type { ProviderError } from '../providers/provider-error.js'
+import { firstThatServes } from '../providers/fallback.js'
 import type { PlansFileValue } from '../schemas/plans.js'
 import type { Mode } from '../schemas/principal.js'
-import { decodeCursor, pageOf } from '../schemas/pagination.js'
+import { cursorPosition, pageOf } from '../schemas/pagination.js'
 import type { ScanValue } from '../schemas/scans.js'
 import { newId } from './chats.js'
 import type { ContentCrypto } from './content-crypto.js'
@@ -13,8 +13,6 @@ import { costMicroUsd, type Settlement } from './metering.js'
 import type { Queryable, Store } from './store/index.js'
 
 const TABLE = 'risk_scans'
-/** A failure of one scanner that the next one in SCAN_PROVIDERS may not have. */
-const FALLBACK_CODES = new Set(['PROVIDER_UNAVAILABLE', 'PROVIDER_ERROR', 'PROVIDER_TIMEOUT'])
 
 interface ScanRow {
   id: string
@@ -72,21 +70,9 @@ export function createScans (opts: { db: Store, crypto: ContentCrypto, live: Ris
       ? { provider: 'openai', model: output.model, units: 1, unitsIn: output.usage.inputTokens, unitsOut: output.usage.outputTokens }
       : { provider: scanner.name, units: 1, unitsIn: 1, unitsOut: 1 },
 
-    /**
-     * Tries the scanners in order; one that is unavailable, failing or too slow hands over to the next. A client that
-     * left ends the attempt.
-     */
-    async run (scanners: RiskScanner[], input: ScanInput, log: FastifyBaseLogger): Promise<{ output: ScanOutput, used: RiskScanner }> {
-      for (const [i, scanner] of scanners.entries()) {
-        try {
-          return { output: await scanner.scan(input), used: scanner }
-        } catch (err) {
-          log.warn({ provider: scanner.name, code: (err as ProviderError).code }, 'risk-scan provider failed')
-          if (i === scanners.length - 1 || !FALLBACK_CODES.has((err as ProviderError).code) || input.signal.aborted) throw err
-        }
-      }
-      /* c8 ignore next */
-      throw new Error('no scanner to run')
+    /** The first scanner of the list that serves (see firstThatServes). */
+    async run (scanners: RiskScanner[], input: ScanInput, log: FastifyBaseLogger): Promise<{ result: ScanOutput, used: RiskScanner }> {
+      return firstThatServes(scanners, async (scanner) => scanner.scan(input), { signal: input.signal, log, what: 'risk-scan' })
     },
 
     /** Stores a finished scan (its list and file name sealed) in the caller's transaction. */
@@ -107,8 +93,7 @@ export function createScans (opts: { db: Store, crypto: ContentCrypto, live: Ris
       const params: unknown[] = [userId, mode, query.limit + 1]
       let where = 'user_id = $1 AND mode = $2'
       if (query.cursor !== undefined) {
-        const at = decodeCursor(query.cursor)
-        if (at === null) throw new AppError('VALIDATION_ERROR', 'The cursor is not one of this list\'s.', { fields: [{ location: 'querystring', path: '/cursor', message: 'is not a cursor of this list' }] })
+        const at = cursorPosition(query.cursor)
         params.push(at.createdAt, at.id)
         where += ' AND (created_at, id) < ($4, $5)'
       }

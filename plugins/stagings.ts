@@ -5,7 +5,7 @@ import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import { createOpenAIStaging, KEEP_ARCHITECTURE, STRICT_RETRY, stagingEstimate, type CallUsage, type QualityMode, type StagedImage, type StagingProvider } from '../providers/staging.js'
 import { createSandboxStaging } from '../providers/sandbox-staging.js'
 import type { Mode } from '../schemas/principal.js'
-import { decodeCursor, encodeCursor } from '../schemas/pagination.js'
+import { cursorPosition, encodeCursor } from '../schemas/pagination.js'
 import type { RoomTypeValue, StagingBatchValue, StagingErrorCode, StagingStatusValue, StagingValue } from '../schemas/staging.js'
 import { newId } from './chats.js'
 import type { ContentCrypto } from './content-crypto.js'
@@ -411,8 +411,7 @@ export function createStagings (opts: StagingsOptions) {
       if (query.status !== undefined) { params.push(query.status); where += ` AND status = $${params.length}` }
       if (query.batchId !== undefined) { params.push(query.batchId); where += ` AND batch_id = $${params.length}` }
       if (query.cursor !== undefined) {
-        const at = decodeCursor(query.cursor)
-        if (at === null) throw new AppError('VALIDATION_ERROR', 'The cursor is not one of this list\'s.', { fields: [{ location: 'querystring', path: '/cursor', message: 'is not a cursor of this list' }] })
+        const at = cursorPosition(query.cursor)
         params.push(at.createdAt, at.id)
         where += ` AND (created_at, id) < ($${params.length - 1}, $${params.length})`
       }

@@ -1,4 +1,5 @@
 import Type, { type TSchema } from 'typebox'
+import { AppError } from '../plugins/errors.js'
 
 /** The cursor pagination of Part 2 (SPEC §11): `?cursor=&limit=` → `{data, nextCursor}`, newest first. */
 export const DEFAULT_PAGE_SIZE = 20
@@ -25,6 +26,13 @@ export function decodeCursor (cursor: string): Position | null {
   if (match === null) return null
   const createdAt = new Date(match[1] as string)
   return Number.isNaN(createdAt.getTime()) ? null : { createdAt, id: match[2] as string }
+}
+
+/** The position of a client's cursor; VALIDATION_ERROR naming the query field for one that is not ours. */
+export function cursorPosition (cursor: string): Position {
+  const at = decodeCursor(cursor)
+  if (at === null) throw new AppError('VALIDATION_ERROR', 'The cursor is not one of this list\'s.', { fields: [{ location: 'querystring', path: '/cursor', message: 'is not a cursor of this list' }] })
+  return at
 }
 
 /** The page of `rows` (fetched with limit + 1) and the cursor of the next one. */

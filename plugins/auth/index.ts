@@ -51,7 +51,8 @@ declare module 'fastify' {
 
 const BEARER = /^Bearer ([\x21-\x7e]{1,4096})$/
 
-function bearer (request: FastifyRequest, expected: string): string {
+/** The bearer credential of a request; UNAUTHENTICATED (with WWW-Authenticate) naming what was `expected` when there is none. */
+export function bearer (request: FastifyRequest, expected: string): string {
   const header = request.headers.authorization
   const match = typeof header === 'string' ? BEARER.exec(header) : null
   if (match?.[1] === undefined) {

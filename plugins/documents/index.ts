@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer'
 import { extname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { FastifyBaseLogger } from 'fastify'
@@ -34,12 +35,7 @@ const PDF_HEADER_WINDOW = 1024
 export function sniffDocument (bytes: Buffer, filename: string | null): DocumentType | null {
   if (bytes.subarray(0, PDF_HEADER_WINDOW).includes(PDF_MAGIC)) return 'pdf'
   if (bytes.subarray(0, 4).equals(ZIP_MAGIC)) return 'docx'
-  if (bytes.includes(0)) return null
-  try {
-    new TextDecoder('utf-8', { fatal: true }).decode(bytes)
-  } catch {
-    return null
-  }
+  if (bytes.includes(0) || !isUtf8(bytes)) return null
   return filename !== null && /\.(md|markdown)$/i.test(filename) ? 'md' : 'txt'
 }
 
@@ -77,7 +73,6 @@ export function createDocuments (opts: DocumentsOptions) {
     minThreads: 0,
     maxThreads: opts.threads,
     idleTimeout: 30_000,
-    maxQueue: opts.threads * QUEUE_PER_THREAD,
     resourceLimits: { maxOldGenerationSizeMb: opts.memoryMb, maxYoungGenerationSizeMb: Math.max(16, Math.floor(opts.memoryMb / 8)), stackSizeMb: 4 }
   })
 
@@ -86,6 +81,7 @@ export function createDocuments (opts: DocumentsOptions) {
   pool.on('error', (err: Error & { code?: string }) => opts.log.error({ code: err.code }, 'a document-extraction thread failed outside a document'))
 
   async function inWorker (kind: DocumentKind, bytes: Buffer, signal: AbortSignal): Promise<ExtractResult> {
+    // The queue's bound, checked here rather than by piscina's maxQueue so that the refusal is the contract's error.
     if (pool.queueSize >= opts.threads * QUEUE_PER_THREAD) {
       throw new AppError('PROVIDER_UNAVAILABLE', 'Too many documents are being read right now: retry in a few seconds.', undefined, { 'retry-after': '5' })
     }

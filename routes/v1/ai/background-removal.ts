@@ -1,11 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Multipart } from '@fastify/multipart'
 import Type from 'typebox'
 import { AppError } from '../../../plugins/errors.js'
-import { finishImage, IMAGE_MIME, MAX_IMAGE_BYTES, prepareImage, type Format, type Output, type PreparedImage } from '../../../plugins/images.js'
+import { finishImage, IMAGE_MIME, MAX_IMAGE_BYTES, prepareImage, type Format, type Output } from '../../../plugins/images.js'
 import type { BackgroundRemover } from '../../../providers/background-removal.js'
-import type { ProviderError } from '../../../providers/provider-error.js'
+import { firstThatServes } from '../../../providers/fallback.js'
 import { errorResponses } from '../../../schemas/errors.js'
 import type { Principal } from '../../../schemas/principal.js'
 import { costMicroUsd } from '../../../plugins/metering.js'
@@ -14,8 +14,6 @@ import { toCents } from '../../../plugins/money.js'
 const FIELDS = { output: ['cutout', 'mask'], format: ['png', 'webp'] } as const
 /** Multipart limits, enforced while the upload streams in: one file, the two small fields, nothing else. */
 const MULTIPART_LIMITS = { fileSize: MAX_IMAGE_BYTES, files: 1, fields: 2, parts: 3, fieldSize: 16, headerPairs: 20 }
-/** A failure of one provider that the next one in BG_REMOVAL_PROVIDERS may not have. */
-const FALLBACK_CODES = new Set(['PROVIDER_UNAVAILABLE', 'PROVIDER_ERROR', 'PROVIDER_TIMEOUT'])
 
 const invalidField = (path: string, message: string) =>
   new AppError('VALIDATION_ERROR', 'The request body is invalid: see details.fields.', { fields: [{ location: 'body', path, message }] })
@@ -57,29 +55,6 @@ function uploadError (err: Error & { code?: string }): Error {
   }
   if (PART_LIMIT_CODES.has(String(err.code))) return invalidField('/', 'has too many parts: send one file `image` and at most the fields output and format')
   return new AppError('VALIDATION_ERROR', 'The multipart body is malformed or ended before it was complete: send the image again.')
-}
-
-/**
- * Tries the providers in order; a provider that is unavailable, failing or too slow hands over to the next.
- * Content a provider refused, and a client that left, end the attempt.
- */
-async function removeWithFallback (providers: BackgroundRemover[], image: PreparedImage, output: Output, signal: AbortSignal, log: FastifyBaseLogger) {
-  const attempt = async (provider: BackgroundRemover) => {
-    try {
-      return { result: await provider.remove(image, { output, signal }), used: provider }
-    } catch (err) {
-      log.warn({ provider: provider.name, code: (err as ProviderError).code }, 'background-removal provider failed')
-      throw err
-    }
-  }
-  for (const provider of providers.slice(0, -1)) {
-    try {
-      return await attempt(provider)
-    } catch (err) {
-      if (!FALLBACK_CODES.has((err as ProviderError).code) || signal.aborted) throw err
-    }
-  }
-  return attempt(providers[providers.length - 1] as BackgroundRemover)
 }
 
 const backgroundRemoval: FastifyPluginAsyncTypebox = async (app) => {
@@ -144,7 +119,7 @@ const backgroundRemoval: FastifyPluginAsyncTypebox = async (app) => {
     const signal = app.readiness.callSignal(reply.raw)
     let removed: { result: Buffer, used: BackgroundRemover }
     try {
-      removed = await removeWithFallback(providers, image, upload.output, signal, request.log)
+      removed = await firstThatServes(providers, async (p) => p.remove(image, { output: upload.output, signal }), { signal, log: request.log, what: 'background-removal' })
     } catch (err) {
       await metered.release()
       throw app.readiness.failure(err as Error)

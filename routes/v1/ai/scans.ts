@@ -149,7 +149,7 @@ const scans: FastifyPluginAsyncTypebox = async (app) => {
       await metered.release()
       throw app.readiness.failure(err as Error)
     }
-    const { output, used } = ran
+    const { result: output, used } = ran
     const settlement = app.scans.settlement(used, output)
     const record = { userId: principal.userId, mode: principal.mode, filename: sent.file?.filename ?? null, output, provider: used.name, requestId: request.id }
     let scan

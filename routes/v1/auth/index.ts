@@ -1,7 +1,8 @@
 import formbody from '@fastify/formbody'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
-import type { Accounts } from '../../../plugins/accounts.js'
+import { MAX_FAILURES_PER_ACCOUNT, MAX_FAILURES_PER_ADDRESS, type Accounts } from '../../../plugins/accounts.js'
+import { bearer } from '../../../plugins/auth/index.js'
 import { AppError } from '../../../plugins/errors.js'
 import { AccessToken, AccountDeleted, AccountMe, Account, LoginRequest, PasswordChange, RegisterRequest } from '../../../schemas/accounts.js'
 import { errorResponses } from '../../../schemas/errors.js'
@@ -20,7 +21,8 @@ declare module 'fastify' {
   }
 }
 
-const BEARER = /^Bearer ([\x21-\x7e]{1,4096})$/
+/** Every route here checks credentials itself: its denials go to the audit trail as those of token routes do. */
+const AUDITED = { auditDenials: true }
 
 /** /v1/auth: built-in accounts (SPEC §14). With LOCAL_ACCOUNTS off every route answers NOT_FOUND. */
 const auth: FastifyPluginAsyncTypebox = async (app) => {
@@ -28,24 +30,21 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
   await app.register(formbody, { bodyLimit: 16 * 1024 })
   app.decorateRequest('account', null)
   // Off: every route is NOT_FOUND, before its body is even read.
-  app.addHook('onRequest', async () => { enabled() })
-
-  const enabled = (): Accounts => {
+  app.addHook('onRequest', async () => {
     if (app.accounts === null) throw new AppError('NOT_FOUND', 'Built-in accounts are off on this deployment (LOCAL_ACCOUNTS): sign in through the portal.')
-    return app.accounts
-  }
+  })
+
+  // Runs before every route of this plugin: past it, accounts are on.
+  const enabled = () => app.accounts as Accounts
 
   /** The account of the request's bearer token. */
   async function account (request: FastifyRequest) {
-    const accounts = enabled()
-    const match = BEARER.exec(request.headers.authorization ?? '')
-    if (match?.[1] === undefined) throw new AppError('UNAUTHENTICATED', 'Send `Authorization: Bearer <access_token>` from POST /v1/auth/login.', undefined, { 'www-authenticate': 'Bearer' })
-    request.account = await accounts.verify(match[1])
+    request.account = await enabled().verify(bearer(request, 'access_token from POST /v1/auth/login'))
   }
   const me = (request: FastifyRequest) => request.account as AccountRow
 
   app.post('/register', {
-    config: { perAddressPerMinute: AUTH_CALLS_PER_MINUTE },
+    config: { perAddressPerMinute: AUTH_CALLS_PER_MINUTE, ...AUDITED },
     schema: {
       operationId: 'registerAccount',
       summary: 'Create an account',
@@ -56,8 +55,7 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
       response: { 201: ref(Account), ...errorResponses('VALIDATION_ERROR', 'NOT_FOUND', 'CONFLICT', 'RATE_LIMITED') }
     }
   }, async (request, reply) => {
-    const accounts = enabled()
-    const created = await accounts.register(request.body.email, request.body.password, async (tx, id) => {
+    const created = await enabled().register(request.body.email, request.body.password, async (tx, id) => {
       await app.entitlements.putLicense(id, { plan: app.config.LOCAL_ACCOUNTS_PLAN, status: 'active' }, tx)
     })
     await app.audit.record({ actor: `user:${created.id}`, action: 'account.created', target: `user:${created.id}`, outcome: 'ok', requestId: request.id, details: { plan: app.config.LOCAL_ACCOUNTS_PLAN } })
@@ -65,13 +63,13 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
   })
 
   app.post('/login', {
-    config: { perAddressPerMinute: AUTH_CALLS_PER_MINUTE },
+    config: { perAddressPerMinute: AUTH_CALLS_PER_MINUTE, ...AUDITED },
     schema: {
       operationId: 'login',
       summary: 'Sign in (OAuth2 password grant)',
       description: 'The OAuth2 password grant: a form (`grant_type=password&username=<email>&password=…`) or the same fields as JSON. Answers ' +
         'OAuth2\'s token response; the `access_token` signs in to /v1/auth/* and mints AI tokens at POST /v1/ai/tokens. A wrong email and a wrong ' +
-        `password get the same answer. After ${5} failures for an account, or ${20} from an address, within 15 minutes: RATE_LIMITED with Retry-After.`,
+        `password get the same answer. After ${MAX_FAILURES_PER_ACCOUNT} failures for an account, or ${MAX_FAILURES_PER_ADDRESS} from an address, within 15 minutes: RATE_LIMITED with Retry-After.`,
       ...common,
       body: { content: { [FORM]: { schema: ref(LoginRequest) }, 'application/json': { schema: ref(LoginRequest) } } },
       response: { 200: ref(AccessToken), ...errorResponses('VALIDATION_ERROR', 'UNAUTHENTICATED', 'NOT_FOUND', 'RATE_LIMITED') }
@@ -82,12 +80,13 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
       throw new AppError('UNSUPPORTED_MEDIA_TYPE', 'Send the password grant as application/x-www-form-urlencoded (or JSON): grant_type=password, username, password.')
     }
     const body = request.body as { username: string, password: string }
-    // A failed sign-in is an access.denied row of the audit trail, as every UNAUTHENTICATED answer is.
+    // A failed sign-in is an access.denied row of the audit trail (the route's auditDenials), with no email in it.
     const token = await enabled().login(body.username, body.password, request.ip)
     return reply.header('cache-control', 'no-store').header('pragma', 'no-cache').send(token)
   })
 
   app.get('/me', {
+    config: AUDITED,
     onRequest: account,
     schema: {
       operationId: 'getAccount',
@@ -103,6 +102,7 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
   })
 
   app.post('/password', {
+    config: AUDITED,
     onRequest: account,
     schema: {
       operationId: 'changePassword',
@@ -120,6 +120,7 @@ const auth: FastifyPluginAsyncTypebox = async (app) => {
   })
 
   app.delete('/me', {
+    config: AUDITED,
     onRequest: account,
     schema: {
       operationId: 'deleteAccount',

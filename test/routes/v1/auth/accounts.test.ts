@@ -59,6 +59,13 @@ t.test('register, sign in with the password grant (form or JSON), read me, mint 
   const wrongGrant = await app.inject({ method: 'POST', url: '/v1/auth/login', payload: { grant_type: 'client_credentials', username: email, password: CANARY_PASSWORD } })
   t.equal(wrongGrant.statusCode, 400)
 
+  const denied = await login(app, email, 'not the password at all')
+  t.equal(denied.statusCode, 401)
+  const rows = await app.store.query<{ actor: string, target: string, outcome: string, details: unknown }>('SELECT actor, target, outcome, details FROM audit_events WHERE request_id = $1', [denied.json().error.requestId])
+  t.same(rows.rows, [{ actor: 'anonymous', target: 'POST /v1/auth/login', outcome: 'UNAUTHENTICATED', details: null }], 'a failed sign-in is audited, without the email')
+  const forged = await app.inject({ url: '/v1/auth/me', headers: bearer('x.y.z') })
+  t.equal((await app.store.query('SELECT 1 FROM audit_events WHERE request_id = $1 AND action = $2', [forged.json().error.requestId, 'access.denied'])).rows.length, 1, 'so is a forged account token')
+
   const me = await app.inject({ url: '/v1/auth/me', headers: bearer(token) })
   t.same(me.json(), { ...created.json(), plan: 'pro' }, 'new accounts get LOCAL_ACCOUNTS_PLAN')
 
