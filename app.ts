@@ -37,6 +37,7 @@ import sandboxChat from './providers/sandbox-chat.js'
 import healthRoutes from './routes/health/index.js'
 import aiRoutes from './routes/v1/ai/index.js'
 import adminRoutes from './routes/v1/admin/index.js'
+import openaiRoutes from './routes/v1/openai/index.js'
 import webhookRoutes from './routes/v1/webhooks/index.js'
 import webhooks from './plugins/webhooks.js'
 import billing from './plugins/billing.js'
@@ -169,6 +170,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await server.register(authRoutes, { prefix: '/v1/auth' })
   await server.register(aiRoutes, { prefix: '/v1/ai' })
   await server.register(adminRoutes, { prefix: '/v1/admin' })
+  await server.register(openaiRoutes, { prefix: '/v1/openai' })
   await server.register(webhookRoutes, { prefix: '/v1/webhooks' })
   await server.register(chatRoutes, { prefix: '/v1/chats' })
   await server.register(billingRoutes, { prefix: '/v1/billing' })

@@ -30,7 +30,7 @@ export class AppError extends Error {
   }
 }
 
-interface Envelope {
+export interface Envelope {
   status: number
   code: ErrorCodeName
   message: string
@@ -129,6 +129,15 @@ declare module 'fastify' {
   }
 }
 
+/**
+ * The log line of a failed request. Error level asks an operator to act: a fault of the service. A documented 5xx
+ * (a provider failing or slow, the database away) is a warn line: the events that call for action log their own.
+ */
+export function logFailure (request: FastifyRequest, err: Error, envelope: Envelope) {
+  if (envelope.code === 'INTERNAL_ERROR') request.log.error({ err }, 'request failed')
+  else if (envelope.status >= 500) request.log.warn({ err }, 'request failed')
+}
+
 /** Fastify option `frameworkErrors`: errors raised before routing (a malformed URL) get the envelope too. */
 export function frameworkErrors (err: FastifyError, request: FastifyRequest, reply: FastifyReply) {
   request.log.info({ err }, 'request rejected before routing')
@@ -145,10 +154,7 @@ export default fp(async function errors (app) {
 
   app.setErrorHandler(async (err: FastifyError, request, reply) => {
     const envelope = toEnvelope(err)
-    // Error level asks an operator to act: a fault of the service. A documented 5xx (a provider failing or slow,
-    // the database away) is a warn line: the events that call for action log their own error line.
-    if (envelope.code === 'INTERNAL_ERROR') request.log.error({ err }, 'request failed')
-    else if (envelope.status >= 500) request.log.warn({ err }, 'request failed')
+    logFailure(request, err, envelope)
     return sendEnvelope(request, reply, envelope)
   })
 

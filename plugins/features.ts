@@ -96,6 +96,38 @@ export const FEATURES = {
       timeouts: 'First byte within 15 s, whole call within MODEL_TIMEOUT_MS (60 s)'
     }
   },
+  'openai-compatible': {
+    id: 'openai-compatible',
+    name: 'OpenAI-compatible chat completions',
+    description: 'Chat Completions in OpenAI\'s wire format over the model catalog, so any OpenAI SDK is a client: the caller\'s messages and tools, routed and fallen back like chats, metered in tokens.',
+    unit: 'tokens',
+    endpoint: 'POST /v1/openai/chat/completions',
+    providers: { live: ['openai', 'anthropic', 'qwen', 'deepseek', 'xai', 'gemini'], test: 'sandbox' },
+    sends: [
+      { field: 'messages', note: 'Sent as given (system, developer, user, assistant and tool turns, tool calls included), to the vendor of the model that serves the call (a fallback vendor when the first one fails); to Anthropic in its Messages format. With MODERATION=openai the last user turn goes to the OpenAI moderation endpoint first, and so does the finished reply.' },
+      { field: 'tools', note: 'The function definitions, as given.' },
+      { field: 'tool_choice', note: 'As given (Anthropic: auto, none, any or the named tool).' },
+      { field: 'response_format', note: 'A json_schema, as given (vendors of the Chat Completions format only).' },
+      { field: 'temperature', note: 'As given.' },
+      { field: 'stop', note: 'As given (Anthropic: stop_sequences).' },
+      { field: 'max_tokens', note: 'Or max_completion_tokens: the reply-length limit, as given or the service\'s default.' },
+      { field: 'stream', note: 'Whether the reply is streamed (then with `stream_options.include_usage`, for the token counts, whatever the caller asked).' }
+    ],
+    serverAdds: [
+      'A keyed hash of the user id (HMAC-SHA-256 with USER_HASH_SECRET) only where the vendor documents a field for it: OpenAI `safety_identifier`, Anthropic `metadata.user_id`, xAI `user`. Qwen, DeepSeek and Gemini receive no user identifier at all.',
+      'The vendor\'s model name for the catalog id, a reply-length limit when the caller set none, `tool_choice: auto` with tools when the caller set none (Chat Completions vendors), and to OpenAI `store: false`. No system prompt of the service.'
+    ],
+    neverSent: ['The user id, e-mail or IP address', 'Tokens, API keys and request ids'],
+    logged: 'Request id, hashed ids, model, vendor, message and tool counts, token counts, cost and timings, moderation severities and categories; never a message, a tool definition or a reply.',
+    stored: 'Nothing but one usage-ledger row per call (feature, vendor, model, token counts, cost, request id) and the operators\' analytics row of the call (model, vendor, outcome, tokens, timings).',
+    limits: {
+      messages: '1 to 256 messages, at most 400,000 characters in all (texts, tool arguments and tool definitions), within the model\'s context',
+      tools: 'At most 64 function tools, each with a JSON Schema of at most 16,000 characters',
+      max_tokens: 'At most the model\'s own output limit; 4,096 (or the model\'s limit when lower) when not set',
+      body: 'At most 1 MiB',
+      timeouts: 'First byte within 15 s, whole call within MODEL_TIMEOUT_MS (60 s)'
+    }
+  },
   'virtual-staging': {
     id: 'virtual-staging',
     name: 'Virtual staging',

@@ -1,8 +1,10 @@
 import { Anthropic, APIConnectionError, APIError } from '@anthropic-ai/sdk'
-import type { MessageCreateParamsBase, MessageParam, RawMessageStreamEvent, StopReason as AnthropicStopReason } from '@anthropic-ai/sdk/resources/messages/messages'
+import type {
+  ContentBlockParam, MessageCreateParamsBase, MessageParam, RawMessageStreamEvent, StopReason as AnthropicStopReason, ToolChoice as AnthropicToolChoice
+} from '@anthropic-ai/sdk/resources/messages/messages'
 import type { FastifyBaseLogger } from 'fastify'
 import { attemptControl, type StopReason } from './attempt.js'
-import type { ChatCall, ChatCompletion, ChatEvent, ChatProvider, ChatUsage, FinishReason } from './chat.js'
+import type { ChatCall, ChatCompletion, ChatEvent, ChatMessage, ChatProvider, ChatUsage, FinishReason, ToolChoice } from './chat.js'
 import { FIRST_BYTE_TIMEOUT_MS } from './openai-chat.js'
 import { ProviderError } from './provider-error.js'
 import { DEFAULT_RETRY_POLICY, withRetry, type RetryPolicy } from './retry.js'
@@ -40,28 +42,52 @@ export interface AnthropicChatOptions {
   log: FastifyBaseLogger
 }
 
+/** A turn's content blocks: its text, then its tool calls as `tool_use` (arguments parsed), or a tool's answer as `tool_result`. */
+function blocksOf (message: ChatMessage): ContentBlockParam[] {
+  if (message.role === 'tool') return [{ type: 'tool_result', tool_use_id: message.toolCallId, content: message.content }]
+  const text: ContentBlockParam[] = message.content === '' ? [] : [{ type: 'text', text: message.content }]
+  if (message.role !== 'assistant' || message.toolCalls === undefined) return text
+  return [...text, ...message.toolCalls.map((c): ContentBlockParam => ({ type: 'tool_use', id: c.id, name: c.name, input: JSON.parse(c.arguments === '' ? '{}' : c.arguments) as Record<string, unknown> }))]
+}
+
+const anthropicToolChoice = (choice: ToolChoice): AnthropicToolChoice => {
+  if (choice === 'required') return { type: 'any' }
+  return typeof choice === 'string' ? { type: choice } : { type: 'tool', name: choice.name }
+}
+
 /**
  * The Messages API's request: system text apart, turns alternating user/assistant starting with the user (turns of
- * one role in a row are joined), tools with their JSON schema, the keyed user hash as `metadata.user_id`.
+ * one role in a row are joined; a tool's answer is a user turn of `tool_result` blocks), tools with their JSON
+ * schema, the keyed user hash as `metadata.user_id`. A turn of text only stays a string.
  */
 export function anthropicRequest (call: ChatCall, model: string): MessageCreateParamsBase {
   const system = call.messages.filter((m) => m.role === 'system').map((m) => m.content).join('\n\n')
-  const turns: MessageParam[] = []
+  const turns: Array<{ role: 'user' | 'assistant', blocks: ContentBlockParam[] }> = []
   for (const m of call.messages) {
     if (m.role === 'system') continue
+    const role = m.role === 'assistant' ? 'assistant' : 'user'
     const last = turns.at(-1)
-    if (last !== undefined && last.role === m.role) last.content = `${String(last.content)}\n\n${m.content}`
-    else turns.push({ role: m.role, content: m.content })
+    if (last !== undefined && last.role === role) last.blocks.push(...blocksOf(m))
+    else turns.push({ role, blocks: blocksOf(m) })
   }
-  if (turns[0]?.role === 'assistant') turns.unshift({ role: 'user', content: '(conversation continues)' })
+  if (turns[0]?.role === 'assistant') turns.unshift({ role: 'user', blocks: [{ type: 'text', text: '(conversation continues)' }] })
+  const messages: MessageParam[] = turns.map(({ role, blocks }) => ({
+    role,
+    content: blocks.every((b) => b.type === 'text') ? blocks.map((b) => (b as { text: string }).text).join('\n\n') : blocks
+  }))
   return {
     model: call.model ?? model,
     max_tokens: call.maxOutputTokens,
     ...(system === '' ? {} : { system }),
-    messages: turns,
+    messages,
     ...(call.tools.length === 0
       ? {}
-      : { tools: call.tools.map((t) => ({ name: t.name, description: t.description, input_schema: t.parameters as { type: 'object' } })) }),
+      : {
+          tools: call.tools.map((t) => ({ name: t.name, description: t.description, input_schema: t.parameters as { type: 'object' } })),
+          ...(call.toolChoice === undefined ? {} : { tool_choice: anthropicToolChoice(call.toolChoice) })
+        }),
+    ...(call.temperature === undefined ? {} : { temperature: call.temperature }),
+    ...(call.stop === undefined ? {} : { stop_sequences: call.stop }),
     metadata: { user_id: call.user }
   }
 }
@@ -100,7 +126,7 @@ export function createAnthropicChat (opts: AnthropicChatOptions) {
         }
       })
       const { control, events } = opened
-      const tools = new Map<number, { name: string, arguments: string }>()
+      const tools = new Map<number, { id: string, name: string, arguments: string }>()
       let inputTokens: number | null = null
       let outputTokens: number | null = null
       let finishReason: FinishReason | null = null
@@ -112,7 +138,7 @@ export function createAnthropicChat (opts: AnthropicChatOptions) {
             inputTokens = event.message.usage.input_tokens
             outputTokens = event.message.usage.output_tokens
           } else if (event.type === 'content_block_start' && event.content_block.type === 'tool_use') {
-            tools.set(event.index, { name: event.content_block.name, arguments: '' })
+            tools.set(event.index, { id: event.content_block.id, name: event.content_block.name, arguments: '' })
           } else if (event.type === 'content_block_delta') {
             if (event.delta.type === 'text_delta' && event.delta.text !== '') yield { type: 'delta', text: event.delta.text }
             const tool = tools.get(event.index)
@@ -131,7 +157,7 @@ export function createAnthropicChat (opts: AnthropicChatOptions) {
       if (finishReason === null) {
         throw mapError(new ProviderError('PROVIDER_ERROR', 'The chat provider ended the stream before the reply was complete.'), control.reason(), call)
       }
-      for (const tool of tools.values()) yield { type: 'tool', name: tool.name, arguments: tool.arguments === '' ? '{}' : tool.arguments }
+      for (const tool of tools.values()) yield { type: 'tool', id: tool.id, name: tool.name, arguments: tool.arguments === '' ? '{}' : tool.arguments }
       const usage: ChatUsage | null = inputTokens === null || outputTokens === null ? null : { inputTokens, outputTokens }
       yield { type: 'end', finishReason, usage }
     },
@@ -150,9 +176,11 @@ export function createAnthropicChat (opts: AnthropicChatOptions) {
         }
       })
       if (!Array.isArray((Object(message) as { content?: unknown }).content)) throw new ProviderError('PROVIDER_ERROR', 'The chat provider sent a response that cannot be read.')
+      const toolCalls = message.content.flatMap((block) => block.type === 'tool_use' ? [{ id: block.id, name: block.name, arguments: JSON.stringify(block.input) }] : [])
       return {
         text: message.content.flatMap((block) => block.type === 'text' ? [block.text] : []).join(''),
-        toolArguments: message.content.flatMap((block) => block.type === 'tool_use' ? [JSON.stringify(block.input)] : []),
+        toolArguments: toolCalls.map((c) => c.arguments),
+        toolCalls,
         finishReason: toAnthropicFinish(message.stop_reason),
         usage: { inputTokens: message.usage.input_tokens, outputTokens: message.usage.output_tokens }
       }

@@ -1,10 +1,10 @@
 import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
 import { APIConnectionError, APIError, OpenAI } from 'openai'
-import type { ChatCompletionChunk, ChatCompletionCreateParams } from 'openai/resources/chat/completions'
+import type { ChatCompletionChunk, ChatCompletionCreateParams, ChatCompletionMessageParam, ChatCompletionToolChoiceOption } from 'openai/resources/chat/completions'
 import type { VendorId } from '../schemas/models.js'
 import { attemptControl, type StopReason } from './attempt.js'
-import { toFinishReason, type ChatCall, type ChatEvent, type ChatProvider, type ChatUsage, type FinishReason } from './chat.js'
+import { toFinishReason, type ChatCall, type ChatEvent, type ChatMessage, type ChatProvider, type ChatUsage, type FinishReason, type ToolChoice } from './chat.js'
 import { ProviderError } from './provider-error.js'
 import { DEFAULT_RETRY_POLICY, withRetry, type RetryPolicy } from './retry.js'
 import { VENDORS, vendorError } from './vendors.js'
@@ -24,6 +24,22 @@ export function mapOpenAIError (err: unknown, stopped: StopReason | null, log: F
   }
   return vendorError(vendor, { kind: 'unreadable' }, log)
 }
+
+/** A turn in the Chat Completions format: tool calls as `tool_calls`, a tool's answer with its `tool_call_id`. */
+export function openaiMessage (message: ChatMessage): ChatCompletionMessageParam {
+  if (message.role === 'tool') return { role: 'tool', tool_call_id: message.toolCallId, content: message.content }
+  if (message.role === 'assistant' && message.toolCalls !== undefined && message.toolCalls.length > 0) {
+    return {
+      role: 'assistant',
+      content: message.content === '' ? null : message.content,
+      tool_calls: message.toolCalls.map((c) => ({ id: c.id, type: 'function' as const, function: { name: c.name, arguments: c.arguments } }))
+    }
+  }
+  return { role: message.role, content: message.content }
+}
+
+const openaiToolChoice = (choice: ToolChoice): ChatCompletionToolChoiceOption =>
+  typeof choice === 'string' ? choice : { type: 'function', function: { name: choice.name } }
 
 export interface OpenAIChatOptions {
   /** Who is behind the endpoint (default openai): how errors are read and which request fields it takes. */
@@ -54,13 +70,15 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
   /** OpenAI's own fields (`store`, `safety_identifier`, `max_completion_tokens`) go to OpenAI only; compatible vendors take `max_tokens`. */
   const body = (call: ChatCall): Omit<ChatCompletionCreateParams, 'stream'> => ({
     model: call.model ?? opts.model,
-    messages: call.messages,
+    messages: call.messages.map(openaiMessage),
     ...(call.tools.length === 0
       ? {}
-      : { tools: call.tools.map((tool) => ({ type: 'function' as const, function: tool })), tool_choice: 'auto' as const }),
+      : { tools: call.tools.map((tool) => ({ type: 'function' as const, function: tool })), tool_choice: openaiToolChoice(call.toolChoice ?? 'auto') }),
     ...(call.responseFormat === undefined
       ? {}
-      : { response_format: { type: 'json_schema' as const, json_schema: { name: call.responseFormat.name, strict: true, schema: call.responseFormat.schema } } }),
+      : { response_format: { type: 'json_schema' as const, json_schema: { name: call.responseFormat.name, strict: call.responseFormat.strict ?? true, schema: call.responseFormat.schema } } }),
+    ...(call.temperature === undefined ? {} : { temperature: call.temperature }),
+    ...(call.stop === undefined ? {} : { stop: call.stop }),
     ...(vendor === 'openai'
       ? { safety_identifier: call.user, store: false, max_completion_tokens: call.maxOutputTokens }
       : { max_tokens: call.maxOutputTokens, ...(userField === 'user' ? { user: call.user } : {}) })
@@ -115,7 +133,7 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
         }
       })
       const { control, chunks } = opened
-      const tools: Array<{ name: string, arguments: string }> = []
+      const tools: Array<{ id: string, name: string, arguments: string }> = []
       let finishReason: FinishReason | null = null
       let usage: ChatUsage | null = null
       try {
@@ -126,7 +144,8 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
           const choice = chunk.choices[0]
           if (choice === undefined) continue
           for (const toolCall of choice.delta?.tool_calls ?? []) {
-            const open = tools[toolCall.index] ?? { name: '', arguments: '' }
+            const open = tools[toolCall.index] ?? { id: '', name: '', arguments: '' }
+            open.id += toolCall.id ?? ''
             open.name += toolCall.function?.name ?? ''
             open.arguments += toolCall.function?.arguments ?? ''
             tools[toolCall.index] = open
@@ -144,7 +163,8 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
         // The SDK ends a stream quietly when it is aborted: a stop of ours then explains the early end.
         throw mapError(new ProviderError('PROVIDER_ERROR', 'The chat provider ended the stream before the reply was complete.'), control.reason(), call)
       }
-      for (const tool of tools) if (tool !== undefined) yield { type: 'tool', name: tool.name, arguments: tool.arguments }
+      // A vendor that names no call id (OpenAI always does) gets one of ours, so a caller can answer the call.
+      for (const [i, tool] of tools.entries()) if (tool !== undefined) yield { type: 'tool', id: tool.id === '' ? `call_${i}` : tool.id, name: tool.name, arguments: tool.arguments }
       yield { type: 'end', finishReason, usage }
     },
 
@@ -157,9 +177,11 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
       if (typeof shape !== 'object' || !Array.isArray(shape.choices)) throw new ProviderError('PROVIDER_ERROR', 'The chat provider sent a response that cannot be read.')
       const choice = completion.choices[0] as (typeof completion.choices)[number] | undefined
       if (choice?.message === undefined) throw new ProviderError('PROVIDER_ERROR', 'The chat provider sent no answer.')
+      const toolCalls = (choice.message.tool_calls ?? []).flatMap((c) => c.type === 'function' ? [{ id: c.id, name: c.function.name, arguments: c.function.arguments }] : [])
       return {
         text: choice.message.content ?? '',
-        toolArguments: (choice.message.tool_calls ?? []).flatMap((c) => c.type === 'function' ? [c.function.arguments] : []),
+        toolArguments: toolCalls.map((c) => c.arguments),
+        toolCalls,
         finishReason: toFinishReason(choice.finish_reason),
         usage: completion.usage == null ? null : { inputTokens: completion.usage.prompt_tokens, outputTokens: completion.usage.completion_tokens }
       }

@@ -49,7 +49,8 @@ export function createSandboxChat (catalog: SettingsCatalogValue) {
     const suggestions = matches.map(({ setting }) => ({ settingId: setting.id, value: sampleValue(setting), reason: `Matches your question: ${setting.label}.` }))
     const toolArguments = suggestions.length === 0 ? [] : [JSON.stringify({ suggestions })]
     const usage = { inputTokens: estimatePromptTokens(call), outputTokens: estimateTokens(text + toolArguments.join('')) }
-    return { text, toolArguments, usage }
+    const toolCalls = toolArguments.map((args) => ({ id: 'call_sandbox_suggest', name: 'suggest_settings', arguments: args }))
+    return { text, toolArguments, toolCalls, usage }
   }
 
   const cancelled = () => new ProviderError('PROVIDER_ERROR', 'The call was cancelled by the client.')
@@ -59,9 +60,9 @@ export function createSandboxChat (catalog: SettingsCatalogValue) {
     model: SANDBOX_CHAT_MODEL,
 
     async * stream (call: ChatCall): AsyncGenerator<ChatEvent> {
-      const { text, toolArguments, usage } = answer(call)
+      const { text, toolCalls, usage } = answer(call)
       yield * wordDeltas(text, call.signal, cancelled)
-      for (const args of toolArguments) yield { type: 'tool', name: 'suggest_settings', arguments: args }
+      for (const c of toolCalls) yield { type: 'tool', ...c }
       yield { type: 'end', finishReason: 'stop', usage }
     },
 
@@ -92,22 +93,31 @@ export function createSandboxModels () {
     const question = [...call.messages].reverse().find((m) => m.role === 'user')?.content ?? ''
     const words = question.split(/\s+/).filter((w) => w !== '').length
     const turns = call.messages.filter((m) => m.role !== 'system').length
-    const text = `Test mode (sandbox, no AI model was called), standing in for ${call.model ?? 'the routed model'}: ` +
+    const said = `Test mode (sandbox, no AI model was called), standing in for ${call.model ?? 'the routed model'}: ` +
       `your message has ${words} ${words === 1 ? 'word' : 'words'}, and this conversation has ${turns} ${turns === 1 ? 'turn' : 'turns'} so far.`
-    return { text, usage: { inputTokens: estimatePromptTokens(call), outputTokens: estimateTokens(text) } }
+    // Structured output gets JSON (of no particular schema); a tool the call insists on is called with no arguments.
+    const text = call.responseFormat === undefined ? said : JSON.stringify({ sandbox: said })
+    const choice = call.toolChoice
+    const forced = call.tools.length === 0 || choice === undefined || choice === 'auto' || choice === 'none'
+      ? undefined
+      : typeof choice === 'string' ? call.tools[0] : call.tools.find((tool) => tool.name === choice.name)
+    const toolCalls = forced === undefined ? [] : [{ id: `call_sandbox_${turns}`, name: forced.name, arguments: '{}' }]
+    const usage = { inputTokens: estimatePromptTokens(call), outputTokens: estimateTokens(text + toolCalls.map((c) => c.name + c.arguments).join('')) }
+    return { text, toolCalls, usage }
   }
   return {
     name: 'sandbox',
     model: 'sandbox',
     async * stream (call: ChatCall): AsyncGenerator<ChatEvent> {
-      const { text, usage } = answer(call)
+      const { text, toolCalls, usage } = answer(call)
       yield * wordDeltas(text, call.signal, cancelled)
+      for (const c of toolCalls) yield { type: 'tool', ...c }
       yield { type: 'end', finishReason: 'stop', usage }
     },
     async complete (call: ChatCall) {
       if (call.signal.aborted) throw cancelled()
-      const { text, usage } = answer(call)
-      return { text, toolArguments: [], finishReason: 'stop' as const, usage }
+      const { text, toolCalls, usage } = answer(call)
+      return { text, toolArguments: toolCalls.map((c) => c.arguments), toolCalls, finishReason: 'stop' as const, usage }
     }
   } satisfies ChatProvider
 }

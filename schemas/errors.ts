@@ -70,7 +70,7 @@ export const ErrorResponse = Type.Object({
 }, {
   $id: 'ErrorResponse',
   title: 'ErrorResponse',
-  description: 'The one error envelope of every non-2xx response.',
+  description: 'The one error envelope of every non-2xx response (the OpenAI-compatible routes under /v1/openai answer in OpenAI\'s error shape instead, with the same codes).',
   additionalProperties: false,
   examples: [{
     error: {
@@ -85,11 +85,8 @@ export type ErrorResponseBody = Static<typeof ErrorResponse>
 
 const errorRef = Type.Unsafe<ErrorResponseBody>(Type.Ref('ErrorResponse'))
 
-/**
- * Response schemas for the error statuses a route can send, each described by the codes it carries,
- * so the contract says exactly which codes a client has to handle on that route.
- */
-export function errorResponses (...codes: ErrorCodeName[]) {
+/** The error statuses of these codes (INTERNAL_ERROR always among them), each with its codes, in status order. */
+export function errorStatuses (codes: ErrorCodeName[]): Array<[number, ErrorCodeName[]]> {
   const byStatus = new Map<number, ErrorCodeName[]>()
   for (const code of [...codes, 'INTERNAL_ERROR'] as ErrorCodeName[]) {
     const status = ERROR_STATUS[code]
@@ -97,8 +94,16 @@ export function errorResponses (...codes: ErrorCodeName[]) {
     if (!list.includes(code)) list.push(code)
     byStatus.set(status, list)
   }
+  return [...byStatus].sort((a, b) => a[0] - b[0])
+}
+
+/**
+ * Response schemas for the error statuses a route can send, each described by the codes it carries,
+ * so the contract says exactly which codes a client has to handle on that route.
+ */
+export function errorResponses (...codes: ErrorCodeName[]) {
   const out: Record<number, typeof errorRef> = {}
-  for (const [status, list] of [...byStatus].sort((a, b) => a[0] - b[0])) {
+  for (const [status, list] of errorStatuses(codes)) {
     out[status] = Type.Unsafe<ErrorResponseBody>({ ...errorRef, description: `Error envelope with code ${list.join(' or ')}.` })
   }
   return out

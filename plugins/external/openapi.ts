@@ -13,7 +13,7 @@ export const swaggerOptions: FastifyDynamicSwaggerOptions = {
       title: 'portal-ai-api',
       version: API_VERSION,
       description: 'The AI layer of the LightLane portal: Settings Assistant chat and background removal, ' +
-        'on behalf of a signed-in, licensed user. Every error uses the ErrorResponse envelope.'
+        'on behalf of a signed-in, licensed user. Every error uses the ErrorResponse envelope, except under /v1/openai (OpenAI\'s error shape, same codes).'
     },
     tags: [
       { name: 'health', description: 'Liveness and readiness; no authentication.' },
@@ -25,6 +25,7 @@ export const swaggerOptions: FastifyDynamicSwaggerOptions = {
       { name: 'staging', description: 'Virtual staging of room photos: the style catalog and its preview images.' },
       { name: 'risk-scans', description: 'Document risk scans: a PDF, DOCX, TXT or MD file or text in, the risks it states out, kept in your history.' },
       { name: 'chats', description: 'Conversations kept by the service over the model catalog: JSON or streamed replies, history, feedback.' },
+      { name: 'openai-compatible', description: 'Chat Completions and Models in OpenAI\'s wire format over the model catalog: any OpenAI SDK with an AI token as its API key.' },
       { name: 'files', description: 'Stored files (results of features), read with the owner\'s AI token or through a signed, expiring link.' },
       { name: 'webhooks', description: 'Your endpoints for notifications of finished work, signed per the Standard Webhooks convention.' },
       { name: 'data', description: 'Everything the service keeps about you: export it, or delete it.' },

@@ -10,10 +10,12 @@ const planFile = (content: string) => {
   return file
 }
 
-t.test('the bundled plans are free, pro and team with both features', async (t) => {
+t.test('the bundled plans are free, pro and team; the OpenAI-compatible surface is for pro and team', async (t) => {
   const plans = loadPlans()
   t.same(Object.keys(plans.plans), ['free', 'pro', 'team'])
-  for (const plan of Object.values(plans.plans)) t.same(Object.keys(plan.features), ['settings-assistant', 'background-removal', 'chat', 'virtual-staging', 'risk-scan'])
+  const apps = ['settings-assistant', 'background-removal', 'chat', 'virtual-staging', 'risk-scan']
+  t.same(Object.keys(plans.plans.free?.features ?? {}), apps)
+  for (const plan of ['pro', 'team']) t.same(Object.keys(plans.plans[plan]?.features ?? {}).sort(), [...apps, 'openai-compatible'].sort(), plan)
 })
 
 t.test('a plans file is validated and every problem listed', async (t) => {
@@ -32,5 +34,5 @@ t.test('a plans file is validated and every problem listed', async (t) => {
   const upper = planFile(JSON.stringify({ plans: { Pro: { name: 'Pro', features: {} } } }))
   t.throws(() => loadPlans(upper), { message: /PLANS_FILE \/plans\/Pro: a plan id is 1 to 32 lowercase letters/ })
   const unknown = planFile(JSON.stringify({ plans: { pro: { name: 'Pro', features: { 'mind-reading': { quota: { limit: 1, period: 'day' }, rateLimitPerMinute: 1 } } } } }))
-  t.throws(() => loadPlans(unknown), { message: /\/plans\/pro\/features\/mind-reading: no such feature \(known: settings-assistant, background-removal, chat, virtual-staging, risk-scan\)/ })
+  t.throws(() => loadPlans(unknown), { message: /\/plans\/pro\/features\/mind-reading: no such feature \(known: settings-assistant, background-removal, chat, openai-compatible, virtual-staging, risk-scan\)/ })
 })

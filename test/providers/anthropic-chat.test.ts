@@ -44,7 +44,7 @@ t.test('the request: Messages API fields, system apart, the keyed user hash as m
   const { seen } = interceptNetwork(t, http.post(ANTHROPIC_URL, () => Response.json(anthropicMessage('Hello there'))))
   const { provider } = chat()
   const result = await provider.complete(call({ model: 'claude-sonnet-4-5', tools: [tool] }))
-  t.same(result, { text: 'Hello there', toolArguments: [], finishReason: 'stop', usage: { inputTokens: 320, outputTokens: 25 } })
+  t.same(result, { text: 'Hello there', toolArguments: [], toolCalls: [], finishReason: 'stop', usage: { inputTokens: 320, outputTokens: 25 } })
   const sent = await seen[0]?.json() as Record<string, unknown>
   t.same(sent, {
     model: 'claude-sonnet-4-5',
@@ -72,6 +72,31 @@ t.test('turns are made to alternate, starting with the user; no system text → 
   t.equal(request.model, 'claude-haiku-4-5', 'the provider\'s model when the call names none')
 })
 
+t.test('tool rounds as tool_use and tool_result blocks; tool_choice, temperature and stop in the Messages API\'s words', async (t) => {
+  const request = anthropicRequest(call({
+    messages: [
+      { role: 'user', content: 'Plan my day' },
+      { role: 'assistant', content: '', toolCalls: [{ id: 'toolu_a', name: 'list_events', arguments: '' }, { id: 'toolu_b', name: 'create_task', arguments: '{"title":"x"}' }] },
+      { role: 'tool', toolCallId: 'toolu_a', content: '[]' },
+      { role: 'tool', toolCallId: 'toolu_b', content: 'done' }
+    ],
+    tools: [tool],
+    toolChoice: 'none',
+    temperature: 0.2,
+    stop: ['END']
+  }), 'claude-haiku-4-5')
+  t.same(request.messages, [
+    { role: 'user', content: 'Plan my day' },
+    { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_a', name: 'list_events', input: {} }, { type: 'tool_use', id: 'toolu_b', name: 'create_task', input: { title: 'x' } }] },
+    { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_a', content: '[]' }, { type: 'tool_result', tool_use_id: 'toolu_b', content: 'done' }] }
+  ], 'no empty text block; the answers of one round in one user turn')
+  t.match(request, { tool_choice: { type: 'none' }, temperature: 0.2, stop_sequences: ['END'] })
+  t.same(anthropicRequest(call({ tools: [tool], toolChoice: 'auto' }), 'm').tool_choice, { type: 'auto' })
+  t.same(anthropicRequest(call({ tools: [tool], toolChoice: { name: 'create_task' } }), 'm').tool_choice, { type: 'tool', name: 'create_task' })
+  t.notOk('tool_choice' in anthropicRequest(call({ tools: [tool] }), 'm'), 'no choice: the vendor\'s default')
+  t.notOk('tool_choice' in anthropicRequest(call({ toolChoice: 'required' }), 'm'), 'no tools: no choice either')
+})
+
 t.test('a streamed reply: text deltas, a tool call assembled from its JSON pieces, cumulative usage, stop reason', async (t) => {
   interceptNetwork(t, http.post(ANTHROPIC_URL, () => anthropicStream(anthropicEvents(['Hel', 'lo'], { tool: { name: 'create_task', input: { title: 'Call Ana' } }, usage: { input: 410, output: 37 } }))))
   const { provider } = chat()
@@ -79,7 +104,7 @@ t.test('a streamed reply: text deltas, a tool call assembled from its JSON piece
   t.same(events, [
     { type: 'delta', text: 'Hel' },
     { type: 'delta', text: 'lo' },
-    { type: 'tool', name: 'create_task', arguments: '{"title":"Call Ana"}' },
+    { type: 'tool', id: 'toolu_01', name: 'create_task', arguments: '{"title":"Call Ana"}' },
     { type: 'end', finishReason: 'stop', usage: { inputTokens: 410, outputTokens: 37 } }
   ])
 })
@@ -98,7 +123,7 @@ t.test('stop reasons in the contract\'s words; a whole reply with a tool call', 
     return new Response('<html>bad gateway</html>', { headers: { 'content-type': 'application/json' } })
   }))
   const { provider } = chat()
-  t.match(await provider.complete(call()), { text: '', toolArguments: ['{"title":"x"}'], finishReason: 'length' })
+  t.match(await provider.complete(call()), { text: '', toolArguments: ['{"title":"x"}'], toolCalls: [{ id: 'toolu_01', name: 'create_task', arguments: '{"title":"x"}' }], finishReason: 'length' })
   mode = 'empty-tool'
   const events = await drain(provider.stream(call())) as Array<{ type: string, arguments?: string }>
   t.equal(events.find((e) => e.type === 'tool')?.arguments, '{}', 'a tool call without arguments is an empty object')

@@ -2,7 +2,7 @@ import { http, HttpResponse } from 'msw'
 import pino from 'pino'
 import t from 'tap'
 import type { ChatCall } from '../../providers/chat.js'
-import { createOpenAIChat, mapOpenAIError } from '../../providers/openai-chat.js'
+import { createOpenAIChat, mapOpenAIError, openaiMessage } from '../../providers/openai-chat.js'
 import { ProviderError } from '../../providers/provider-error.js'
 import { LogCapture } from '../helper.js'
 import { interceptNetwork } from '../network.js'
@@ -120,6 +120,19 @@ t.test('streams: the whole-call deadline, and a stop by the caller', async (t) =
   await t.rejects(drain(provider.stream(call(controller.signal))), { code: 'PROVIDER_ERROR', message: /cancelled/ })
 })
 
+t.test('tool rounds, tool_choice, temperature, stop and a non-strict schema in the Chat Completions format', async (t) => {
+  t.same(openaiMessage({ role: 'assistant', content: '', toolCalls: [{ id: 'call_a', name: 'f', arguments: '{}' }] }),
+    { role: 'assistant', content: null, tool_calls: [{ id: 'call_a', type: 'function', function: { name: 'f', arguments: '{}' } }] }, 'no text: content null')
+  t.same(openaiMessage({ role: 'assistant', content: 'Looking.', toolCalls: [] }), { role: 'assistant', content: 'Looking.' }, 'no calls: a text turn')
+  t.match(openaiMessage({ role: 'assistant', content: 'Looking.', toolCalls: [{ id: 'call_a', name: 'f', arguments: '{}' }] }), { content: 'Looking.', tool_calls: [{ id: 'call_a' }] }, 'text and calls')
+  t.same(openaiMessage({ role: 'tool', toolCallId: 'call_a', content: '[]' }), { role: 'tool', tool_call_id: 'call_a', content: '[]' })
+  const { seen } = interceptNetwork(t, http.post(OPENAI_URL, () => HttpResponse.json(completion('ok'))))
+  const { provider } = chat()
+  await provider.complete({ ...call(), toolChoice: { name: 'suggest_settings' }, temperature: 0, stop: ['END'], responseFormat: { name: 'r', schema: { type: 'object' }, strict: false } })
+  const body = await seen[0]?.json() as Record<string, unknown>
+  t.match(body, { tool_choice: { type: 'function', function: { name: 'suggest_settings' } }, temperature: 0, stop: ['END'], response_format: { type: 'json_schema', json_schema: { name: 'r', strict: false } } })
+})
+
 t.test('mapOpenAIError keeps a ProviderError as it is', async (t) => {
   const err = new ProviderError('PROVIDER_TIMEOUT', 'x')
   t.equal(mapOpenAIError(err, null, pino({ level: 'silent' })), err)
@@ -136,6 +149,7 @@ t.test('streams: nothing within the first-byte limit is PROVIDER_TIMEOUT; tool-c
   interceptNetwork(t, http.post(OPENAI_URL, () => {
     if (mode === 'silent') return sseResponse(streamChunks(['x']), { stallAfter: 0 })
     const chunks = streamChunks(['Hi'], [{ settingId: 'display.theme', value: 'dark', reason: 'r' }]) as Array<Record<string, unknown>>
+    if (mode === 'no-id') return sseResponse(JSON.parse(JSON.stringify(chunks).replaceAll('"id":"call_1",', '')) as unknown[])
     const bare = { ...chunks[1], choices: [{ index: 0, delta: { tool_calls: [{ index: 0, type: 'function' }] }, finish_reason: null }] }
     return sseResponse([...chunks.slice(0, -2), bare, ...chunks.slice(-2)])
   }))
@@ -144,4 +158,7 @@ t.test('streams: nothing within the first-byte limit is PROVIDER_TIMEOUT; tool-c
   mode = 'bare'
   const events = await drain(provider.stream(call())) as Array<{ type: string, arguments?: string }>
   t.match(JSON.parse(events.find((e) => e.type === 'tool')?.arguments ?? ''), { suggestions: [{ settingId: 'display.theme' }] })
+  mode = 'no-id'
+  const unnamed = await drain(provider.stream(call())) as Array<{ type: string, id?: string }>
+  t.equal(unnamed.find((e) => e.type === 'tool')?.id, 'call_0', 'a call the vendor named no id for gets one')
 })

@@ -48,7 +48,7 @@ function fakeChat (answers: Array<Partial<ChatCompletion>>, calls: ChatCall[] = 
     stream: () => { throw new Error('not used') },
     async complete (call) {
       calls.push(call)
-      return { text: '', toolArguments: [], finishReason: 'stop', usage: null, ...answers[n++ % answers.length] }
+      return { text: '', toolArguments: [], toolCalls: [], finishReason: 'stop', usage: null, ...answers[n++ % answers.length] }
     }
   }
 }

@@ -66,3 +66,20 @@ t.test('the sandbox of the model catalog names the model it stands for, or the r
   t.match(events.at(-1), { type: 'end', finishReason: 'stop', usage: { inputTokens: Number, outputTokens: Number } })
   t.match((await models.complete(call(null))).text, /your message has 0 words, and this conversation has 0 turns so far/, 'no user message: nothing to count')
 })
+
+t.test('the catalog sandbox calls a tool the caller insists on, and answers JSON for structured output', async (t) => {
+  const models = createSandboxModels()
+  const tools = [{ name: 'first', description: '', parameters: { type: 'object' } }, { name: 'second', description: '', parameters: { type: 'object' } }]
+  const required = await models.complete({ ...call('go'), tools, toolChoice: 'required' })
+  t.same(required.toolCalls, [{ id: 'call_sandbox_1', name: 'first', arguments: '{}' }], 'required: the first tool')
+  t.same(required.toolArguments, ['{}'])
+  const named = await models.complete({ ...call('go'), tools, toolChoice: { name: 'second' } })
+  t.same(named.toolCalls?.map((c) => c.name), ['second'])
+  for (const choice of ['auto', 'none', undefined] as const) {
+    t.same((await models.complete({ ...call('go'), tools, ...(choice === undefined ? {} : { toolChoice: choice }) })).toolCalls, [], `${choice ?? 'no choice'}: no call`)
+  }
+  const events: ChatEvent[] = []
+  for await (const e of models.stream({ ...call('go'), tools, toolChoice: 'required', responseFormat: { name: 'r', schema: {} } })) events.push(e)
+  t.match(events.at(-2), { type: 'tool', id: 'call_sandbox_1', name: 'first', arguments: '{}' })
+  t.match(JSON.parse(events.filter((e) => e.type === 'delta').map((e) => (e as { text: string }).text).join('')), { sandbox: /^Test mode/ })
+})

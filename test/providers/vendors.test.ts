@@ -33,7 +33,7 @@ t.test('compatible vendors get the Chat Completions body without OpenAI-only fie
   for (const vendor of ['qwen', 'deepseek', 'xai', 'gemini'] as const) {
     const { chat } = provider(vendor)
     t.equal(chat.name, vendor)
-    t.same(await chat.complete(call(`${vendor}-model`)), { text: `from ${vendor}`, toolArguments: [], finishReason: 'stop', usage: { inputTokens: 12, outputTokens: 3 } })
+    t.same(await chat.complete(call(`${vendor}-model`)), { text: `from ${vendor}`, toolArguments: [], toolCalls: [], finishReason: 'stop', usage: { inputTokens: 12, outputTokens: 3 } })
   }
   const bodies = await Promise.all(seen.map(async (r) => r.json() as Promise<Record<string, unknown>>))
   for (const [i, vendor] of (['qwen', 'deepseek', 'xai', 'gemini'] as const).entries()) {

@@ -22,7 +22,7 @@ t.test('the deployment serves exactly this contract, and Swagger UI over it', as
 t.test('the feature catalog discloses every feature, with the sandbox for test mode', async (t) => {
   const sent = await call(t, 'listFeatures', 200, { path: '/v1/ai/features' })
   const ids = (sent.json.features as Array<{ id: string, providers: Array<{ id: string, mode: string }> }>).map((f) => f.id)
-  t.same(ids.sort(), ['background-removal', 'chat', 'risk-scan', 'settings-assistant', 'virtual-staging'])
+  t.same(ids.sort(), ['background-removal', 'chat', 'openai-compatible', 'risk-scan', 'settings-assistant', 'virtual-staging'])
   for (const feature of sent.json.features as Array<{ id: string, sends: unknown[], providers: Array<{ id: string, mode: string, configured: boolean }> }>) {
     t.ok(feature.sends.length > 0, `${feature.id} declares what it sends`)
     t.ok(feature.providers.some((p) => p.id === 'sandbox' && p.mode === 'test' && p.configured), `${feature.id} has the test-mode sandbox`)

@@ -2,13 +2,12 @@ import { PassThrough } from 'node:stream'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import Type from 'typebox'
-import { chatReservation, costMicroUsd, replyLimit, type Exchange } from '../../../plugins/chats.js'
+import { chatReservation, replyLimit, type Exchange } from '../../../plugins/chats.js'
 import { toCents } from '../../../plugins/money.js'
-import { AppError, toEnvelope } from '../../../plugins/errors.js'
+import { AppError } from '../../../plugins/errors.js'
 import type { ModelEntry } from '../../../plugins/models.js'
 import type { Verdict } from '../../../plugins/moderation.js'
-import type { AiCall, CallOutcome } from '../../../plugins/ai-calls.js'
-import { estimateTokens, type ChatCall, type ChatEvent, type ChatProvider, type ChatUsage } from '../../../providers/chat.js'
+import type { ChatCall } from '../../../providers/chat.js'
 import {
   Chat, CHAT_STREAM_DESCRIPTION, ChatId, ChatListQuery, ChatMessage, ChatPage, CreateChatRequest, FeedbackRequest, MessageId,
   MessageListQuery, MessagePage, SendMessageRequest, UpdateChatRequest, type ModerationWarningValue
@@ -16,6 +15,7 @@ import {
 import { errorResponses, type ErrorResponseBody } from '../../../schemas/errors.js'
 import type { Principal } from '../../../schemas/principal.js'
 import { ref } from '../../../schemas/refs.js'
+import { modelCalls, type Units } from '../../model-call.js'
 import { SSE_TYPE, sseFrame, sseHeaders } from '../../sse.js'
 
 const config = { auth: 'ai-token' as const, feature: 'chat' as const }
@@ -32,9 +32,10 @@ const maxOutput = replyLimit
 
 /** /v1/chats: conversations kept by the service over the model catalog (SPEC §15). */
 const chats: FastifyPluginAsyncTypebox = async (app) => {
-  const stopping = () => app.readiness.stopSignal.aborted
-  /** Why a call that reached a vendor was stopped: it was charged for what was sent either way. */
-  const abortOutcome = () => stopping() ? 'shutdown' : 'client-aborted'
+  const calls = modelCalls(app, {
+    feature: 'chat',
+    messages: { settled: 'chat call settled', unrecorded: 'a chat call could not be recorded for analytics', streamFailed: 'chat stream ended with an error event' }
+  })
 
   /**
    * MODERATION=openai: what a text scores, in the thresholds' severities. High blocks the message (CONTENT_REJECTED,
@@ -83,73 +84,12 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
       signal
     })
     const promptTokens = (model: ModelEntry) => (prompts.get(model.id) as { tokens: number }).tokens
-    const noteFailure = (model: ModelEntry, code: string) =>
-      record(request, { mode: principal.mode, model: model.id, vendor: model.vendor, outcome: 'failed', errorCode: code })
-    return { principal, session, route, metered, signal, callFor, promptTokens, noteFailure, screened, content: body.content, started: performance.now() }
+    const noteFailure = calls.noteFailure(request, principal)
+    return { principal, session, sessionId: session.id, route, metered, signal, callFor, promptTokens, noteFailure, screened, content: body.content, started: performance.now() }
   }
   type Prepared = Awaited<ReturnType<typeof prepare>>
 
-  /** Tokens of a call: the vendor's counts, or ours (flagged) when it sent none. Never zero for a prompt that was sent. */
-  function measured (prepared: Prepared, model: ModelEntry, usage: ChatUsage | null, generated: string) {
-    if (usage !== null) return { ...usage, estimated: false }
-    return { inputTokens: prepared.promptTokens(model), outputTokens: estimateTokens(generated), estimated: true }
-  }
-
-  /** Charges a call that reached a vendor (ledger row, settled reservation) and logs its figures; returns what the user was charged. */
-  async function settle (request: FastifyRequest, prepared: Prepared, provider: string, model: ModelEntry, units: ReturnType<typeof measured>, outcome: CallOutcome) {
-    const cost = costMicroUsd(model, units.inputTokens, units.outputTokens)
-    const charged = await prepared.metered.settle({
-      provider,
-      model: model.id,
-      unitsIn: units.inputTokens,
-      unitsOut: units.outputTokens,
-      units: units.inputTokens + units.outputTokens,
-      estimated: units.estimated,
-      costMicroUsd: cost,
-      price: { inputMicroUsdPer1M: model.inputMicroUsdPer1M, outputMicroUsdPer1M: model.outputMicroUsdPer1M },
-      sessionId: prepared.session.id
-    })
-    request.log.info({ vendor: provider, model: model.id, inputTokens: units.inputTokens, outputTokens: units.outputTokens, costMicroUsd: cost, chargedMicroUsd: charged, estimated: units.estimated, outcome }, 'chat call settled')
-    return charged
-  }
-
-  /** Keeps what happened to a call for the operators' analytics; a failure to keep it is logged, never the caller's. */
-  async function record (request: FastifyRequest, call: Omit<AiCall, 'feature'>) {
-    try {
-      await app.aiCalls.record({ feature: 'chat', ...call })
-    } catch (err) {
-      request.log.warn({ err }, 'a chat call could not be recorded for analytics')
-    }
-  }
-
-  /** A charged call's analytics row: its outcome, tokens, cost and timings. */
-  const recordCharged = (request: FastifyRequest, prepared: Prepared, model: ModelEntry, units: ReturnType<typeof measured>, outcome: CallOutcome, timing: { ttftMs: number | null, errorCode: string | null }) =>
-    record(request, {
-      mode: prepared.principal.mode,
-      model: model.id,
-      vendor: model.vendor,
-      outcome,
-      ...(timing.errorCode === null ? {} : { errorCode: timing.errorCode }),
-      inputTokens: units.inputTokens,
-      outputTokens: units.outputTokens,
-      costMicroUsd: costMicroUsd(model, units.inputTokens, units.outputTokens),
-      ...(timing.ttftMs === null ? {} : { ttftMs: timing.ttftMs }),
-      latencyMs: Math.round(performance.now() - prepared.started)
-    })
-
-  /** A call that failed before any answer: charged for its prompt when it was stopped (its client left), released otherwise. */
-  async function failedBeforeAnswer (request: FastifyRequest, prepared: Prepared, err: unknown): Promise<never> {
-    if (prepared.signal.aborted) {
-      const units = measured(prepared, prepared.route.model, null, '')
-      await settle(request, prepared, prepared.route.model.vendor, prepared.route.model, units, abortOutcome())
-      await recordCharged(request, prepared, prepared.route.model, units, abortOutcome(), { ttftMs: null, errorCode: null })
-    } else {
-      await prepared.metered.release()
-    }
-    throw app.readiness.failure(err as Error)
-  }
-
-  const exchange = (prepared: Prepared, model: ModelEntry, reply: string, finishReason: Exchange['finishReason'], units: ReturnType<typeof measured>, ttftMs: number, charged: number): Exchange => ({
+  const exchange = (prepared: Prepared, model: ModelEntry, reply: string, finishReason: Exchange['finishReason'], units: Units, ttftMs: number, charged: number): Exchange => ({
     userContent: prepared.content,
     reply,
     model,
@@ -263,13 +203,13 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     try {
       done = await app.models.complete(prepared.route, prepared.principal.mode, prepared.callFor, prepared.noteFailure)
     } catch (err) {
-      return failedBeforeAnswer(request, prepared, err)
+      return calls.failedBeforeAnswer(request, prepared, err)
     }
-    const units = measured(prepared, done.model, done.result.usage, done.result.text)
-    const charged = await settle(request, prepared, done.provider.name, done.model, units, 'completed')
+    const units = calls.measured(prepared, done.model, done.result.usage, done.result.text)
+    const charged = await calls.settle(request, prepared, done.provider.name, done.model, units, 'completed')
     const latency = Math.round(performance.now() - prepared.started)
     const checked = await screen(request, prepared.principal, 'reply', done.result.text, prepared.signal)
-    await recordCharged(request, prepared, done.model, units, checked.severity === 'high' ? 'blocked' : 'completed', { ttftMs: latency, errorCode: null })
+    await calls.recordCharged(request, prepared, done.model, units, checked.severity === 'high' ? 'blocked' : 'completed', { ttftMs: latency, errorCode: null })
     // A blocked reply is kept as the notice that replaced it, flagged: the history stays whole, the text is gone.
     const entry = checked.severity === 'high'
       ? { ...exchange(prepared, done.model, BLOCKED_REPLY, 'content_filter', units, latency, charged), flagged: true }
@@ -302,62 +242,33 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     try {
       opened = await app.models.stream(prepared.route, prepared.principal.mode, prepared.callFor, prepared.noteFailure)
     } catch (err) {
-      return failedBeforeAnswer(request, prepared, err)
+      return calls.failedBeforeAnswer(request, prepared, err)
     }
     const ttftMs = Math.round(performance.now() - prepared.started)
     const out = new PassThrough()
     const write = (event: string, data: unknown) => { if (!out.writableEnded && !out.destroyed) out.write(sseFrame(event, data)) }
-    const { model, provider } = opened as { model: ModelEntry, provider: ChatProvider }
-
-    const pump = async () => {
-      let text = ''
-      let settled = false
-      try {
-        let end: Extract<ChatEvent, { type: 'end' }> | undefined
-        for (let next = opened.first; next.done !== true; next = await opened.events.next()) {
-          const event = next.value
-          if (event.type === 'delta') {
-            text += event.text
-            write('delta', { text: event.text })
-          } else if (event.type === 'end') {
-            end = event
-          }
-        }
-        const finished = end as Extract<ChatEvent, { type: 'end' }>
-        const units = measured(prepared, model, finished.usage, text)
-        const cost = await settle(request, prepared, provider.name, model, units, 'completed')
-        settled = true
+    const { model, provider } = opened
+    sseHeaders(reply).header('ai-provider', provider.name).header('ai-model', model.id)
+    // The pump settles every outcome itself and never rejects.
+    calls.pump(request, prepared, opened, ttftMs, {
+      delta: (text) => write('delta', { text }),
+      finish: async ({ finishReason, text, units, charged }) => {
         write('usage', { inputTokens: units.inputTokens, outputTokens: units.outputTokens })
         const checked = await screen(request, prepared.principal, 'reply', text, prepared.signal)
-        await recordCharged(request, prepared, model, units, checked.severity === 'high' ? 'blocked' : 'completed', { ttftMs, errorCode: null })
+        await calls.recordCharged(request, prepared, model, units, checked.severity === 'high' ? 'blocked' : 'completed', { ttftMs, errorCode: null })
         if (checked.severity === 'high') {
           throw new AppError('CONTENT_REJECTED', 'The reply was blocked by the content policy check and is not kept: discard what was shown.', { categories: checked.categories })
         }
-        const message = await app.chats.addExchange(prepared.session, exchange(prepared, model, text, finished.finishReason, units, ttftMs, cost))
+        const message = await app.chats.addExchange(prepared.session, exchange(prepared, model, text, finishReason, units, ttftMs, charged))
         const warning = warningOf(prepared.screened, checked)
-        write('done', { messageId: message.id, finishReason: finished.finishReason, usage: message.usage, costCents: toCents(cost), model: model.id, ...(warning === undefined ? {} : { warning }) })
-      } catch (err) {
-        const clientLeft = prepared.signal.aborted && !stopping()
-        const envelope = toEnvelope(app.readiness.failure(err as Error))
-        if (!settled) {
-          const units = measured(prepared, model, null, text)
-          const outcome = prepared.signal.aborted ? abortOutcome() : 'failed'
-          await settle(request, prepared, provider.name, model, units, outcome)
-          await recordCharged(request, prepared, model, units, outcome, { ttftMs, errorCode: outcome === 'failed' ? envelope.code : null })
-        }
-        if (!clientLeft) {
-          request.log.warn({ err, code: envelope.code }, 'chat stream ended with an error event')
-          request.errorCode = envelope.code
-          const body: ErrorResponseBody = { error: { code: envelope.code, message: envelope.message, requestId: request.id } }
-          write('error', body)
-        }
-      } finally {
-        out.end()
-      }
-    }
-    sseHeaders(reply).header('ai-provider', provider.name).header('ai-model', model.id)
-    // pump() settles every outcome itself and never rejects.
-    pump()
+        write('done', { messageId: message.id, finishReason, usage: message.usage, costCents: toCents(charged), model: model.id, ...(warning === undefined ? {} : { warning }) })
+      },
+      error: (envelope) => {
+        const body: ErrorResponseBody = { error: { code: envelope.code, message: envelope.message, requestId: request.id } }
+        write('error', body)
+      },
+      close: () => out.end()
+    })
     return reply.send(out as never)
   })
 

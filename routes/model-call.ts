@@ -1,0 +1,166 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { AiCall, CallOutcome } from '../plugins/ai-calls.js'
+import { costMicroUsd } from '../plugins/chats.js'
+import { toEnvelope, type Envelope } from '../plugins/errors.js'
+import type { MeteredCall } from '../plugins/metering.js'
+import type { Models, ModelEntry } from '../plugins/models.js'
+import { estimateTokens, type ChatEvent, type ChatToolCall, type ChatUsage } from '../providers/chat.js'
+import type { FeatureId } from '../plugins/features.js'
+import type { Principal } from '../schemas/principal.js'
+
+// The life of a call on the model catalog, shared by the routes that make one (chats, the OpenAI-compatible surface):
+// what it is charged, what analytics keeps of it, and how a stream ends whatever happens — so that a failure never
+// loses a ledger row and a charged call is always recorded.
+
+/** A call made ready by its route: who asks, its reservation, its models' prompt sizes, its abort signal. */
+export interface PreparedCall {
+  principal: Principal
+  metered: MeteredCall
+  route: { model: ModelEntry }
+  signal: AbortSignal
+  /** The prompt's tokens on a model (what is charged when the vendor sends no count). */
+  promptTokens: (model: ModelEntry) => number
+  /** performance.now() when the request started. */
+  started: number
+  /** The chat the call belongs to, for the ledger row. */
+  sessionId?: string
+}
+
+/** Tokens of a call: the vendor's counts, or ours (flagged) when it sent none. Never zero for a prompt that was sent. */
+export type Units = ChatUsage & { estimated: boolean }
+
+export interface ModelCallOptions {
+  feature: FeatureId
+  /** Log messages of this route. */
+  messages: { settled: string, unrecorded: string, streamFailed: string }
+}
+
+type Opened = Awaited<ReturnType<Models['stream']>>
+
+/** How a route answers a stream: its frames, written as the events come. */
+export interface StreamHandlers {
+  delta: (text: string) => void
+  /** After the call is settled (`charged` is what the user paid): check the reply, write the last frames. */
+  finish: (end: { finishReason: Extract<ChatEvent, { type: 'end' }>['finishReason'], text: string, toolCalls: ChatToolCall[], units: Units, charged: number }) => Promise<void>
+  /** The error frame of a stream that failed (not written when the client left). */
+  error: (envelope: Envelope) => void
+  /** Ends the response, whatever happened. */
+  close: () => void
+}
+
+export function modelCalls (app: FastifyInstance, opts: ModelCallOptions) {
+  const stopping = () => app.readiness.stopSignal.aborted
+  /** Why a call that reached a vendor was stopped: it was charged for what was sent either way. */
+  const abortOutcome = (): CallOutcome => stopping() ? 'shutdown' : 'client-aborted'
+
+  /** Keeps what happened to a call for the operators' analytics; a failure to keep it is logged, never the caller's. */
+  async function record (request: FastifyRequest, call: Omit<AiCall, 'feature'>) {
+    try {
+      await app.aiCalls.record({ feature: opts.feature, ...call })
+    } catch (err) {
+      request.log.warn({ err }, opts.messages.unrecorded)
+    }
+  }
+
+  function measured (call: PreparedCall, model: ModelEntry, usage: ChatUsage | null, generated: string): Units {
+    if (usage !== null) return { ...usage, estimated: false }
+    return { inputTokens: call.promptTokens(model), outputTokens: estimateTokens(generated), estimated: true }
+  }
+
+  /** Charges a call that reached a vendor (ledger row, settled reservation) and logs its figures; returns what the user was charged. */
+  async function settle (request: FastifyRequest, call: PreparedCall, provider: string, model: ModelEntry, units: Units, outcome: CallOutcome) {
+    const cost = costMicroUsd(model, units.inputTokens, units.outputTokens)
+    const charged = await call.metered.settle({
+      provider,
+      model: model.id,
+      unitsIn: units.inputTokens,
+      unitsOut: units.outputTokens,
+      units: units.inputTokens + units.outputTokens,
+      estimated: units.estimated,
+      costMicroUsd: cost,
+      price: { inputMicroUsdPer1M: model.inputMicroUsdPer1M, outputMicroUsdPer1M: model.outputMicroUsdPer1M },
+      ...(call.sessionId === undefined ? {} : { sessionId: call.sessionId })
+    })
+    request.log.info({ vendor: provider, model: model.id, inputTokens: units.inputTokens, outputTokens: units.outputTokens, costMicroUsd: cost, chargedMicroUsd: charged, estimated: units.estimated, outcome }, opts.messages.settled)
+    return charged
+  }
+
+  /** A charged call's analytics row: its outcome, tokens, cost and timings. */
+  const recordCharged = (request: FastifyRequest, call: PreparedCall, model: ModelEntry, units: Units, outcome: CallOutcome, timing: { ttftMs: number | null, errorCode: string | null }) =>
+    record(request, {
+      mode: call.principal.mode,
+      model: model.id,
+      vendor: model.vendor,
+      outcome,
+      ...(timing.errorCode === null ? {} : { errorCode: timing.errorCode }),
+      inputTokens: units.inputTokens,
+      outputTokens: units.outputTokens,
+      costMicroUsd: costMicroUsd(model, units.inputTokens, units.outputTokens),
+      ...(timing.ttftMs === null ? {} : { ttftMs: timing.ttftMs }),
+      latencyMs: Math.round(performance.now() - call.started)
+    })
+
+  /** The analytics row of a model that failed before its first byte (a fallback may still serve the call). */
+  const noteFailure = (request: FastifyRequest, principal: Principal) => (model: ModelEntry, code: string) =>
+    record(request, { mode: principal.mode, model: model.id, vendor: model.vendor, outcome: 'failed', errorCode: code })
+
+  /** A call that failed before any answer: charged for its prompt when it was stopped (its client left), released otherwise. */
+  async function failedBeforeAnswer (request: FastifyRequest, call: PreparedCall, err: unknown): Promise<never> {
+    if (call.signal.aborted) {
+      const units = measured(call, call.route.model, null, '')
+      await settle(request, call, call.route.model.vendor, call.route.model, units, abortOutcome())
+      await recordCharged(request, call, call.route.model, units, abortOutcome(), { ttftMs: null, errorCode: null })
+    } else {
+      await call.metered.release()
+    }
+    throw app.readiness.failure(err as Error)
+  }
+
+  /**
+   * Pumps an opened stream into the route's frames. Every outcome is settled here: a finished reply before `finish`
+   * checks it, a stream that failed or lost its client for what was generated. Never rejects.
+   */
+  async function pump (request: FastifyRequest, call: PreparedCall, opened: Opened, ttftMs: number, handlers: StreamHandlers) {
+    const { model, provider } = opened
+    let text = ''
+    const toolCalls: ChatToolCall[] = []
+    let settled = false
+    try {
+      let end: Extract<ChatEvent, { type: 'end' }> | undefined
+      for (let next = opened.first; next.done !== true; next = await opened.events.next()) {
+        const event = next.value
+        if (event.type === 'delta') {
+          text += event.text
+          handlers.delta(event.text)
+        } else if (event.type === 'tool') {
+          toolCalls.push({ id: event.id, name: event.name, arguments: event.arguments })
+        } else {
+          end = event
+        }
+      }
+      const finished = end as Extract<ChatEvent, { type: 'end' }>
+      const units = measured(call, model, finished.usage, text + toolCalls.map((c) => c.name + c.arguments).join(''))
+      const charged = await settle(request, call, provider.name, model, units, 'completed')
+      settled = true
+      await handlers.finish({ finishReason: finished.finishReason, text, toolCalls, units, charged })
+    } catch (err) {
+      const clientLeft = call.signal.aborted && !stopping()
+      const envelope = toEnvelope(app.readiness.failure(err as Error))
+      if (!settled) {
+        const units = measured(call, model, null, text)
+        const outcome = call.signal.aborted ? abortOutcome() : 'failed'
+        await settle(request, call, provider.name, model, units, outcome)
+        await recordCharged(request, call, model, units, outcome, { ttftMs, errorCode: outcome === 'failed' ? envelope.code : null })
+      }
+      if (!clientLeft) {
+        request.log.warn({ err, code: envelope.code }, opts.messages.streamFailed)
+        request.errorCode = envelope.code
+        handlers.error(envelope)
+      }
+    } finally {
+      handlers.close()
+    }
+  }
+
+  return { stopping, abortOutcome, record, measured, settle, recordCharged, noteFailure, failedBeforeAnswer, pump }
+}
