@@ -8,29 +8,15 @@ import type { VendorId } from '../../../schemas/models.js'
 import { anthropicEvents, anthropicMessage, anthropicStream, ANTHROPIC_URL } from '../../anthropic-fake.js'
 import { build, dumpAllTables, mint, userWithKey } from '../../helper.js'
 import { interceptNetwork } from '../../network.js'
+import { MODEL_OF, VENDOR_ENV, VENDOR_KEYS } from '../../vendor-keys.js'
 import { completion, sseResponse, streamChunks } from '../../openai-fake.js'
 
 // The declared-fields check, vendor by vendor: a chat sent to a model of each of the six vendors, answered in
 // each vendor's documented shape, in JSON and as a stream. What leaves is the declared fields (the message and
 // the history) and what the disclosure says the server adds — never the title, the contextRef, an id or a key.
 
-const KEYS: Record<VendorId, string> = {
-  openai: 'sk-canary-openai-0123456789',
-  anthropic: 'sk-ant-canary-0123456789',
-  qwen: 'sk-canary-qwen-0123456789',
-  deepseek: 'sk-canary-deepseek-0123456789',
-  xai: 'xai-canary-0123456789',
-  gemini: 'AIza-canary-gemini-0123456789'
-}
-const ENV = Object.fromEntries(Object.entries(KEYS).map(([vendor, key]) => [`${vendor.toUpperCase()}_API_KEY`, key]))
-const MODEL_OF: Record<VendorId, string> = {
-  openai: 'gpt-4o-mini',
-  anthropic: 'claude-haiku-4-5',
-  qwen: 'qwen-plus',
-  deepseek: 'deepseek-chat',
-  xai: 'grok-3-mini',
-  gemini: 'gemini-2.5-flash'
-}
+const KEYS = VENDOR_KEYS
+const ENV = VENDOR_ENV
 const COMPATIBLE = ['qwen', 'deepseek', 'xai', 'gemini'] as const
 
 /** The body keys each vendor gets (the stream flag included; streaming Chat Completions add stream_options). */

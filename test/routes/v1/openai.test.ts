@@ -17,28 +17,14 @@ import type { VendorId } from '../../../schemas/models.js'
 import { anthropicEvents, anthropicMessage, anthropicStream, ANTHROPIC_URL } from '../../anthropic-fake.js'
 import { build, dumpAllTables, mint, userWithKey } from '../../helper.js'
 import { interceptNetwork } from '../../network.js'
+import { MODEL_OF, VENDOR_ENV, VENDOR_KEYS } from '../../vendor-keys.js'
 import { completion, openaiError, sseResponse, streamChunks } from '../../openai-fake.js'
 
 // The OpenAI-compatible surface through the clients people use: the official openai package and the AI SDK's
 // OpenAI-compatible provider, pointed at a listening service whose vendors are msw fakes in their documented shapes.
 
-const KEYS: Record<VendorId, string> = {
-  openai: 'sk-canary-openai-0123456789',
-  anthropic: 'sk-ant-canary-0123456789',
-  qwen: 'sk-canary-qwen-0123456789',
-  deepseek: 'sk-canary-deepseek-0123456789',
-  xai: 'xai-canary-0123456789',
-  gemini: 'AIza-canary-gemini-0123456789'
-}
-const LIVE = Object.fromEntries(Object.entries(KEYS).map(([vendor, key]) => [`${vendor.toUpperCase()}_API_KEY`, key]))
-const MODEL_OF: Record<VendorId, string> = {
-  openai: 'gpt-4o-mini',
-  anthropic: 'claude-haiku-4-5',
-  qwen: 'qwen-plus',
-  deepseek: 'deepseek-chat',
-  xai: 'grok-3-mini',
-  gemini: 'gemini-2.5-flash'
-}
+const KEYS = VENDOR_KEYS
+const LIVE = VENDOR_ENV
 const COMPATIBLE = ['openai', 'qwen', 'deepseek', 'xai', 'gemini'] as const
 const catalog = loadModels()
 const entry = (id: string) => catalog.find((m) => m.id === id) as (typeof catalog)[number]
