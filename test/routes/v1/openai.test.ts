@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createOpenAICompatible } from '@ai-sdk/openai-compatible'
-import { generateText, streamText } from 'ai'
+import { generateText, jsonSchema, stepCountIs, streamText, tool } from 'ai'
 import type { FastifyInstance } from 'fastify'
 import { http, HttpResponse } from 'msw'
 import OpenAI, { APIError } from 'openai'
@@ -364,8 +364,8 @@ t.test('credits: a billed plan pays the list price with its markup; a test-mode 
   t.match(await ledger(app, tester.userId), [{ provider: 'sandbox', mode: 'test' }, { provider: 'sandbox' }])
 })
 
-t.test('the AI SDK\'s OpenAI-compatible provider: generateText and streamText with usage, errors with our code', async (t) => {
-  interceptNetwork(t, ...vendorHandlers())
+t.test('the AI SDK\'s OpenAI-compatible provider: generateText and streamText with usage, a tool round, errors with our code', async (t) => {
+  const { server } = interceptNetwork(t, ...vendorHandlers())
   const { app, base } = await serve(t, LIVE)
   const { userId, token } = await userOn(app, 'pro')
   const portal = createOpenAICompatible({ name: 'portal', baseURL: base, apiKey: token, includeUsage: true, fetch: direct })
@@ -380,9 +380,26 @@ t.test('the AI SDK\'s OpenAI-compatible provider: generateText and streamText wi
     t.equal(text, `from ${entry(model).vendor}`, `${model}: streamed`)
     t.match(await streamed.usage, { inputTokens: 40, outputTokens: 2 })
   }
-  t.equal((await ledger(app, userId)).length, 4)
+
+  // A tool round as the AI SDK writes it: the call comes back, the SDK runs it and sends its result.
+  const weather = tool({
+    description: 'The weather of a city.',
+    inputSchema: jsonSchema<{ city: string }>({ type: 'object', properties: { city: { type: 'string' } }, required: ['city'], additionalProperties: false }),
+    execute: async ({ city }) => ({ city, sky: 'clear' })
+  })
+  const rounds: Array<Record<string, unknown>> = []
+  server.use(http.post(`${VENDORS.openai.defaultBaseUrl}/chat/completions`, async ({ request }) => {
+    const body = await request.json() as Record<string, unknown>
+    rounds.push(body)
+    return HttpResponse.json(rounds.length === 1 ? toolCompletion('weather', { city: 'Oslo' }) : completion('Clear skies in Oslo.', [], { prompt_tokens: 80, completion_tokens: 5 }))
+  }))
+  const looped = await generateText({ model: portal('gpt-4o-mini'), prompt: 'Weather in Oslo?', tools: { weather }, stopWhen: stepCountIs(2), maxRetries: 0 })
+  t.equal(looped.text, 'Clear skies in Oslo.')
+  t.match(rounds[1]?.messages, [{ role: 'user' }, { role: 'assistant', tool_calls: [{ id: 'call_w1', function: { name: 'weather' } }] }, { role: 'tool', tool_call_id: 'call_w1' }], 'the SDK\'s tool round passed on as given')
+  t.match(JSON.parse((rounds[1]?.messages as Array<{ content: string }>)[2]?.content ?? ''), { city: 'Oslo', sky: 'clear' })
 
   const failed = await generateText({ model: portal('gpt-9'), prompt: 'hi', maxRetries: 0 }).then(() => null, (err: unknown) => err as { statusCode: number, responseBody: string })
   t.equal(failed?.statusCode, 400)
   t.match(JSON.parse(failed?.responseBody ?? '{}'), { error: { code: 'VALIDATION_ERROR', param: 'model' } })
+  t.equal((await ledger(app, userId)).length, 6, 'every call that reached a vendor metered')
 })
