@@ -186,7 +186,13 @@ t.test('tools: a call proposed, answered and passed on in each vendor\'s format,
       const body = await jsonOf(request)
       if (body.stream === true) return anthropicStream(anthropicEvents(['Let me look.'], { tool: { name: 'get_weather', input: { city: 'Bergen' } }, usage: { input: 70, output: 15 } }))
       return HttpResponse.json(anthropicMessage('', { tool: { name: 'get_weather', input: { city: 'Bergen' } }, usage: { input_tokens: 70, output_tokens: 15 } }))
-    }))
+    }),
+    // The other Chat Completions vendors: a tool call whole (JSON) or in pieces (streamed), with the vendor's own id.
+    ...(['qwen', 'deepseek', 'xai', 'gemini'] as const).map((vendor) => http.post(`${VENDORS[vendor].defaultBaseUrl}/chat/completions`, async ({ request }) => {
+      const body = await jsonOf(request)
+      if (body.stream === true) return sseResponse(JSON.parse(JSON.stringify(streamChunks([], [{ settingId: vendor, value: 1, reason: 'r' }])).replaceAll('call_1', `call_${vendor}`)) as unknown[])
+      return HttpResponse.json(JSON.parse(JSON.stringify(toolCompletion('get_weather', { city: vendor })).replaceAll('call_w1', `call_${vendor}`)))
+    })))
   const { app, base } = await serve(t, LIVE)
   const { token } = await userOn(app, 'pro')
   const client = new OpenAI({ apiKey: token, baseURL: base, maxRetries: 0, fetch: direct })
@@ -255,6 +261,14 @@ t.test('tools: a call proposed, answered and passed on in each vendor\'s format,
   t.equal(streamedClaude.choices[0]?.message.content, 'Let me look.')
   t.match(streamedClaude.choices[0]?.message.tool_calls?.[0], { id: 'toolu_01', function: { name: 'get_weather', arguments: '{"city":"Bergen"}' } })
   t.same(streamedClaude.usage, { prompt_tokens: 70, completion_tokens: 15, total_tokens: 85 }, 'usage when asked for')
+
+  for (const vendor of ['qwen', 'deepseek', 'xai', 'gemini'] as const) {
+    const json = await client.chat.completions.create({ model: MODEL_OF[vendor], messages: [{ role: 'user', content: 'Weather?' }], tools: [weather] })
+    t.match(json.choices[0], { finish_reason: 'tool_calls', message: { tool_calls: [{ id: `call_${vendor}`, function: { name: 'get_weather', arguments: JSON.stringify({ city: vendor }) } }] } }, `${vendor}: a tool call, JSON`)
+    t.same((await vendorBodies().at(-1)?.json() as { tools: unknown }).tools, [weather], `${vendor}: the tool as given`)
+    const streamed = await client.chat.completions.stream({ model: MODEL_OF[vendor], messages: [{ role: 'user', content: 'Suggest.' }], tools: [weather] }).finalChatCompletion()
+    t.match(streamed.choices[0]?.message.tool_calls?.[0], { id: `call_${vendor}`, function: { name: 'suggest_settings', arguments: /"settingId":"/ } }, `${vendor}: a tool call, streamed`)
+  }
 })
 
 t.test('structured output on a Chat Completions vendor; a fallback that cannot honour the request is skipped', async (t) => {
