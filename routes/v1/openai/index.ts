@@ -67,7 +67,7 @@ const openai: FastifyPluginAsyncTypebox = async (app) => {
     }
   })
   /** `created` of the model list: when this server loaded the catalog. */
-  const created = Math.floor(Date.now() / 1000)
+  const catalogLoaded = Math.floor(Date.now() / 1000)
 
   // Every failure under /v1/openai (auth, rate limits, validation, providers) in OpenAI's error shape.
   app.setErrorHandler(async (err: FastifyError, request, reply) => {
@@ -252,7 +252,7 @@ const openai: FastifyPluginAsyncTypebox = async (app) => {
     const principal = who(request)
     const data = app.models.list(principal.plan, principal.mode)
       .filter((m) => m.accessible)
-      .map((m) => ({ id: m.id, object: 'model' as const, created, owned_by: m.vendor }))
+      .map((m) => ({ id: m.id, object: 'model' as const, created: catalogLoaded, owned_by: m.vendor }))
     return { object: 'list' as const, data }
   })
 }
