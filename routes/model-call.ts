@@ -3,8 +3,8 @@ import type { AiCall, CallOutcome } from '../plugins/ai-calls.js'
 import { costMicroUsd } from '../plugins/chats.js'
 import { toEnvelope, type Envelope } from '../plugins/errors.js'
 import type { MeteredCall } from '../plugins/metering.js'
-import type { Models, ModelEntry } from '../plugins/models.js'
-import { estimateTokens, type ChatEvent, type ChatToolCall, type ChatUsage } from '../providers/chat.js'
+import type { FailureObserver, Models, ModelEntry, Route } from '../plugins/models.js'
+import { estimateTokens, type ChatCall, type ChatEvent, type ChatToolCall, type ChatUsage } from '../providers/chat.js'
 import type { FeatureId } from '../plugins/features.js'
 import type { Principal } from '../schemas/principal.js'
 
@@ -16,7 +16,11 @@ import type { Principal } from '../schemas/principal.js'
 export interface PreparedCall {
   principal: Principal
   metered: MeteredCall
-  route: { model: ModelEntry }
+  route: Route
+  /** The call as a model of the route is asked it. */
+  callFor: (model: ModelEntry) => ChatCall
+  /** Told of each model that failed before its first byte. */
+  noteFailure: FailureObserver
   signal: AbortSignal
   /** The prompt's tokens on a model (what is charged when the vendor sends no count). */
   promptTokens: (model: ModelEntry) => number
@@ -116,6 +120,25 @@ export function modelCalls (app: FastifyInstance, opts: ModelCallOptions) {
     throw app.readiness.failure(err as Error)
   }
 
+  /** The call, whole, on the first model of its route that answers; a call no model answered is released (or charged its prompt when its client left). */
+  async function complete (request: FastifyRequest, call: PreparedCall) {
+    try {
+      return await app.models.complete(call.route, call.principal.mode, call.callFor, call.noteFailure)
+    } catch (err) {
+      return failedBeforeAnswer(request, call, err)
+    }
+  }
+
+  /** The call, streamed, opened on the first model of its route that gives its first event; with the time to it. */
+  async function stream (request: FastifyRequest, call: PreparedCall) {
+    try {
+      const opened = await app.models.stream(call.route, call.principal.mode, call.callFor, call.noteFailure)
+      return { opened, ttftMs: Math.round(performance.now() - call.started) }
+    } catch (err) {
+      return failedBeforeAnswer(request, call, err)
+    }
+  }
+
   /**
    * Pumps an opened stream into the route's frames. Every outcome is settled here: a finished reply before `finish`
    * checks it, a stream that failed or lost its client for what was generated. Never rejects.
@@ -162,5 +185,5 @@ export function modelCalls (app: FastifyInstance, opts: ModelCallOptions) {
     }
   }
 
-  return { stopping, abortOutcome, record, measured, settle, recordCharged, noteFailure, failedBeforeAnswer, pump }
+  return { stopping, abortOutcome, record, measured, settle, recordCharged, noteFailure, complete, stream, pump }
 }

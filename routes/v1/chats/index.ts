@@ -199,12 +199,7 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     const prepared = await prepare(request, reply)
-    let done: Awaited<ReturnType<typeof app.models.complete>>
-    try {
-      done = await app.models.complete(prepared.route, prepared.principal.mode, prepared.callFor, prepared.noteFailure)
-    } catch (err) {
-      return calls.failedBeforeAnswer(request, prepared, err)
-    }
+    const done = await calls.complete(request, prepared)
     const units = calls.measured(prepared, done.model, done.result.usage, done.result.text)
     const charged = await calls.settle(request, prepared, done.provider.name, done.model, units, 'completed')
     const latency = Math.round(performance.now() - prepared.started)
@@ -238,13 +233,7 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     const prepared = await prepare(request, reply)
-    let opened: Awaited<ReturnType<typeof app.models.stream>>
-    try {
-      opened = await app.models.stream(prepared.route, prepared.principal.mode, prepared.callFor, prepared.noteFailure)
-    } catch (err) {
-      return calls.failedBeforeAnswer(request, prepared, err)
-    }
-    const ttftMs = Math.round(performance.now() - prepared.started)
+    const { opened, ttftMs } = await calls.stream(request, prepared)
     const out = new PassThrough()
     const write = (event: string, data: unknown) => { if (!out.writableEnded && !out.destroyed) out.write(sseFrame(event, data)) }
     const { model, provider } = opened

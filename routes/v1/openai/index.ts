@@ -167,12 +167,7 @@ const openai: FastifyPluginAsyncTypebox = async (app) => {
     const id = completionId()
 
     if (!input.stream) {
-      let done: Awaited<ReturnType<typeof app.models.complete>>
-      try {
-        done = await app.models.complete(prepared.route, prepared.principal.mode, prepared.callFor, prepared.noteFailure)
-      } catch (err) {
-        return calls.failedBeforeAnswer(request, prepared, err)
-      }
+      const done = await calls.complete(request, prepared)
       const toolCalls = done.result.toolCalls
       const units = calls.measured(prepared, done.model, done.result.usage, done.result.text + toolCalls.map((c) => c.name + c.arguments).join(''))
       const latency = Math.round(performance.now() - prepared.started)
@@ -203,13 +198,7 @@ const openai: FastifyPluginAsyncTypebox = async (app) => {
       return reply.header('ai-provider', done.provider.name).header('ai-model', done.model.id).send(body)
     }
 
-    let opened: Awaited<ReturnType<typeof app.models.stream>>
-    try {
-      opened = await app.models.stream(prepared.route, prepared.principal.mode, prepared.callFor, prepared.noteFailure)
-    } catch (err) {
-      return calls.failedBeforeAnswer(request, prepared, err)
-    }
-    const ttftMs = Math.round(performance.now() - prepared.started)
+    const { opened, ttftMs } = await calls.stream(request, prepared)
     const { model, provider } = opened
     const out = new PassThrough()
     const write = (data: unknown) => { if (!out.writableEnded && !out.destroyed) out.write(sseData(data)) }
