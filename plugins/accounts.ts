@@ -7,7 +7,7 @@ import type { Credential } from './auth/index.js'
 import { newId } from './chats.js'
 import type { ContentCrypto } from './content-crypto.js'
 import { ConfigError } from './config.js'
-import { AppError } from './errors.js'
+import { AppError, invalidBody } from './errors.js'
 import type { Queryable, Store } from './store/index.js'
 
 const TABLE = 'accounts'
@@ -41,8 +41,7 @@ export const normalizeEmail = (email: string) => email.normalize('NFC').trim().t
 
 const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/
 
-const invalid = (path: string, message: string) =>
-  new AppError('VALIDATION_ERROR', 'The request body is invalid: see details.fields.', { fields: [{ location: 'body', path, message }] })
+const invalid = (path: string, message: string) => invalidBody({ path, message })
 
 /** The one answer to a sign-in that fails, whatever failed (unknown email or wrong password). */
 const badSignIn = () => new AppError('UNAUTHENTICATED', 'The email or the password is wrong.', undefined, { 'www-authenticate': 'Bearer' })

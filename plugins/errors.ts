@@ -30,6 +30,16 @@ export class AppError extends Error {
   }
 }
 
+/** A field of a request that failed a check of the service's own (the schema's failures are named the same way). */
+export interface FieldProblem { path: string, message: string }
+
+/** A VALIDATION_ERROR naming the body fields that failed, as every schema failure is answered. */
+export function invalidBody (...problems: FieldProblem[]): AppError {
+  return new AppError('VALIDATION_ERROR', 'The request body is invalid: see details.fields.', {
+    fields: problems.map((p) => ({ location: 'body', ...p }))
+  })
+}
+
 export interface Envelope {
   status: number
   code: ErrorCodeName

@@ -6,7 +6,7 @@ import {
   MAX_OPENAI_TOTAL_CHARS, MAX_TOOL_SCHEMA_CHARS, UNSUPPORTED_FIELDS, type ChatCompletionRequestValue, type OpenAIMessageValue
 } from '../schemas/openai.js'
 import { replyLimit } from './chats.js'
-import { AppError } from './errors.js'
+import { invalidBody, type FieldProblem } from './errors.js'
 import type { ModelEntry } from './models.js'
 
 // Reading an OpenAI Chat Completions request into the service's chat call: every rule the wire format leaves to
@@ -14,15 +14,6 @@ import type { ModelEntry } from './models.js'
 
 /** Framing tokens per message of the chat format. */
 const MESSAGE_OVERHEAD_TOKENS = 4
-
-export interface FieldProblem { path: string, message: string }
-
-/** A VALIDATION_ERROR naming the fields, as every schema failure is answered. */
-export function invalid (...problems: FieldProblem[]): AppError {
-  return new AppError('VALIDATION_ERROR', 'The request body is invalid: see details.fields.', {
-    fields: problems.map((p) => ({ location: 'body', ...p }))
-  })
-}
 
 /** Fields of UNSUPPORTED_FIELDS that the schema takes in their neutral values (n: 1, logprobs: false, modalities: ["text"]). */
 const NEUTRAL_IN_SCHEMA = new Set(['n', 'logprobs', 'modalities'])
@@ -175,7 +166,7 @@ export function readCompletionRequest (body: ChatCompletionRequestValue): Comple
   const stream = body.stream === true
   if (!stream && body.stream_options != null) problems.push({ path: '/stream_options', message: 'is only allowed with stream: true' })
   if (chars > MAX_OPENAI_TOTAL_CHARS) problems.push({ path: '/messages', message: `must hold at most ${MAX_OPENAI_TOTAL_CHARS.toLocaleString('en')} characters in all (texts, tool arguments and tools)` })
-  if (problems.length > 0) throw invalid(...problems)
+  if (problems.length > 0) throw invalidBody(...problems)
 
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined
   const stop = body.stop == null ? undefined : typeof body.stop === 'string' ? [body.stop] : body.stop

@@ -1,7 +1,8 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { AiCall, CallOutcome } from '../plugins/ai-calls.js'
 import { costMicroUsd } from '../plugins/chats.js'
-import { toEnvelope, type Envelope } from '../plugins/errors.js'
+import { AppError, toEnvelope, type Envelope } from '../plugins/errors.js'
+import type { Verdict } from '../plugins/moderation.js'
 import type { MeteredCall } from '../plugins/metering.js'
 import type { FailureObserver, Models, ModelEntry, Route } from '../plugins/models.js'
 import { estimateTokens, type ChatCall, type ChatEvent, type ChatToolCall, type ChatUsage } from '../providers/chat.js'
@@ -52,10 +53,27 @@ export interface StreamHandlers {
   close: () => void
 }
 
+const CLEAN: Verdict = { severity: 'none', categories: [] }
+
 export function modelCalls (app: FastifyInstance, opts: ModelCallOptions) {
   const stopping = () => app.readiness.stopSignal.aborted
   /** Why a call that reached a vendor was stopped: it was charged for what was sent either way. */
   const abortOutcome = (): CallOutcome => stopping() ? 'shutdown' : 'client-aborted'
+
+  /**
+   * MODERATION=openai: what a text scores, in the thresholds' severities. High blocks a message (CONTENT_REJECTED,
+   * before anything is reserved); every level is logged by its categories only, never the text. No text (a reply
+   * that is a tool call only): nothing to check.
+   */
+  async function screen (request: FastifyRequest, principal: Principal, stage: 'message' | 'reply', text: string, signal: AbortSignal): Promise<Verdict> {
+    if (!app.moderation.enabled || text === '') return CLEAN
+    const verdict = await app.moderation.check(principal.mode, [text], signal)
+    if (verdict.severity !== 'none') request.log.info({ check: 'moderation', stage, severity: verdict.severity, categories: verdict.categories }, 'moderation found a category')
+    if (stage === 'message' && verdict.severity === 'high') {
+      throw new AppError('CONTENT_REJECTED', 'The message was refused by the content policy check: rephrase it.', { categories: verdict.categories })
+    }
+    return verdict
+  }
 
   /** Keeps what happened to a call for the operators' analytics; a failure to keep it is logged, never the caller's. */
   async function record (request: FastifyRequest, call: Omit<AiCall, 'feature'>) {
@@ -185,5 +203,5 @@ export function modelCalls (app: FastifyInstance, opts: ModelCallOptions) {
     }
   }
 
-  return { stopping, abortOutcome, record, measured, settle, recordCharged, noteFailure, complete, stream, pump }
+  return { stopping, abortOutcome, screen, record, measured, settle, recordCharged, noteFailure, complete, stream, pump }
 }

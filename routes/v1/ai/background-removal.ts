@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Multipart } from '@fastify/multipart'
 import Type from 'typebox'
-import { AppError } from '../../../plugins/errors.js'
+import { AppError, invalidBody } from '../../../plugins/errors.js'
 import { finishImage, IMAGE_MIME, MAX_IMAGE_BYTES, prepareImage, type Format, type Output } from '../../../plugins/images.js'
 import type { BackgroundRemover } from '../../../providers/background-removal.js'
 import { firstThatServes } from '../../../providers/fallback.js'
@@ -15,8 +15,7 @@ const FIELDS = { output: ['cutout', 'mask'], format: ['png', 'webp'] } as const
 /** Multipart limits, enforced while the upload streams in: one file, the two small fields, nothing else. */
 const MULTIPART_LIMITS = { fileSize: MAX_IMAGE_BYTES, files: 1, fields: 2, parts: 3, fieldSize: 16, headerPairs: 20 }
 
-const invalidField = (path: string, message: string) =>
-  new AppError('VALIDATION_ERROR', 'The request body is invalid: see details.fields.', { fields: [{ location: 'body', path, message }] })
+const invalidField = (path: string, message: string) => invalidBody({ path, message })
 
 /** Reads the multipart body: the `image` file (buffered up to the limit) and the optional fields. */
 async function readUpload (parts: AsyncIterableIterator<Multipart>) {

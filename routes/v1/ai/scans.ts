@@ -5,7 +5,7 @@ import type { Multipart } from '@fastify/multipart'
 import type { FastifyRequest } from 'fastify'
 import Type from 'typebox'
 import { MAX_DOCUMENT_BYTES, type DocumentType } from '../../../plugins/documents/index.js'
-import { AppError } from '../../../plugins/errors.js'
+import { AppError, invalidBody } from '../../../plugins/errors.js'
 import { toCents } from '../../../plugins/money.js'
 import { errorResponses } from '../../../schemas/errors.js'
 import type { Principal } from '../../../schemas/principal.js'
@@ -22,8 +22,7 @@ const FIELD_NAMES = ['text', 'forceLlm'] as const
 const MULTIPART_LIMITS = { fileSize: MAX_DOCUMENT_BYTES, files: 1, fields: FIELD_NAMES.length, parts: 3, fieldSize: 4 * MAX_SCAN_TEXT, headerPairs: 20 }
 const who = (request: FastifyRequest) => request.principal as Principal
 
-const invalidField = (path: string, message: string) =>
-  new AppError('VALIDATION_ERROR', 'The request body is invalid: see details.fields.', { fields: [{ location: 'body', path, message }] })
+const invalidField = (path: string, message: string) => invalidBody({ path, message })
 
 /** What was sent: a document (with its name) or text, and whether the AI service should use its language model. */
 interface ScanRequest { file: { bytes: Buffer, filename: string | null } | null, text: string | null, forceLlm: boolean }

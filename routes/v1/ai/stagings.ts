@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { Multipart } from '@fastify/multipart'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import Type from 'typebox'
-import { AppError } from '../../../plugins/errors.js'
+import { AppError, invalidBody } from '../../../plugins/errors.js'
 import { IMAGE_MIME, MAX_IMAGE_BYTES, prepareImage } from '../../../plugins/images.js'
 import type { MeteredCall } from '../../../plugins/metering.js'
 import { STAGING_HOLD_MS, type StagingRequest, type StoredUpload } from '../../../plugins/stagings.js'
@@ -30,8 +30,7 @@ const FIELD_NAMES = ['style', 'roomType', 'qualityMode', 'propertyName'] as cons
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/
 const who = (request: FastifyRequest) => request.principal as Principal
 
-const invalidField = (path: string, message: string) =>
-  new AppError('VALIDATION_ERROR', 'The request body is invalid: see details.fields.', { fields: [{ location: 'body', path, message }] })
+const invalidField = (path: string, message: string) => invalidBody({ path, message })
 
 /** The multipart limits a body with too many parts runs into. */
 const PART_LIMIT_CODES = new Set(['FST_PARTS_LIMIT', 'FST_FIELDS_LIMIT'])

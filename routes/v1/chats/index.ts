@@ -25,7 +25,6 @@ const byMessage = Type.Object({ id: ChatId, messageId: MessageId })
 const who = (request: FastifyRequest) => request.principal as Principal
 const READ_ERRORS = ['VALIDATION_ERROR', 'UNAUTHENTICATED', 'TOKEN_EXPIRED', 'NOT_ENTITLED', 'NOT_FOUND', 'RATE_LIMITED'] as const
 const CALL_ERRORS = [...READ_ERRORS, 'QUOTA_EXCEEDED', 'CONTENT_REJECTED', 'PROVIDER_ERROR', 'PROVIDER_UNAVAILABLE', 'PROVIDER_NOT_CONFIGURED', 'PROVIDER_TIMEOUT'] as const
-const CLEAN: Verdict = { severity: 'none', categories: [] }
 /** What a reply blocked by moderation is kept as. */
 export const BLOCKED_REPLY = 'This reply was withheld by the content policy check.'
 const maxOutput = replyLimit
@@ -37,19 +36,7 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     messages: { settled: 'chat call settled', unrecorded: 'a chat call could not be recorded for analytics', streamFailed: 'chat stream ended with an error event' }
   })
 
-  /**
-   * MODERATION=openai: what a text scores, in the thresholds' severities. High blocks the message (CONTENT_REJECTED,
-   * before anything is reserved); every level is logged by its categories only, never the text.
-   */
-  async function screen (request: FastifyRequest, principal: Principal, stage: 'message' | 'reply', text: string, signal: AbortSignal): Promise<Verdict> {
-    if (!app.moderation.enabled) return CLEAN
-    const verdict = await app.moderation.check(principal.mode, [text], signal)
-    if (verdict.severity !== 'none') request.log.info({ check: 'moderation', stage, severity: verdict.severity, categories: verdict.categories }, 'moderation found a category')
-    if (stage === 'message' && verdict.severity === 'high') {
-      throw new AppError('CONTENT_REJECTED', 'The message was refused by the content policy check: rephrase it.', { categories: verdict.categories })
-    }
-    return verdict
-  }
+  const screen = calls.screen
 
   /** The `warning` of an answer: the categories at the medium level, of the message or of the reply. */
   function warningOf (...verdicts: Verdict[]): ModerationWarningValue | undefined {

@@ -4,10 +4,10 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import Type from 'typebox'
 import { chatReservation } from '../../../plugins/chats.js'
-import { AppError, logFailure, REQUEST_ID_HEADER, toEnvelope, type Envelope } from '../../../plugins/errors.js'
+import { AppError, invalidBody, logFailure, REQUEST_ID_HEADER, toEnvelope, type Envelope } from '../../../plugins/errors.js'
 import type { ModelEntry } from '../../../plugins/models.js'
 import {
-  invalid, modelProblem, outputLimit, promptTokens, readCompletionRequest, unsupportedFields, type CompletionInput
+  modelProblem, outputLimit, promptTokens, readCompletionRequest, unsupportedFields, type CompletionInput
 } from '../../../plugins/openai-compatible.js'
 import type { ChatCall, ChatToolCall, FinishReason } from '../../../providers/chat.js'
 import {
@@ -84,17 +84,7 @@ const openai: FastifyPluginAsyncTypebox = async (app) => {
   /** Refused OpenAI fields are named with the reason before the schema would call them unknown. */
   const refuseUnsupported = async (request: FastifyRequest) => {
     const problems = unsupportedFields(request.body)
-    if (problems.length > 0) throw invalid(...problems)
-  }
-
-  async function screen (request: FastifyRequest, principal: Principal, stage: 'message' | 'reply', text: string, signal: AbortSignal) {
-    if (!app.moderation.enabled || text === '') return 'none'
-    const verdict = await app.moderation.check(principal.mode, [text], signal)
-    if (verdict.severity !== 'none') request.log.info({ check: 'moderation', stage, severity: verdict.severity, categories: verdict.categories }, 'moderation found a category')
-    if (stage === 'message' && verdict.severity === 'high') {
-      throw new AppError('CONTENT_REJECTED', 'The message was refused by the content policy check: rephrase it.', { categories: verdict.categories })
-    }
-    return verdict.severity
+    if (problems.length > 0) throw invalidBody(...problems)
   }
 
   /** Everything before a vendor is called: the request read, the route and its models that can serve it, the reservation. */
@@ -102,18 +92,18 @@ const openai: FastifyPluginAsyncTypebox = async (app) => {
     const principal = who(request)
     const route = app.models.route({ plan: principal.plan, mode: principal.mode, model: modelId, text: '' })
     const problem = modelProblem(route.model, input)
-    if (problem !== null) throw invalid(problem)
+    if (problem !== null) throw invalidBody(problem)
     const tokens = new Map<string, number>()
     for (const model of [route.model, ...route.chain]) if (!tokens.has(model.id)) tokens.set(model.id, await promptTokens(model, input))
     const tokensOn = (model: ModelEntry) => tokens.get(model.id) as number
     const fits = (model: ModelEntry) => tokensOn(model) + outputLimit(model, input) <= model.contextTokens
     if (!fits(route.model)) {
-      throw invalid({ path: '/messages', message: `with the reply limit, they exceed the context of ${route.model.id} (${route.model.contextTokens.toLocaleString('en')} tokens)` })
+      throw invalidBody({ path: '/messages', message: `with the reply limit, they exceed the context of ${route.model.id} (${route.model.contextTokens.toLocaleString('en')} tokens)` })
     }
     // A fallback serves only a request it can serve as asked: never with a field dropped or a limit lowered.
     const chain = route.chain.filter((model) => modelProblem(model, input) === null && fits(model))
     const signal = app.readiness.callSignal(reply.raw)
-    await screen(request, principal, 'message', input.lastUserText, signal)
+    await calls.screen(request, principal, 'message', input.lastUserText, signal)
     const reservation = chatReservation(chain.concat(route.model).map((model) => ({ model, promptTokens: tokensOn(model), outputTokens: outputLimit(model, input) })))
     const metered = await app.meter(request, reply, reservation.tokens, { costMicroUsd: reservation.costMicroUsd })
     request.log.info({ model: route.model.id, messages: input.messages.length, tools: input.tools.length, stream: input.stream }, 'OpenAI-compatible call')
@@ -173,7 +163,7 @@ const openai: FastifyPluginAsyncTypebox = async (app) => {
       const latency = Math.round(performance.now() - prepared.started)
       // Charged before the reply is checked: a moderation endpoint that fails cannot lose the vendor's charge.
       await calls.settle(request, prepared, done.provider.name, done.model, units, 'completed')
-      const severity = await screen(request, prepared.principal, 'reply', done.result.text, prepared.signal)
+      const { severity } = await calls.screen(request, prepared.principal, 'reply', done.result.text, prepared.signal)
       await calls.recordCharged(request, prepared, done.model, units, severity === 'high' ? 'blocked' : 'completed', { ttftMs: latency, errorCode: null })
       // A reply blocked by moderation is not shown: no content, no tool calls, finish_reason content_filter.
       const blocked = severity === 'high'
@@ -211,7 +201,7 @@ const openai: FastifyPluginAsyncTypebox = async (app) => {
     calls.pump(request, prepared, opened, ttftMs, {
       delta: (text) => write(chunk({ content: text })),
       finish: async ({ finishReason, text, toolCalls, units }) => {
-        const severity = await screen(request, prepared.principal, 'reply', text, prepared.signal)
+        const { severity } = await calls.screen(request, prepared.principal, 'reply', text, prepared.signal)
         await calls.recordCharged(request, prepared, model, units, severity === 'high' ? 'blocked' : 'completed', { ttftMs, errorCode: null })
         if (severity === 'high') throw new AppError('CONTENT_REJECTED', 'The reply was blocked by the content policy check: discard what was shown.')
         for (const [index, call] of wireCalls(toolCalls).entries()) write(chunk({ tool_calls: [{ index, ...call }] }))

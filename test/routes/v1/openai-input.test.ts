@@ -88,7 +88,6 @@ t.test('bad requests: a 400 in OpenAI\'s shape naming the field, with our code',
 
   const fine = await post(app, token, ask({ tools: [{ type: 'function', function: { name: 'noop' } }], n: 1, logprobs: false, modalities: ['text'], stream: false, stop: 'END', response_format: { type: 'text' }, temperature: null, user: null }))
   t.equal(fine.statusCode, 200, 'the neutral values of refused fields pass')
-  t.notOk('user' in (fine.json() as object))
 
   const rows = (await app.store.query('SELECT * FROM usage_ledger WHERE user_id = $1', [userId])).rows
   t.equal(rows.length, 1, 'only the good call was metered')
