@@ -7,6 +7,7 @@ import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
 import configPlugin, { type Config } from './plugins/config.js'
 import errors, { frameworkErrors, genReqId } from './plugins/errors.js'
+import cookies from './plugins/external/cookie.js'
 import cors from './plugins/external/cors.js'
 import multipart from './plugins/external/multipart.js'
 import images from './plugins/images.js'
@@ -136,6 +137,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   // Hooks above are in place before any encapsulated third-party plugin (swagger-ui) registers routes.
   await server.register(openapi)
   await server.register(cors)
+  await server.register(cookies)
   await server.register(multipart)
   await server.register(aiTokens)
   await server.register(store, { store: opts.store })

@@ -2,6 +2,7 @@ import { createHmac, randomBytes } from 'node:crypto'
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import fp from 'fastify-plugin'
+import { parseIdentityProviders, type IdentityProvider } from './auth/identity-providers.js'
 import { generateKeyRing, parseKeyRing, type KeyRing } from './content-crypto.js'
 import { DEFAULT_THRESHOLDS, parseThresholds } from './moderation.js'
 import Type, { type Static, type TSchema } from 'typebox'
@@ -70,6 +71,22 @@ export const ConfigSchema = Type.Object({
   PORTAL_JWT_SECRET: secret({ 'x-group': 'Portal identity', description: 'HS256 secret of portal access tokens (at least 32 characters). Set this or PORTAL_JWKS_URL.' }),
   PORTAL_JWT_ISSUER: Type.Optional(Type.String({ minLength: 1, 'x-group': 'Portal identity', description: 'Expected `iss` of portal access tokens.' })),
   PORTAL_JWT_AUDIENCE: Type.Optional(Type.String({ minLength: 1, 'x-group': 'Portal identity', description: 'Expected `aud` of portal access tokens.' })),
+  IDENTITY_PROVIDERS: Type.Optional(Type.String({
+    minLength: 2,
+    'x-secret': true,
+    'x-expected': 'a JSON array of {issuer, audience, jwksUrl | secret, userIdClaim?, requiredClaims?}',
+    'x-group': 'Portal identity',
+    description: 'More trusted issuers of sign-in tokens besides the PORTAL_* one, e.g. a Supabase project: ' +
+      '`[{"issuer":"https://<ref>.supabase.co/auth/v1","audience":"authenticated","jwksUrl":"https://<ref>.supabase.co/auth/v1/.well-known/jwks.json","requiredClaims":{"role":"authenticated"}}]`. ' +
+      'A token goes to the provider of its `iss`; `userIdClaim` (default `sub`) is the user id; `secret` (HS256, at least 32 characters) instead of `jwksUrl` (RS256/ES256).'
+  })),
+  AUTH_COOKIE: Type.Optional(Type.String({
+    pattern: '^[A-Za-z0-9_.-]{1,64}$',
+    'x-expected': 'a cookie name of letters, digits, _ . or - (at most 64)',
+    'x-group': 'Portal identity',
+    description: 'Name of an HTTP-only cookie that may carry the sign-in token (browser front ends) where no Authorization header is sent. ' +
+      'A state-changing request (POST, PUT, PATCH, DELETE) authenticated by it must also send the `X-Requested-With` header (CSRF). Unset: cookies are ignored.'
+  })),
   ENTITLEMENTS_SOURCE: oneOf(['db', 'claims'] as const, 'db', { 'x-group': 'Portal identity', description: '`db`: plans come from the licenses table; `claims`: from the `plan` claim of the portal token (API keys still use the licenses table).' }),
   PLANS_FILE: Type.Optional(Type.String({ minLength: 1, 'x-group': 'Portal identity', description: 'JSON file of plans → features → quotas and rate limits. Unset: the bundled plans.' })),
 
@@ -199,6 +216,8 @@ export type Config = Omit<Env, 'AI_TOKEN_SECRET' | 'USER_HASH_SECRET' | 'ADMIN_T
   FILES_DIR: string
   /** CONTENT_KEYS, parsed. */
   contentKeyRing: KeyRing
+  /** IDENTITY_PROVIDERS, parsed (empty when unset). */
+  identityProviders: IdentityProvider[]
   /** Values that must never appear in a log line. */
   secrets: string[]
 }
@@ -251,6 +270,10 @@ export function parseEnv (env: NodeJS.ProcessEnv): Env {
   const env2 = value as Env
   if (env2.PORTAL_JWKS_URL !== undefined && env2.PORTAL_JWT_SECRET !== undefined) {
     problems.push('PORTAL_JWKS_URL and PORTAL_JWT_SECRET are both set: set only one way of verifying portal tokens.')
+  }
+  if (env2.IDENTITY_PROVIDERS !== undefined && !failing.has('IDENTITY_PROVIDERS')) {
+    const providers = parseIdentityProviders(env2.IDENTITY_PROVIDERS, env2.PORTAL_JWT_ISSUER)
+    if (typeof providers[0] === 'string') problems.push(...providers as string[])
   }
   if ((env2.TLS_CERT_FILE === undefined) !== (env2.TLS_KEY_FILE === undefined)) {
     problems.push('TLS_CERT_FILE and TLS_KEY_FILE go together: set both to serve HTTPS, or neither.')
@@ -339,6 +362,7 @@ export function loadConfig (env: NodeJS.ProcessEnv): Config {
     FILES_URL_SECRET: parsed.FILES_URL_SECRET ?? derive('files-url'),
     FILES_DIR: parsed.FILES_DIR ?? join(parsed.DATA_DIR, 'files'),
     contentKeyRing: parseKeyRing(contentKeys) as KeyRing,
+    identityProviders: parsed.IDENTITY_PROVIDERS === undefined ? [] : parseIdentityProviders(parsed.IDENTITY_PROVIDERS) as IdentityProvider[],
     secrets: [] as string[]
   }
   config.secrets = CONFIG_VARIABLES
@@ -346,6 +370,7 @@ export function loadConfig (env: NodeJS.ProcessEnv): Config {
     .map((name) => (config as Record<string, unknown>)[name])
     .filter((v): v is string => typeof v === 'string' && v.length >= 8)
     .concat([...config.contentKeyRing.keys.values()].map((key) => key.toString('base64')))
+    .concat(config.identityProviders.flatMap((p) => p.secret === undefined ? [] : [p.secret]))
   return config
 }
 

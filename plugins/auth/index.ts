@@ -6,7 +6,7 @@ import type { Mode, Principal } from '../../schemas/principal.js'
 import { AppError } from '../errors.js'
 import { isFeatureId } from '../features.js'
 import { createApiKeys, LAST_USED_FLUSH_MS } from './api-keys.js'
-import { createPortalVerifier } from './portal.js'
+import { createIdentityVerifier, portalProvider } from './identity-providers.js'
 
 /**
  * How a route authenticates: `ai-token` (feature routes and the rest of /v1/ai), `credential` (a portal
@@ -14,7 +14,7 @@ import { createPortalVerifier } from './portal.js'
  */
 export type AuthKind = 'ai-token' | 'credential' | 'admin'
 
-/** The identity behind a portal token or an API key, before a license is checked. */
+/** The identity behind a portal (or IDENTITY_PROVIDERS) token or an API key, before a license is checked. */
 export interface Credential {
   kind: 'portal' | 'api-key' | 'account'
   userId: string
@@ -49,6 +49,7 @@ declare module 'fastify' {
   }
 }
 
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
 const BEARER = /^Bearer ([\x21-\x7e]{1,4096})$/
 
 /** The bearer credential of a request; UNAUTHENTICATED (with WWW-Authenticate) naming what was `expected` when there is none. */
@@ -76,7 +77,8 @@ const digest = (value: string) => createHash('sha256').update(value).digest()
 /** Portal tokens, API keys, AI tokens and the admin token; sets `request.principal` or `request.credential`. */
 export default fp(async function auth (app) {
   const apiKeys = createApiKeys(app.store)
-  const verifyPortal = createPortalVerifier(app.config)
+  const portal = portalProvider(app.config)
+  const verifyPortal = portal === null ? null : createIdentityVerifier(portal, 'portal')
   const adminDigest = digest(app.config.ADMIN_TOKEN)
   app.decorate('apiKeys', apiKeys)
   const issuers = new Map<string, CredentialIssuer>()
@@ -87,6 +89,17 @@ export default fp(async function auth (app) {
     }
   })
   app.decorateRequest('credential', null)
+  // The trusted issuers of IDENTITY_PROVIDERS: their tokens are credentials like the portal's.
+  for (const provider of app.config.identityProviders) {
+    const verify = createIdentityVerifier(provider, provider.issuer)
+    issuers.set(provider.issuer, {
+      issuer: provider.issuer,
+      async verify (token) {
+        const { userId, claims } = await verify(token)
+        return { kind: 'portal', userId, mode: 'live', claims }
+      }
+    })
+  }
 
   // lastUsedAt is coalesced: one batched write per interval, and a last one at shutdown.
   const flush = () => apiKeys.flushLastUsed().catch((err: unknown) => app.log.warn({ err }, 'could not record API key use'))
@@ -119,8 +132,27 @@ export default fp(async function auth (app) {
     request.principal = principal
   }
 
+  const cookieName = app.config.AUTH_COOKIE
+  /**
+   * The credential of a request: its bearer token, or, with AUTH_COOKIE, the cookie of that name when no
+   * Authorization header is sent. A cookie is sent by the browser to any request, so a state-changing one must
+   * also carry X-Requested-With, which a cross-site form cannot send (and CORS preflights for any other origin).
+   */
+  function credentialToken (request: FastifyRequest) {
+    if (cookieName !== undefined && request.headers.authorization === undefined && typeof request.headers.cookie === 'string') {
+      const value = app.parseCookie(request.headers.cookie)[cookieName]
+      if (value !== undefined && value !== '') {
+        if (!SAFE_METHODS.has(request.method) && (request.headers['x-requested-with'] ?? '') === '') {
+          throw new AppError('UNAUTHENTICATED', `A ${request.method} authenticated by the ${cookieName} cookie must also send the X-Requested-With header (CSRF protection).`)
+        }
+        return value
+      }
+    }
+    return bearer(request, 'portal access token or API key')
+  }
+
   async function credential (request: FastifyRequest) {
-    const token = bearer(request, 'portal access token or API key')
+    const token = credentialToken(request)
     if (token.startsWith('pak_')) {
       const key = await apiKeys.verify(token)
       if (key === null) throw new AppError('UNAUTHENTICATED', 'The API key is unknown or revoked.')
@@ -135,9 +167,8 @@ export default fp(async function auth (app) {
     if (verifyPortal === null) {
       throw new AppError('UNAUTHENTICATED', 'Portal tokens are not accepted by this deployment (no PORTAL_JWKS_URL or PORTAL_JWT_SECRET): use an API key.')
     }
-    const claims = await verifyPortal(token)
-    if (typeof claims.sub !== 'string' || claims.sub === '') throw new AppError('UNAUTHENTICATED', 'The portal token has no subject.')
-    request.credential = { kind: 'portal', userId: claims.sub, mode: 'live', claims }
+    const { userId, claims } = await verifyPortal(token)
+    request.credential = { kind: 'portal', userId, mode: 'live', claims }
   }
 
   async function admin (request: FastifyRequest) {
@@ -165,4 +196,4 @@ export default fp(async function auth (app) {
     route.config = { ...route.config, auth: kind }
     route.onRequest = [route.onRequest, checks[kind]].flat().filter((hook) => hook !== undefined)
   })
-}, { name: 'auth', fastify: '5.x', dependencies: ['config', 'store', 'ai-tokens', 'privacy'] })
+}, { name: 'auth', fastify: '5.x', dependencies: ['config', 'store', 'ai-tokens', 'privacy', 'cookies'] })

@@ -2,7 +2,7 @@ import { exportSPKI } from 'jose'
 import { http, HttpResponse } from 'msw'
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { createPortalVerifier } from '../../../plugins/auth/portal.js'
+import { createIdentityVerifier } from '../../../plugins/auth/identity-providers.js'
 import { adminHeaders, build, mint, newUserId, userWithKey } from '../../helper.js'
 import { interceptNetwork } from '../../network.js'
 import { JWKS_URL, jwksHandler, PORTAL_AUDIENCE, PORTAL_ISSUER, PORTAL_SECRET, portalKey, signPortal, signPortalHs, tamper, unsignedToken } from '../../portal-tokens.js'
@@ -165,8 +165,8 @@ t.test('the JWKS endpoint failing is a 503, not a 401', async (t) => {
   let failure: 'status' | 'network' = 'status'
   interceptNetwork(t, http.get(JWKS_URL, () => failure === 'status' ? HttpResponse.json({ error: 'down' }, { status: 500 }) : HttpResponse.error()))
   const key = await portalKey('RS256', 'k')
-  const status = createPortalVerifier({ PORTAL_JWKS_URL: JWKS_URL }, { cooldownMs: 0 })
-  await t.rejects(status?.(await signPortal(key, { sub: 'u' })) as Promise<unknown>, { code: 'PROVIDER_UNAVAILABLE' })
+  const status = createIdentityVerifier({ jwksUrl: JWKS_URL }, 'portal', { cooldownMs: 0 })
+  await t.rejects(status(await signPortal(key, { sub: 'u' })), { code: 'PROVIDER_UNAVAILABLE' })
 
   const { app } = await build(t, { env: JWKS_ENV })
   failure = 'network'
@@ -180,13 +180,13 @@ t.test('key rotation: a token with a new kid makes the verifier fetch the key se
   const newKey = await portalKey('ES256', '2026-02')
   const jwks = { keys: [oldKey.jwk], hits: 0 }
   interceptNetwork(t, jwksHandler(jwks))
-  const verify = createPortalVerifier({ PORTAL_JWKS_URL: JWKS_URL, PORTAL_JWT_ISSUER: PORTAL_ISSUER }, { cooldownMs: 0 })
-  t.match(await verify?.(await signPortal(oldKey, { sub: 'a' })), { sub: 'a' })
+  const verify = createIdentityVerifier({ jwksUrl: JWKS_URL, issuer: PORTAL_ISSUER }, 'portal', { cooldownMs: 0 })
+  t.match(await verify(await signPortal(oldKey, { sub: 'a' })), { userId: 'a' })
   jwks.keys = [oldKey.jwk, newKey.jwk]
-  t.match(await verify?.(await signPortal(newKey, { sub: 'b' })), { sub: 'b' })
+  t.match(await verify(await signPortal(newKey, { sub: 'b' })), { userId: 'b' })
   t.equal(jwks.hits, 2)
   jwks.keys = [newKey.jwk]
-  await t.rejects(verify?.(await signPortal(await portalKey('RS256', 'unknown'), { sub: 'c' })) as Promise<unknown>, { code: 'UNAUTHENTICATED' })
+  await t.rejects(verify(await signPortal(await portalKey('RS256', 'unknown'), { sub: 'c' })), { code: 'UNAUTHENTICATED' })
 })
 
 t.test('admin routes need the admin token', async (t) => {
