@@ -34,6 +34,7 @@ import aiCalls from './plugins/ai-calls.js'
 import chats from './plugins/chats.js'
 import moderation from './plugins/moderation.js'
 import chatRoutes from './routes/v1/chats/index.js'
+import taskRoutes from './routes/v1/tasks/index.js'
 import sandboxChat from './providers/sandbox-chat.js'
 import healthRoutes from './routes/health/index.js'
 import aiRoutes from './routes/v1/ai/index.js'
@@ -47,6 +48,7 @@ import stagings from './plugins/stagings.js'
 import documents from './plugins/documents/index.js'
 import scans from './plugins/scans.js'
 import accounts from './plugins/accounts.js'
+import tasks from './plugins/tasks.js'
 import authRoutes from './routes/v1/auth/index.js'
 import billingRoutes from './routes/v1/billing/index.js'
 
@@ -167,6 +169,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await server.register(documents)
   await server.register(scans)
   await server.register(accounts)
+  await server.register(tasks)
 
   await server.register(healthRoutes, { prefix: '/health' })
   await server.register(authRoutes, { prefix: '/v1/auth' })
@@ -175,6 +178,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await server.register(openaiRoutes, { prefix: '/v1/openai' })
   await server.register(webhookRoutes, { prefix: '/v1/webhooks' })
   await server.register(chatRoutes, { prefix: '/v1/chats' })
+  await server.register(taskRoutes, { prefix: '/v1/tasks' })
   await server.register(billingRoutes, { prefix: '/v1/billing' })
 }
 

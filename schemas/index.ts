@@ -16,6 +16,7 @@ import { stagingSchemas } from './staging.js'
 import { scanSchemas } from './scans.js'
 import { accountSchemas } from './accounts.js'
 import { openaiSchemas } from './openai.js'
+import { taskSchemas } from './tasks.js'
 
 /** Named components: added once with `addSchema`, referred to by `$ref`, published under components.schemas. */
-export const sharedSchemas = [ErrorCode, ErrorResponse, HealthLive, CheckResult, HealthReady, ...identitySchemas, ...adminSchemas, ...usageSchemas, ...featureSchemas, ...settingsAssistantSchemas, ...jobSchemas, ...userDataSchemas, ...webhookSchemas, ...modelSchemas, ...chatSchemas, ...analyticsSchemas, ...billingSchemas, ...stagingSchemas, ...scanSchemas, ...accountSchemas, ...openaiSchemas]
+export const sharedSchemas = [ErrorCode, ErrorResponse, HealthLive, CheckResult, HealthReady, ...identitySchemas, ...adminSchemas, ...usageSchemas, ...featureSchemas, ...settingsAssistantSchemas, ...jobSchemas, ...userDataSchemas, ...webhookSchemas, ...modelSchemas, ...chatSchemas, ...analyticsSchemas, ...billingSchemas, ...stagingSchemas, ...scanSchemas, ...accountSchemas, ...openaiSchemas, ...taskSchemas]

@@ -26,6 +26,8 @@ export const swaggerOptions: FastifyDynamicSwaggerOptions = {
       { name: 'risk-scans', description: 'Document risk scans: a PDF, DOCX, TXT or MD file or text in, the risks it states out, kept in your history.' },
       { name: 'chats', description: 'Conversations kept by the service over the model catalog: JSON or streamed replies, history, feedback.' },
       { name: 'openai-compatible', description: 'Chat Completions and Models in OpenAI\'s wire format over the model catalog: any OpenAI SDK with an AI token as its API key.' },
+      { name: 'tasks', description: 'The productivity assistant\'s tasks: yours to list, create, change and delete; the assistant only proposes them.' },
+      { name: 'integrations', description: 'Google Calendar connected with OAuth (authorization code + PKCE): connect, list, disconnect, upcoming events.' },
       { name: 'files', description: 'Stored files (results of features), read with the owner\'s AI token or through a signed, expiring link.' },
       { name: 'webhooks', description: 'Your endpoints for notifications of finished work, signed per the Standard Webhooks convention.' },
       { name: 'data', description: 'Everything the service keeps about you: export it, or delete it.' },

@@ -434,5 +434,24 @@ CREATE TABLE auth_attempts (
   window_start timestamptz NOT NULL
 );
 `
+  },
+  {
+    id: 11,
+    name: 'tasks',
+    sql: `
+-- Tasks of the productivity assistant (SPEC §17): the title sealed (AES-256-GCM) under key_id; status and the due day
+-- in the clear, for the list's filters.
+CREATE TABLE tasks (
+  id           text PRIMARY KEY,
+  user_id      text NOT NULL,
+  key_id       text NOT NULL,
+  title_sealed bytea NOT NULL,
+  status       text NOT NULL CHECK (status IN ('todo', 'doing', 'done')),
+  due_date     date,
+  created_at   timestamptz NOT NULL DEFAULT now(),
+  updated_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX tasks_user_created ON tasks (user_id, created_at DESC, id DESC);
+`
   }
 ]
