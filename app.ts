@@ -35,6 +35,7 @@ import chats from './plugins/chats.js'
 import moderation from './plugins/moderation.js'
 import chatRoutes from './routes/v1/chats/index.js'
 import taskRoutes from './routes/v1/tasks/index.js'
+import integrationRoutes from './routes/v1/integrations/index.js'
 import sandboxChat from './providers/sandbox-chat.js'
 import healthRoutes from './routes/health/index.js'
 import aiRoutes from './routes/v1/ai/index.js'
@@ -49,6 +50,7 @@ import documents from './plugins/documents/index.js'
 import scans from './plugins/scans.js'
 import accounts from './plugins/accounts.js'
 import tasks from './plugins/tasks.js'
+import integrations from './plugins/integrations.js'
 import authRoutes from './routes/v1/auth/index.js'
 import billingRoutes from './routes/v1/billing/index.js'
 
@@ -170,6 +172,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await server.register(scans)
   await server.register(accounts)
   await server.register(tasks)
+  await server.register(integrations)
 
   await server.register(healthRoutes, { prefix: '/health' })
   await server.register(authRoutes, { prefix: '/v1/auth' })
@@ -179,6 +182,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await server.register(webhookRoutes, { prefix: '/v1/webhooks' })
   await server.register(chatRoutes, { prefix: '/v1/chats' })
   await server.register(taskRoutes, { prefix: '/v1/tasks' })
+  await server.register(integrationRoutes, { prefix: '/v1/integrations' })
   await server.register(billingRoutes, { prefix: '/v1/billing' })
 }
 

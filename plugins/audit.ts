@@ -4,7 +4,7 @@ import type { Queryable } from './store/index.js'
 
 export type AuditAction = 'token.minted' | 'key.created' | 'key.revoked' | 'license.changed' | 'access.denied' |
   'webhook.created' | 'webhook.deleted' | 'webhook.disabled' | 'user-data.deleted' | 'content.rekeyed' | 'job.retried' | 'credits.granted' |
-  'account.created' | 'account.password-changed' | 'account.deleted'
+  'account.created' | 'account.password-changed' | 'account.deleted' | 'integration.connected' | 'integration.disconnected'
 
 declare module 'fastify' {
   interface FastifyContextConfig {

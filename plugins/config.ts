@@ -203,6 +203,14 @@ export const ConfigSchema = Type.Object({
   FILES_URL_TTL_SECONDS: Type.Integer({ minimum: 60, maximum: 7 * 86_400, default: 3600, 'x-group': 'Files', description: 'Lifetime of a signed file link, in seconds.' }),
   FILE_RETENTION_DAYS: Type.Integer({ minimum: 1, maximum: 3650, default: 30, 'x-group': 'Files', description: 'Stored files older than this are deleted by a daily job.' }),
 
+  GOOGLE_CLIENT_ID: Type.Optional(Type.String({ minLength: 1, 'x-group': 'Google Calendar', description: 'OAuth client id of a Google Cloud "Web application" client. With GOOGLE_CLIENT_SECRET and GOOGLE_REDIRECT_URI: users may connect Google Calendar in live mode. Unset: connecting in live mode is PROVIDER_NOT_CONFIGURED (test mode uses the sandbox calendar).' })),
+  GOOGLE_CLIENT_SECRET: Type.Optional(Type.String({ minLength: 1, 'x-secret': true, 'x-group': 'Google Calendar', description: 'Client secret of GOOGLE_CLIENT_ID.' })),
+  GOOGLE_REDIRECT_URI: Type.Optional(url({ 'x-group': 'Google Calendar', description: 'This service\'s `/v1/integrations/google-calendar/callback` as the browser reaches it, registered as an authorized redirect URI of the client.' })),
+  GOOGLE_OAUTH_BASE_URL: url({ default: 'https://oauth2.googleapis.com', 'x-group': 'Google Calendar', description: 'Google\'s token and revoke endpoints (`{base}/token`, `{base}/revoke`); an egress proxy\'s address where one is used.' }),
+  GOOGLE_CALENDAR_BASE_URL: url({ default: 'https://www.googleapis.com', 'x-group': 'Google Calendar', description: 'Root of the Calendar API (`{base}/calendar/v3/…`); an egress proxy\'s address where one is used.' }),
+  GOOGLE_TIMEOUT_MS: ms(10_000, { 'x-group': 'Google Calendar', description: 'Each call to Google (token, revoke, events) within this, in ms.' }),
+  INTEGRATIONS_RETURN_URL: Type.Optional(url({ 'x-group': 'Google Calendar', description: 'Where the callback sends the browser when it is done, with `?integration=google-calendar&status=connected` or `&error=<reason>`. Unset: the callback answers JSON.' })),
+
   WEBHOOK_ALLOW_PRIVATE: oneOf(['true', 'false'] as const, 'false', { 'x-group': 'Webhooks', description: '`true`: webhooks may target http:// and private, loopback or link-local addresses (a closed network). Default: only https:// to public addresses.' })
 }, { additionalProperties: false, title: 'Environment', description: 'Configuration of portal-ai-api, read from the environment.' })
 
@@ -274,6 +282,10 @@ export function parseEnv (env: NodeJS.ProcessEnv): Env {
   if (env2.IDENTITY_PROVIDERS !== undefined && !failing.has('IDENTITY_PROVIDERS')) {
     const providers = parseIdentityProviders(env2.IDENTITY_PROVIDERS, env2.PORTAL_JWT_ISSUER)
     if (typeof providers[0] === 'string') problems.push(...providers as string[])
+  }
+  const google = [env2.GOOGLE_CLIENT_ID, env2.GOOGLE_CLIENT_SECRET, env2.GOOGLE_REDIRECT_URI]
+  if (google.some((v) => v !== undefined) && google.some((v) => v === undefined)) {
+    problems.push('GOOGLE_CLIENT_ID, GOOGLE_CLIENT_SECRET and GOOGLE_REDIRECT_URI go together: set all three to connect Google Calendar, or none.')
   }
   if ((env2.TLS_CERT_FILE === undefined) !== (env2.TLS_KEY_FILE === undefined)) {
     problems.push('TLS_CERT_FILE and TLS_KEY_FILE go together: set both to serve HTTPS, or neither.')

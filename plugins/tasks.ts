@@ -38,12 +38,6 @@ export function createTasks (db: Queryable, crypto: ContentCrypto) {
   // due_date::text: the day as written, whatever the session's DateStyle.
   const COLUMNS = 'id, user_id, key_id, title_sealed, status, due_date::text AS due_date, created_at, updated_at'
 
-  async function row (userId: string, id: string) {
-    const { rows } = await db.query<TaskRow>(`SELECT ${COLUMNS} FROM ${TABLE} WHERE id = $1 AND user_id = $2`, [id, userId])
-    if (rows[0] === undefined) throw notFound()
-    return rows[0]
-  }
-
   return {
     async create (userId: string, input: { title: string, status?: TaskStatus, dueDate?: string }) {
       const { rows: count } = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${TABLE} WHERE user_id = $1`, [userId])
@@ -72,17 +66,20 @@ export function createTasks (db: Queryable, crypto: ContentCrypto) {
       return pageOf(rows, filter.limit, toTask)
     },
 
-    get: async (userId: string, id: string) => toTask(await row(userId, id)),
+    async get (userId: string, id: string) {
+      const { rows } = await db.query<TaskRow>(`SELECT ${COLUMNS} FROM ${TABLE} WHERE id = $1 AND user_id = $2`, [id, userId])
+      if (rows[0] === undefined) throw notFound()
+      return toTask(rows[0])
+    },
 
+    /** One statement: a task deleted meanwhile is NOT_FOUND, never half-changed. A new title is sealed under the primary key. */
     async update (userId: string, id: string, patch: TaskPatch) {
-      const current = await row(userId, id)
-      // A new title is sealed under the primary key; an unchanged one keeps its key and bytes.
-      const sealed = patch.title === undefined ? { keyId: current.key_id, data: Buffer.from(current.title_sealed) } : crypto.seal(patch.title, binding(current))
-      const dueDate = patch.dueDate === undefined ? current.due_date : patch.dueDate
+      const sealed = patch.title === undefined ? null : crypto.seal(patch.title, binding({ id, user_id: userId }))
       const { rows } = await db.query<TaskRow>(
-        `UPDATE ${TABLE} SET key_id = $3, title_sealed = $4, status = $5, due_date = $6, updated_at = now()
+        `UPDATE ${TABLE} SET key_id = COALESCE($3, key_id), title_sealed = COALESCE($4, title_sealed), status = COALESCE($5, status),
+           due_date = CASE WHEN $6 THEN $7::date ELSE due_date END, updated_at = now()
          WHERE id = $1 AND user_id = $2 RETURNING ${COLUMNS}`,
-        [id, userId, sealed.keyId, sealed.data, patch.status ?? current.status, dueDate])
+        [id, userId, sealed?.keyId ?? null, sealed?.data ?? null, patch.status ?? null, patch.dueDate !== undefined, patch.dueDate ?? null])
       if (rows[0] === undefined) throw notFound()
       return toTask(rows[0])
     },

@@ -36,6 +36,18 @@ export const PLATFORM_STORAGE = [
     kept: 'Until DELETE /v1/auth/me (which also deletes every section of the user\'s data, their API keys and license); attempts 15 minutes'
   },
   {
+    what: 'Tasks (productivity assistant)',
+    where: 'Table `tasks`: owner, status, due day, times',
+    encrypted: 'The title, with AES-256-GCM under CONTENT_KEYS, bound to its row; status and due day in plain text (for the list filters)',
+    kept: 'Until the user deletes the task or their data'
+  },
+  {
+    what: 'Google Calendar connections',
+    where: 'Table `integrations` (owner, mode, status, scopes, when connected) and `oauth_states` (connects under way: the state only as its SHA-256)',
+    encrypted: 'The refresh token, the access token and the PKCE verifier, with AES-256-GCM under CONTENT_KEYS, bound to their row. Calendar events are never stored: read from Google on each request and passed on',
+    kept: 'Until the user disconnects (revoked at Google too) or deletes their data; states 10 minutes, and at most until the next connect'
+  },
+  {
     what: 'Credits (plans billed in money)',
     where: 'Tables `credit_accounts` (purchased credits left, held, charged so far), `credit_months` (free credits used, charges of the month), `credit_days` (tokens of the day), `credit_reservations` (holds of calls under way) and `credit_grants` (credits added, with the operator\'s reason)',
     encrypted: 'Not needed: amounts and ids, no content',

@@ -97,7 +97,8 @@ export const AuditAction = Type.Union([
   Type.Literal('token.minted'), Type.Literal('key.created'), Type.Literal('key.revoked'),
   Type.Literal('license.changed'), Type.Literal('access.denied'), Type.Literal('webhook.created'), Type.Literal('webhook.deleted'),
   Type.Literal('webhook.disabled'), Type.Literal('user-data.deleted'), Type.Literal('content.rekeyed'), Type.Literal('job.retried'), Type.Literal('credits.granted'),
-  Type.Literal('account.created'), Type.Literal('account.password-changed'), Type.Literal('account.deleted')
+  Type.Literal('account.created'), Type.Literal('account.password-changed'), Type.Literal('account.deleted'),
+  Type.Literal('integration.connected'), Type.Literal('integration.disconnected')
 ], { $id: 'AuditAction', title: 'AuditAction' })
 
 export const AuditEvent = Type.Object({

@@ -23,6 +23,7 @@ export const ErrorCode = Type.Union([
   Type.Literal('PROVIDER_TIMEOUT'),
   Type.Literal('CONFLICT'),
   Type.Literal('STORAGE_UNAVAILABLE'),
+  Type.Literal('INTEGRATION_NOT_CONNECTED'),
   Type.Literal('INTERNAL_ERROR')
 ], {
   $id: 'ErrorCode',
@@ -55,6 +56,7 @@ export const ERROR_STATUS: Record<ErrorCodeName, number> = {
   PROVIDER_TIMEOUT: 504,
   CONFLICT: 409,
   STORAGE_UNAVAILABLE: 503,
+  INTEGRATION_NOT_CONNECTED: 409,
   INTERNAL_ERROR: 500
 }
 

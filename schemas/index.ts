@@ -17,6 +17,7 @@ import { scanSchemas } from './scans.js'
 import { accountSchemas } from './accounts.js'
 import { openaiSchemas } from './openai.js'
 import { taskSchemas } from './tasks.js'
+import { integrationSchemas } from './integrations.js'
 
 /** Named components: added once with `addSchema`, referred to by `$ref`, published under components.schemas. */
-export const sharedSchemas = [ErrorCode, ErrorResponse, HealthLive, CheckResult, HealthReady, ...identitySchemas, ...adminSchemas, ...usageSchemas, ...featureSchemas, ...settingsAssistantSchemas, ...jobSchemas, ...userDataSchemas, ...webhookSchemas, ...modelSchemas, ...chatSchemas, ...analyticsSchemas, ...billingSchemas, ...stagingSchemas, ...scanSchemas, ...accountSchemas, ...openaiSchemas, ...taskSchemas]
+export const sharedSchemas = [ErrorCode, ErrorResponse, HealthLive, CheckResult, HealthReady, ...identitySchemas, ...adminSchemas, ...usageSchemas, ...featureSchemas, ...settingsAssistantSchemas, ...jobSchemas, ...userDataSchemas, ...webhookSchemas, ...modelSchemas, ...chatSchemas, ...analyticsSchemas, ...billingSchemas, ...stagingSchemas, ...scanSchemas, ...accountSchemas, ...openaiSchemas, ...taskSchemas, ...integrationSchemas]

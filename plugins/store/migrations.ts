@@ -453,5 +453,42 @@ CREATE TABLE tasks (
 );
 CREATE INDEX tasks_user_created ON tasks (user_id, created_at DESC, id DESC);
 `
+  },
+  {
+    id: 12,
+    name: 'integrations',
+    sql: `
+-- Google Calendar connections (SPEC §17): one per user and mode. The refresh and access tokens are sealed
+-- (AES-256-GCM) under key_id; a test-mode (sandbox) connection has none.
+CREATE TABLE integrations (
+  id                text PRIMARY KEY,
+  user_id           text NOT NULL,
+  mode              text NOT NULL CHECK (mode IN ('live', 'test')),
+  kind              text NOT NULL CHECK (kind IN ('google-calendar')),
+  status            text NOT NULL CHECK (status IN ('ok', 'needs-reconnect')),
+  scopes            text[] NOT NULL,
+  key_id            text NOT NULL,
+  refresh_sealed    bytea,
+  access_sealed     bytea,
+  access_expires_at timestamptz,
+  connected_at      timestamptz NOT NULL DEFAULT now(),
+  updated_at        timestamptz NOT NULL DEFAULT now(),
+  UNIQUE (user_id, kind, mode)
+);
+
+-- Connects under way: the state only as its SHA-256, single use (deleted when the callback comes), with the PKCE
+-- verifier sealed; expired ones are deleted by the next connect.
+CREATE TABLE oauth_states (
+  state_hash      text PRIMARY KEY,
+  user_id         text NOT NULL,
+  mode            text NOT NULL CHECK (mode IN ('live', 'test')),
+  kind            text NOT NULL,
+  key_id          text NOT NULL,
+  verifier_sealed bytea,
+  expires_at      timestamptz NOT NULL,
+  created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX oauth_states_expires ON oauth_states (expires_at);
+`
   }
 ]
