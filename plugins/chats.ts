@@ -2,8 +2,9 @@ import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { ChatCall } from '../providers/chat.js'
 import { tokenCounter } from '../providers/tokens.js'
+import { TOOL_ROUND_TOKENS } from './assistant-tools.js'
 import { VENDORS } from '../providers/vendors.js'
-import type { ChatMessageValue, ChatValue } from '../schemas/chats.js'
+import type { ChatMessageValue, ChatToolName, ChatValue } from '../schemas/chats.js'
 import { cursorPosition, encodeCursor } from '../schemas/pagination.js'
 import type { Mode } from '../schemas/principal.js'
 import type { ContentCrypto } from './content-crypto.js'
@@ -42,6 +43,7 @@ interface SessionRow {
   context_ref_sealed: Uint8Array | null,
   model: string | null,
   archived: boolean,
+  tools: ChatToolName[],
   message_count: number,
   created_at: Date,
   last_activity_at: Date
@@ -81,10 +83,18 @@ export function costMicroUsd (model: Pick<ModelEntry, 'inputMicroUsdPer1M' | 'ou
  * What a chat call reserves before a vendor is called: for each model it may end on (the routed one and its fallbacks),
  * its prompt and reply limit; the most tokens and the dearest cost of them. POST /v1/ai/estimate answers the same.
  */
-export function chatReservation (entries: Array<{ model: ModelEntry, promptTokens: number, outputTokens?: number }>) {
+export function chatReservation (entries: Array<{ model: ModelEntry, promptTokens: number, outputTokens?: number }>, toolRounds = 0) {
   const asks = entries.map(({ model, promptTokens, outputTokens }) => {
     const out = outputTokens ?? replyLimit(model)
-    return { tokens: promptTokens + out, costMicroUsd: costMicroUsd(model, promptTokens, out) }
+    // With assistant tools a reply may take toolRounds more calls, each prompt longer by a round's tool calls and results.
+    let tokens = 0
+    let cost = 0
+    for (let round = 0; round <= toolRounds; round++) {
+      const prompt = promptTokens + round * TOOL_ROUND_TOKENS
+      tokens += prompt + out
+      cost += costMicroUsd(model, prompt, out)
+    }
+    return { tokens, costMicroUsd: cost }
   })
   return { tokens: Math.max(...asks.map((a) => a.tokens)), costMicroUsd: Math.max(...asks.map((a) => a.costMicroUsd)) }
 }
@@ -122,6 +132,7 @@ export function createChats (opts: ChatsOptions) {
     model: row.model,
     contextRef: openOrNull(row, SESSIONS, 'context_ref_sealed', row.context_ref_sealed),
     archived: row.archived,
+    tools: row.tools,
     messageCount: row.message_count,
     createdAt: row.created_at.toISOString(),
     lastActivityAt: row.last_activity_at.toISOString()
@@ -155,12 +166,12 @@ export function createChats (opts: ChatsOptions) {
     value == null ? null : crypto.seal(value, bind(table, column, row)).data
 
   return {
-    async create (userId: string, mode: Mode, input: { title?: string, model?: string, contextRef?: string }): Promise<ChatValue> {
+    async create (userId: string, mode: Mode, input: { title?: string, model?: string, contextRef?: string, tools?: ChatToolName[] }): Promise<ChatValue> {
       const row = { id: newId('chat'), user_id: userId }
       const at = now()
-      const { rows } = await db.query<SessionRow>(`INSERT INTO ${SESSIONS} (id, user_id, mode, key_id, title_sealed, context_ref_sealed, model, created_at, last_activity_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING *`, [row.id, userId, mode, crypto.primaryKeyId,
-        sealColumn(SESSIONS, 'title_sealed', row, input.title), sealColumn(SESSIONS, 'context_ref_sealed', row, input.contextRef), input.model ?? null, at])
+      const { rows } = await db.query<SessionRow>(`INSERT INTO ${SESSIONS} (id, user_id, mode, key_id, title_sealed, context_ref_sealed, model, tools, created_at, last_activity_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING *`, [row.id, userId, mode, crypto.primaryKeyId,
+        sealColumn(SESSIONS, 'title_sealed', row, input.title), sealColumn(SESSIONS, 'context_ref_sealed', row, input.contextRef), input.model ?? null, input.tools ?? [], at])
       return toChat(rows[0] as SessionRow)
     },
 
@@ -228,10 +239,10 @@ export function createChats (opts: ChatsOptions) {
      * The prompt of a new message: the system prompt, then as much of the history as fits the model's context (newest
      * kept, counted with the vendor's tokenizer where it is public), then the message. Returns it with its token count.
      */
-    async prompt (model: ModelEntry, history: Array<{ role: 'user' | 'assistant', content: string }>, content: string, maxOutputTokens: number) {
+    async prompt (model: ModelEntry, history: Array<{ role: 'user' | 'assistant', content: string }>, content: string, maxOutputTokens: number, system = CHAT_SYSTEM_PROMPT) {
       const count = await tokenCounter(VENDORS[model.vendor].exactTokens)
       const cost = (text: string) => count(text) + MESSAGE_OVERHEAD_TOKENS
-      let tokens = cost(CHAT_SYSTEM_PROMPT) + cost(content)
+      let tokens = cost(system) + cost(content)
       const budget = model.contextTokens - maxOutputTokens
       const kept: typeof history = []
       for (let i = history.length - 1; i >= 0; i--) {
@@ -241,7 +252,7 @@ export function createChats (opts: ChatsOptions) {
         tokens += more
         kept.unshift(turn)
       }
-      const messages: ChatCall['messages'] = [{ role: 'system', content: CHAT_SYSTEM_PROMPT }, ...kept, { role: 'user', content }]
+      const messages: ChatCall['messages'] = [{ role: 'system', content: system }, ...kept, { role: 'user', content }]
       return { messages, tokens, cutTurns: history.length - kept.length }
     },
 

@@ -80,19 +80,22 @@ export const FEATURES = {
     providers: { live: ['openai', 'anthropic', 'qwen', 'deepseek', 'xai', 'gemini'], test: 'sandbox' },
     sends: [
       { field: 'content', note: 'The new message, as the user\'s turn, to the vendor of the model that serves the call (a fallback vendor when the first one fails). With MODERATION=openai it goes to the OpenAI moderation endpoint first, and so does the finished reply.' },
-      { field: 'history', note: 'The chat\'s earlier messages as the service stored them, the newest ones, as many as fit the model\'s context.' }
+      { field: 'history', note: 'The chat\'s earlier messages as the service stored them, the newest ones, as many as fit the model\'s context.' },
+      { field: 'tools', note: 'Chats created with `tools` (productivity assistant): the tools\' names and descriptions. With `calendar`, when the model calls list_calendar_events, the title, start, end and all-day flag of the user\'s Google Calendar events in the range it asked for (at most 25 events, titles cut to 100 characters), read from Google for this message only; never the event ids, places, descriptions or attendees. With `tasks`: the task the model proposed, back to it as "proposed"; never the user\'s stored tasks.' }
     ],
     serverAdds: [
+      'For a chat with tools: today\'s date and time (UTC) and a line on how to use each tool, in the system prompt; the results of the tool calls as tool turns.',
       'A keyed hash of the user id (HMAC-SHA-256 with USER_HASH_SECRET) only where the vendor documents a field for it: OpenAI `safety_identifier`, Anthropic `metadata.user_id`, xAI `user`. Qwen, DeepSeek and Gemini receive no user identifier at all.',
       'A fixed system prompt of the service, the vendor\'s model name, a reply-length limit, whether the reply is streamed (on Chat Completions streams with `stream_options.include_usage`, for the token counts), and to OpenAI `store: false`.'
     ],
     neverSent: ['The user id, e-mail or IP address', 'The chat\'s title, its contextRef and feedback', 'Tokens, API keys and request ids'],
     logged: 'Request id, hashed ids, chat and message ids, model, vendor, token counts, cost and timings, moderation severities and categories; never a message, a title or a comment.',
-    stored: 'Chats (title and contextRef encrypted), messages (text encrypted with AES-256-GCM; model, tokens, cost and timings in plain), feedback (comment encrypted), one usage-ledger row per call. Deleted with the chat, after CHAT_RETENTION_DAYS without a message, or on DELETE /v1/ai/me/data.',
+    stored: 'Chats (title and contextRef encrypted, tool names in plain), messages (text encrypted with AES-256-GCM; model, tokens, cost and timings in plain), feedback (comment encrypted), one usage-ledger row per reply (its tool rounds counted together). Calendar events and task suggestions are not stored. Deleted with the chat, after CHAT_RETENTION_DAYS without a message, or on DELETE /v1/ai/me/data.',
     limits: {
       content: '1 to 8,000 characters',
       history: 'The chat\'s latest 200 messages, cut to the model\'s context by token counts',
       reply: 'At most 4,096 tokens (or the model\'s own limit when lower)',
+      tools: 'At most 2 rounds of tool calls per reply (3 model calls), on the model that answered first; a reply with tools reserves quota for all of them and is charged what they used',
       timeouts: 'First byte within 15 s, whole call within MODEL_TIMEOUT_MS (60 s)'
     }
   },

@@ -1,7 +1,7 @@
 import { setImmediate as yieldToLoop } from 'node:timers/promises'
 import fp from 'fastify-plugin'
 import type { CatalogSettingValue, SettingsCatalogValue } from '../schemas/settings-assistant.js'
-import { estimatePromptTokens, estimateTokens, type ChatCall, type ChatEvent, type ChatProvider } from './chat.js'
+import { estimatePromptTokens, estimateTokens, type ChatCall, type ChatEvent, type ChatProvider, type ChatToolCall } from './chat.js'
 import { ProviderError } from './provider-error.js'
 
 export const SANDBOX_CHAT_MODEL = 'sandbox-catalog-1'
@@ -75,7 +75,8 @@ export function createSandboxChat (catalog: SettingsCatalogValue) {
 
 /** Deltas of a sandbox reply, a turn of the event loop apart (as a network stream has, so a client abort is seen). */
 async function * wordDeltas (text: string, signal: AbortSignal, cancelled: () => Error): AsyncGenerator<ChatEvent> {
-  const words = text.split(' ')
+  // A reply that is only a tool call has no text, and no delta.
+  const words = text === '' ? [] : text.split(' ')
   for (let i = 0; i < words.length; i += WORDS_PER_DELTA) {
     await yieldToLoop()
     if (signal.aborted) throw cancelled()
@@ -95,13 +96,14 @@ export function createSandboxModels () {
     const turns = call.messages.filter((m) => m.role !== 'system').length
     const said = `Test mode (sandbox, no AI model was called), standing in for ${call.model ?? 'the routed model'}: ` +
       `your message has ${words} ${words === 1 ? 'word' : 'words'}, and this conversation has ${turns} ${turns === 1 ? 'turn' : 'turns'} so far.`
+    const assistant = assistantAnswer(call, question)
     // Structured output gets JSON (of no particular schema); a tool the call insists on is called with no arguments.
-    const text = call.responseFormat === undefined ? said : JSON.stringify({ sandbox: said })
+    const text = assistant?.text ?? (call.responseFormat === undefined ? said : JSON.stringify({ sandbox: said }))
     const choice = call.toolChoice
     const forced = call.tools.length === 0 || choice === undefined || choice === 'auto' || choice === 'none'
       ? undefined
       : typeof choice === 'string' ? call.tools[0] : call.tools.find((tool) => tool.name === choice.name)
-    const toolCalls = forced === undefined ? [] : [{ id: `call_sandbox_${turns}`, name: forced.name, arguments: '{}' }]
+    const toolCalls = assistant?.toolCalls ?? (forced === undefined ? [] : [{ id: `call_sandbox_${turns}`, name: forced.name, arguments: '{}' }])
     const usage = { inputTokens: estimatePromptTokens(call), outputTokens: estimateTokens(text + toolCalls.map((c) => c.name + c.arguments).join('')) }
     return { text, toolCalls, usage }
   }
@@ -120,6 +122,43 @@ export function createSandboxModels () {
       return { text, toolArguments: toolCalls.map((c) => c.arguments), toolCalls, finishReason: 'stop' as const, usage }
     }
   } satisfies ChatProvider
+}
+
+const ASKS_CALENDAR = /\b(calendar|schedule|meetings?|agenda|week|today|tomorrow)\b/i
+const ASKS_TASK = /\b(remind|task|to-?do)\b/i
+
+/**
+ * The sandbox as the productivity assistant (a chat with tools, auto choice): it reads the calendar when asked about
+ * the schedule, proposes a task when asked to be reminded, and answers from what the tools gave. Null for other calls.
+ */
+function assistantAnswer (call: ChatCall, question: string): { text: string, toolCalls: ChatToolCall[] } | null {
+  const offered = new Set(call.tools.map((tool) => tool.name))
+  if (!offered.has('list_calendar_events') && !offered.has('create_task')) return null
+  const may = call.toolChoice === undefined || call.toolChoice === 'auto'
+  const lastCalls = [...call.messages].reverse().find((m) => m.role === 'assistant' && m.toolCalls !== undefined)
+  const called = new Set(call.messages.flatMap((m) => m.role === 'assistant' ? (m.toolCalls ?? []).map((c) => c.name) : []))
+  const id = `call_sandbox_${called.size + 1}`
+  if (may && offered.has('list_calendar_events') && ASKS_CALENDAR.test(question) && !called.has('list_calendar_events')) {
+    const from = new Date(`${new Date().toISOString().slice(0, 10)}T00:00:00.000Z`)
+    const to = new Date(from.getTime() + 7 * 86_400_000)
+    return { text: 'Let me look at your calendar.', toolCalls: [{ id, name: 'list_calendar_events', arguments: JSON.stringify({ from: from.toISOString(), to: to.toISOString() }) }] }
+  }
+  if (may && offered.has('create_task') && ASKS_TASK.test(question) && !called.has('create_task')) {
+    const title = question.replace(/^.*?\bremind me to\b\s*/i, '').replace(/[.?!\s]+$/, '').slice(0, 120)
+    const due = new Date(Date.now() + 86_400_000).toISOString().slice(0, 10)
+    return { text: '', toolCalls: [{ id, name: 'create_task', arguments: JSON.stringify({ title: title === '' ? 'Follow up' : title, dueDate: due }) }] }
+  }
+  if (lastCalls === undefined) return null
+  // Answers from every tool result of the conversation.
+  const parts = ['Test mode (sandbox, no AI model was called).']
+  for (const m of call.messages) {
+    if (m.role !== 'tool') continue
+    const result = JSON.parse(m.content) as { events?: Array<{ title: string, start: string }>, proposed?: boolean, error?: string }
+    if (result.error !== undefined) parts.push(`A tool answered: ${result.error}`)
+    else if (result.events !== undefined) parts.push(result.events.length === 0 ? 'Your calendar has no events in the next 7 days.' : `Your next events: ${result.events.map((e) => `${e.title} (${e.start})`).join('; ')}.`)
+    else parts.push('I proposed a task: confirm it in the app to create it.')
+  }
+  return { text: parts.join(' '), toolCalls: [] }
 }
 
 declare module 'fastify' {

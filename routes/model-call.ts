@@ -34,6 +34,10 @@ export interface PreparedCall {
 /** Tokens of a call: the vendor's counts, or ours (flagged) when it sent none. Never zero for a prompt that was sent. */
 export type Units = ChatUsage & { estimated: boolean }
 
+/** The units of several calls of one reply (tool rounds), charged together. */
+export const addUnits = (a: Units, b: Units): Units => ({ inputTokens: a.inputTokens + b.inputTokens, outputTokens: a.outputTokens + b.outputTokens, estimated: a.estimated || b.estimated })
+const NO_UNITS: Units = { inputTokens: 0, outputTokens: 0, estimated: false }
+
 export interface ModelCallOptions {
   feature: FeatureId
   /** Log messages of this route. */
@@ -49,6 +53,11 @@ export interface StreamHandlers {
   finish: (end: { finishReason: Extract<ChatEvent, { type: 'end' }>['finishReason'], text: string, toolCalls: ChatToolCall[], units: Units, charged: number }) => Promise<void>
   /** The error frame of a stream that failed (not written when the client left). */
   error: (envelope: Envelope) => void
+  /**
+   * A round ended with tool calls the route runs itself (assistant tools): it runs them and opens the next round on the
+   * same model, or answers null to end the reply here. The rounds are charged together, once.
+   */
+  toolRound?: (toolCalls: ChatToolCall[], text: string) => Promise<Opened | null>
   /** Ends the response, whatever happened. */
   close: () => void
 }
@@ -164,31 +173,45 @@ export function modelCalls (app: FastifyInstance, opts: ModelCallOptions) {
   async function pump (request: FastifyRequest, call: PreparedCall, opened: Opened, ttftMs: number, handlers: StreamHandlers) {
     const { model, provider } = opened
     let text = ''
-    const toolCalls: ChatToolCall[] = []
+    let toolCalls: ChatToolCall[] = []
     let settled = false
+    // What the rounds answered so far, and the text of the round being read (null between rounds).
+    let done = NO_UNITS
+    let roundText: string | null = ''
     try {
       let end: Extract<ChatEvent, { type: 'end' }> | undefined
-      for (let next = opened.first; next.done !== true; next = await opened.events.next()) {
-        const event = next.value
-        if (event.type === 'delta') {
-          text += event.text
-          handlers.delta(event.text)
-        } else if (event.type === 'tool') {
-          toolCalls.push({ id: event.id, name: event.name, arguments: event.arguments })
-        } else {
-          end = event
+      for (let current: Opened | null = opened; current !== null;) {
+        roundText = ''
+        toolCalls = []
+        for (let next = current.first; next.done !== true; next = await current.events.next()) {
+          const event = next.value
+          if (event.type === 'delta') {
+            // The text of a round after a tool round starts a new paragraph.
+            const piece = roundText === '' && text !== '' ? `\n\n${event.text}` : event.text
+            text += piece
+            roundText += piece
+            handlers.delta(piece)
+          } else if (event.type === 'tool') {
+            toolCalls.push({ id: event.id, name: event.name, arguments: event.arguments })
+          } else {
+            end = event
+          }
         }
+        done = addUnits(done, measured(call, model, (end as Extract<ChatEvent, { type: 'end' }>).usage, roundText + toolCalls.map((c) => c.name + c.arguments).join('')))
+        const finishedText = roundText
+        roundText = null
+        current = toolCalls.length > 0 && handlers.toolRound !== undefined ? await handlers.toolRound(toolCalls, finishedText) : null
       }
       const finished = end as Extract<ChatEvent, { type: 'end' }>
-      const units = measured(call, model, finished.usage, text + toolCalls.map((c) => c.name + c.arguments).join(''))
-      const charged = await settle(request, call, provider.name, model, units, 'completed')
+      const charged = await settle(request, call, provider.name, model, done, 'completed')
       settled = true
-      await handlers.finish({ finishReason: finished.finishReason, text, toolCalls, units, charged })
+      await handlers.finish({ finishReason: finished.finishReason, text, toolCalls, units: done, charged })
     } catch (err) {
       const clientLeft = call.signal.aborted && !stopping()
       const envelope = toEnvelope(app.readiness.failure(err as Error))
       if (!settled) {
-        const units = measured(call, model, null, text)
+        // The rounds that ended, and what the one under way generated (a round that failed to open generated nothing).
+        const units = roundText === null ? done : addUnits(done, measured(call, model, null, roundText))
         const outcome = call.signal.aborted ? abortOutcome() : 'failed'
         await settle(request, call, provider.name, model, units, outcome)
         await recordCharged(request, call, model, units, outcome, { ttftMs, errorCode: outcome === 'failed' ? envelope.code : null })

@@ -19,11 +19,23 @@ const ContextRef = Type.String({
   examples: ['book:9780141439518']
 })
 
+/** The assistant tools a chat may be created with (SPEC §17). */
+export const CHAT_TOOLS = ['calendar', 'tasks'] as const
+export type ChatToolName = typeof CHAT_TOOLS[number]
+const Tools = Type.Array(Type.Union([Type.Literal('calendar'), Type.Literal('tasks')]), {
+  uniqueItems: true,
+  maxItems: CHAT_TOOLS.length,
+  description: 'Assistant tools: `calendar` lets the model read your Google Calendar (`list_calendar_events`, run by the service; only ' +
+    'event titles and times go to the model\'s vendor); `tasks` lets it propose tasks (`create_task`), returned as suggestions you confirm ' +
+    'with POST /v1/tasks, never created by the model.'
+})
+
 export const CreateChatRequest = Type.Object({
   title: Type.Optional(Title),
   model: Type.Optional(ModelId),
-  contextRef: Type.Optional(ContextRef)
-}, { $id: 'CreateChatRequest', title: 'CreateChatRequest', additionalProperties: false, examples: [{ title: 'Reading notes', contextRef: 'book:9780141439518' }] })
+  contextRef: Type.Optional(ContextRef),
+  tools: Type.Optional(Tools)
+}, { $id: 'CreateChatRequest', title: 'CreateChatRequest', additionalProperties: false, examples: [{ title: 'Reading notes', contextRef: 'book:9780141439518' }, { title: 'My week', tools: ['calendar', 'tasks'] }] })
 
 export const UpdateChatRequest = Type.Object({
   title: Type.Optional(Type.Union([Title, Type.Null()])),
@@ -37,6 +49,7 @@ export const Chat = Type.Object({
   model: Type.Union([Type.String(), Type.Null()], { description: 'The model every message uses unless it names one; null: routed per message.' }),
   contextRef: Type.Union([Type.String(), Type.Null()]),
   archived: Type.Boolean(),
+  tools: Type.Array(Type.Union([Type.Literal('calendar'), Type.Literal('tasks')]), { description: 'Its assistant tools (empty: none).' }),
   messageCount: Type.Integer({ minimum: 0 }),
   createdAt: isoTime('When the chat was created.'),
   lastActivityAt: isoTime('When its latest message was added (or it was created).')
@@ -44,7 +57,7 @@ export const Chat = Type.Object({
   $id: 'Chat',
   title: 'Chat',
   additionalProperties: false,
-  examples: [{ id: 'chat_4Gm2Qz8LwP1vXk7R', title: 'Reading notes', model: null, contextRef: 'book:9780141439518', archived: false, messageCount: 2, createdAt: '2026-12-02T09:00:00.000Z', lastActivityAt: '2026-12-02T09:01:10.000Z' }]
+  examples: [{ id: 'chat_4Gm2Qz8LwP1vXk7R', title: 'Reading notes', model: null, contextRef: 'book:9780141439518', archived: false, tools: [], messageCount: 2, createdAt: '2026-12-02T09:00:00.000Z', lastActivityAt: '2026-12-02T09:01:10.000Z' }]
 })
 export type ChatValue = Static<typeof Chat>
 
@@ -85,6 +98,21 @@ export const ModerationWarning = Type.Object({
 
 export type ModerationWarningValue = Static<typeof ModerationWarning>
 
+export const TaskSuggestion = Type.Object({
+  type: Type.Literal('create_task'),
+  task: Type.Object({
+    title: Type.String({ minLength: 1, maxLength: 500 }),
+    dueDate: Type.Optional(Type.String({ format: 'date' }))
+  }, { additionalProperties: false, description: 'The body to POST to /v1/tasks if the user confirms.' })
+}, {
+  $id: 'TaskSuggestion',
+  title: 'TaskSuggestion',
+  additionalProperties: false,
+  description: 'A task the assistant proposes (chats with the `tasks` tool). Nothing is created until the app confirms it with POST /v1/tasks. Not stored with the message.',
+  examples: [{ type: 'create_task', task: { title: 'Prepare slides for the design review', dueDate: '2026-12-08' } }]
+})
+export type TaskSuggestionValue = Static<typeof TaskSuggestion>
+
 export const ChatMessage = Type.Object({
   id: MessageId,
   role: Type.Union([Type.Literal('user'), Type.Literal('assistant')]),
@@ -96,7 +124,9 @@ export const ChatMessage = Type.Object({
   ttftMs: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], { description: 'Time to the first token, from the request.' }),
   latencyMs: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], { description: 'Time to the whole reply, from the request.' }),
   flagged: Type.Boolean({ description: 'The reply was blocked by moderation (MODERATION=openai) and `content` is the notice that replaced it.' }),
-  warning: Type.Optional(ref(ModerationWarning))
+  warning: Type.Optional(ref(ModerationWarning)),
+  toolsUsed: Type.Optional(Type.Array(Type.String(), { description: 'The server-run tools the model called for this reply (e.g. `list_calendar_events`); only on the answer that was sent, not stored.' })),
+  suggestions: Type.Optional(Type.Array(ref(TaskSuggestion), { description: 'Tasks the assistant proposes; only on the answer that was sent, not stored.' }))
 }, {
   $id: 'ChatMessage',
   title: 'ChatMessage',
@@ -130,6 +160,8 @@ export const FeedbackRequest = Type.Object({
 export const CHAT_STREAM_DESCRIPTION = 'Server-sent events, the same framing as the Settings Assistant\'s stream: `delta` {text} as the reply ' +
   'is written; `usage` {inputTokens, outputTokens} once at the end; then `done` {messageId, finishReason, usage, costCents, model, warning?}; ' +
   'or `error` {error} (the error envelope) when the vendor fails after the first byte, or when moderation (MODERATION=openai) blocks ' +
-  'the finished reply (CONTENT_REJECTED: discard the text shown). A reply that did not finish, or was blocked, is not stored.'
+  'the finished reply (CONTENT_REJECTED: discard the text shown). A reply that did not finish, or was blocked, is not stored. ' +
+  'In a chat with tools also: `tool` {name} when the service runs a tool the model called (the reply goes on after it), and ' +
+  '`suggestion` {type: "create_task", task} for each task the assistant proposes (the app asks the user, then POSTs the task).'
 
-export const chatSchemas = [CreateChatRequest, UpdateChatRequest, Chat, ChatPage, SendMessageRequest, ChatUsage, ModerationWarning, ChatMessage, MessagePage, FeedbackRequest]
+export const chatSchemas = [CreateChatRequest, UpdateChatRequest, Chat, ChatPage, SendMessageRequest, ChatUsage, ModerationWarning, TaskSuggestion, ChatMessage, MessagePage, FeedbackRequest]

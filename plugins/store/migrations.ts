@@ -490,5 +490,13 @@ CREATE TABLE oauth_states (
 );
 CREATE INDEX oauth_states_expires ON oauth_states (expires_at);
 `
+  },
+  {
+    id: 13,
+    name: 'chat-tools',
+    sql: `
+-- Assistant tools of a chat (SPEC §17): which ones the model may call. Names only, no content.
+ALTER TABLE chat_sessions ADD COLUMN tools text[] NOT NULL DEFAULT '{}';
+`
   }
 ]

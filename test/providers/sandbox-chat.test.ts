@@ -83,3 +83,29 @@ t.test('the catalog sandbox calls a tool the caller insists on, and answers JSON
   t.match(events.at(-2), { type: 'tool', id: 'call_sandbox_1', name: 'first', arguments: '{}' })
   t.match(JSON.parse(events.filter((e) => e.type === 'delta').map((e) => (e as { text: string }).text).join('')), { sandbox: /^Test mode/ })
 })
+
+t.test('the sandbox as the productivity assistant: reads the calendar, proposes tasks, answers from tool results', async (t) => {
+  const models = createSandboxModels()
+  const tools = [
+    { name: 'list_calendar_events', description: '', parameters: {} },
+    { name: 'create_task', description: '', parameters: {} }
+  ]
+  const base = { tools, user: 'h', maxOutputTokens: 100, signal: new AbortController().signal }
+  const ask = (messages: ChatCall['messages']) => models.complete({ ...base, messages })
+  t.match((await ask([{ role: 'user', content: 'What is on my calendar?' }])).toolCalls, [{ name: 'list_calendar_events' }])
+  t.match((await ask([{ role: 'user', content: 'Remind me to.' }])).toolCalls, [{ name: 'create_task', arguments: /"title":"Follow up"/ }], 'a task with no words gets a title')
+  const plain = await ask([{ role: 'user', content: 'Hello there' }])
+  t.same(plain.toolCalls, [])
+  t.match(plain.text, /your message has 2 words/, 'nothing to do with tools: the usual sandbox answer')
+  const answered = await ask([
+    { role: 'user', content: 'What is on my calendar?' },
+    { role: 'assistant', content: '', toolCalls: [{ id: 'a', name: 'list_calendar_events', arguments: '{}' }] },
+    { role: 'tool', toolCallId: 'a', content: JSON.stringify({ events: [] }) },
+    { role: 'tool', toolCallId: 'b', content: JSON.stringify({ error: 'Google Calendar is not connected' }) }
+  ])
+  t.match(answered.text, /no events in the next 7 days.*A tool answered: Google Calendar is not connected/)
+  const stream = models.stream({ ...base, messages: [{ role: 'user', content: 'Remind me to call Sam' }] })
+  const events = []
+  for await (const event of stream) events.push(event)
+  t.same(events.map((e) => e.type), ['tool', 'end'], 'a reply that is only a tool call has no delta')
+})

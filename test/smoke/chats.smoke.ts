@@ -24,7 +24,7 @@ t.test('models and chats: create, message (JSON and streamed), history, feedback
   expectError(t, await call(t, 'sendChatMessage', 400, { method: 'POST', path: `/v1/chats/${id}/messages`, token, body: { content: '' } }), 'VALIDATION_ERROR')
   expectError(t, await call(t, 'sendChatMessage', 400, { method: 'POST', path: `/v1/chats/${id}/messages`, token, body: { content: 'x'.repeat(8001) } }), 'VALIDATION_ERROR')
   expectError(t, await call(t, 'sendChatMessage', 400, { method: 'POST', path: `/v1/chats/${id}/messages`, token, body: { content: 'hi', model: 'no-such-model' } }), 'VALIDATION_ERROR')
-  expectError(t, await call(t, 'createChat', 400, { method: 'POST', path: '/v1/chats', token, body: { tools: ['calendar'] } }), 'VALIDATION_ERROR')
+  expectError(t, await call(t, 'createChat', 400, { method: 'POST', path: '/v1/chats', token, body: { tools: ['email'] } }), 'VALIDATION_ERROR')
   expectError(t, await call(t, 'listChatMessages', 400, { path: `/v1/chats/${id}/messages?cursor=bm9wZQ`, token }), 'VALIDATION_ERROR')
   expectError(t, await call(t, 'getChat', 404, { path: '/v1/chats/chat_0000000000000000', token }), 'NOT_FOUND')
   expectError(t, await call(t, 'listChats', 401, { path: '/v1/chats' }), 'UNAUTHENTICATED')

@@ -2,20 +2,21 @@ import { PassThrough } from 'node:stream'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import Type from 'typebox'
-import { chatReservation, replyLimit, type Exchange } from '../../../plugins/chats.js'
+import { chatTools, MAX_TOOL_ROUNDS, roundTurns, runTools, toolInstructions, type ToolOutcome } from '../../../plugins/assistant-tools.js'
+import { CHAT_SYSTEM_PROMPT, chatReservation, replyLimit, type Exchange } from '../../../plugins/chats.js'
 import { toCents } from '../../../plugins/money.js'
-import { AppError } from '../../../plugins/errors.js'
+import { AppError, toEnvelope } from '../../../plugins/errors.js'
 import type { ModelEntry } from '../../../plugins/models.js'
 import type { Verdict } from '../../../plugins/moderation.js'
-import type { ChatCall } from '../../../providers/chat.js'
+import { estimateTokens, type ChatCall, type ChatToolCall } from '../../../providers/chat.js'
 import {
   Chat, CHAT_STREAM_DESCRIPTION, ChatId, ChatListQuery, ChatMessage, ChatPage, CreateChatRequest, FeedbackRequest, MessageId,
-  MessageListQuery, MessagePage, SendMessageRequest, UpdateChatRequest, type ModerationWarningValue
+  MessageListQuery, MessagePage, SendMessageRequest, UpdateChatRequest, type ModerationWarningValue, type TaskSuggestionValue
 } from '../../../schemas/chats.js'
 import { errorResponses, type ErrorResponseBody } from '../../../schemas/errors.js'
 import type { Principal } from '../../../schemas/principal.js'
 import { ref } from '../../../schemas/refs.js'
-import { modelCalls, type Units } from '../../model-call.js'
+import { addUnits, modelCalls, type Units } from '../../model-call.js'
 import { SSE_TYPE, sseFrame, sseHeaders } from '../../sse.js'
 
 const config = { auth: 'ai-token' as const, feature: 'chat' as const }
@@ -55,16 +56,21 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     const signal = app.readiness.callSignal(reply.raw)
     const screened = await screen(request, principal, 'message', body.content, signal)
     const history = await app.chats.history(session)
+    // A chat with assistant tools tells the model today's date and how to use them, and offers them.
+    const tools = chatTools(session.tools)
+    const system = tools.length === 0 ? CHAT_SYSTEM_PROMPT : `${CHAT_SYSTEM_PROMPT}\n${toolInstructions(session.tools, new Date())}`
+    const toolTokens = tools.length === 0 ? 0 : estimateTokens(JSON.stringify(tools))
     const prompts = new Map<string, Awaited<ReturnType<typeof app.chats.prompt>>>()
     for (const model of [route.model, ...route.chain]) {
-      if (!prompts.has(model.id)) prompts.set(model.id, await app.chats.prompt(model, history, body.content, maxOutput(model)))
+      if (!prompts.has(model.id)) prompts.set(model.id, await app.chats.prompt(model, history, body.content, maxOutput(model), system))
     }
-    const reservation = chatReservation([...prompts.entries()].map(([modelId, p]) => ({ model: app.models.get(modelId) as ModelEntry, promptTokens: p.tokens })))
+    const reservation = chatReservation([...prompts.entries()].map(([modelId, p]) => ({ model: app.models.get(modelId) as ModelEntry, promptTokens: p.tokens + toolTokens })),
+      tools.length === 0 ? 0 : MAX_TOOL_ROUNDS)
     const metered = await app.meter(request, reply, reservation.tokens, { costMicroUsd: reservation.costMicroUsd })
     const user = app.hash.user(principal.userId)
     const callFor = (model: ModelEntry): ChatCall => ({
       messages: (prompts.get(model.id) as { messages: ChatCall['messages'] }).messages,
-      tools: [],
+      tools,
       model: model.upstreamModel,
       user,
       maxOutputTokens: maxOutput(model),
@@ -75,6 +81,40 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     return { principal, session, sessionId: session.id, route, metered, signal, callFor, promptTokens, noteFailure, screened, content: body.content, started: performance.now() }
   }
   type Prepared = Awaited<ReturnType<typeof prepare>>
+
+  /**
+   * The tool rounds of a reply (chats with tools): each round's calls are run, their results added to the conversation,
+   * and the next call made on the model that answered the first (no fallback within a reply). After MAX_TOOL_ROUNDS the
+   * model may not call tools any more.
+   */
+  function toolRounds (prepared: Prepared, model: ModelEntry) {
+    const conversation = [...prepared.callFor(model).messages]
+    // The chain lists every model tried, the first included: only the one that answered.
+    const pinned = { ...prepared.route, model, chain: [model] }
+    const used: string[] = []
+    const suggestions: TaskSuggestionValue[] = []
+    let round = 0
+    return {
+      used,
+      suggestions,
+      /** Runs a round's tool calls; false when the reply must end here (no tools, or none left). */
+      async run (toolCalls: ChatToolCall[], text: string, onOutcome?: (outcome: ToolOutcome) => void) {
+        if (toolCalls.length === 0 || prepared.session.tools.length === 0 || round >= MAX_TOOL_ROUNDS) return false
+        round++
+        const outcomes = await runTools(app, prepared.principal, prepared.session.tools, toolCalls)
+        for (const outcome of outcomes) {
+          if (outcome.ranOnServer) used.push(outcome.call.name)
+          if (outcome.suggestion !== undefined) suggestions.push(outcome.suggestion)
+          onOutcome?.(outcome)
+        }
+        conversation.push(...roundTurns(text, outcomes))
+        return true
+      },
+      /** The next call of the reply: the conversation so far; the last round may not call tools. */
+      callFor: (m: ModelEntry): ChatCall => ({ ...prepared.callFor(m), messages: [...conversation], toolChoice: round >= MAX_TOOL_ROUNDS ? 'none' : 'auto' }),
+      pinned
+    }
+  }
 
   const exchange = (prepared: Prepared, model: ModelEntry, reply: string, finishReason: Exchange['finishReason'], units: Units, ttftMs: number, charged: number): Exchange => ({
     userContent: prepared.content,
@@ -186,20 +226,39 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     const prepared = await prepare(request, reply)
-    const done = await calls.complete(request, prepared)
-    const units = calls.measured(prepared, done.model, done.result.usage, done.result.text)
+    let done = await calls.complete(request, prepared)
+    const spoken = (result: typeof done.result) => result.text + result.toolCalls.map((c) => c.name + c.arguments).join('')
+    let units = calls.measured(prepared, done.model, done.result.usage, spoken(done.result))
+    const texts = [done.result.text]
+    const rounds = toolRounds(prepared, done.model)
+    while (await rounds.run(done.result.toolCalls, done.result.text)) {
+      try {
+        done = await app.models.complete(rounds.pinned, prepared.principal.mode, rounds.callFor, prepared.noteFailure)
+      } catch (err) {
+        // The rounds that were answered are charged; this one failed before its answer.
+        const outcome = prepared.signal.aborted ? calls.abortOutcome() : 'failed'
+        const failure = app.readiness.failure(err as Error)
+        await calls.settle(request, prepared, done.provider.name, done.model, units, outcome)
+        await calls.recordCharged(request, prepared, done.model, units, outcome, { ttftMs: null, errorCode: outcome === 'failed' ? toEnvelope(failure).code : null })
+        throw failure
+      }
+      units = addUnits(units, calls.measured(prepared, done.model, done.result.usage, spoken(done.result)))
+      texts.push(done.result.text)
+    }
+    const text = texts.filter((t) => t !== '').join('\n\n')
     const charged = await calls.settle(request, prepared, done.provider.name, done.model, units, 'completed')
     const latency = Math.round(performance.now() - prepared.started)
-    const checked = await screen(request, prepared.principal, 'reply', done.result.text, prepared.signal)
+    const checked = await screen(request, prepared.principal, 'reply', text, prepared.signal)
     await calls.recordCharged(request, prepared, done.model, units, checked.severity === 'high' ? 'blocked' : 'completed', { ttftMs: latency, errorCode: null })
     // A blocked reply is kept as the notice that replaced it, flagged: the history stays whole, the text is gone.
     const entry = checked.severity === 'high'
       ? { ...exchange(prepared, done.model, BLOCKED_REPLY, 'content_filter', units, latency, charged), flagged: true }
-      : exchange(prepared, done.model, done.result.text, done.result.finishReason, units, latency, charged)
+      : exchange(prepared, done.model, text, done.result.finishReason, units, latency, charged)
     const message = await app.chats.addExchange(prepared.session, entry)
     const warning = warningOf(prepared.screened, checked)
+    const tooling = prepared.session.tools.length === 0 || checked.severity === 'high' ? {} : { toolsUsed: rounds.used, suggestions: rounds.suggestions }
     return reply.code(201).header('ai-provider', done.provider.name).header('ai-model', done.model.id)
-      .send(warning === undefined ? message : { ...message, warning })
+      .send({ ...message, ...(warning === undefined ? {} : { warning }), ...tooling })
   })
 
   app.post('/:id/stream', {
@@ -225,9 +284,17 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
     const write = (event: string, data: unknown) => { if (!out.writableEnded && !out.destroyed) out.write(sseFrame(event, data)) }
     const { model, provider } = opened
     sseHeaders(reply).header('ai-provider', provider.name).header('ai-model', model.id)
+    const rounds = toolRounds(prepared, model)
     // The pump settles every outcome itself and never rejects.
     calls.pump(request, prepared, opened, ttftMs, {
       delta: (text) => write('delta', { text }),
+      toolRound: async (toolCalls, text) => {
+        const more = await rounds.run(toolCalls, text, (outcome) => {
+          if (outcome.ranOnServer) write('tool', { name: outcome.call.name })
+          if (outcome.suggestion !== undefined) write('suggestion', outcome.suggestion)
+        })
+        return more ? app.models.stream(rounds.pinned, prepared.principal.mode, rounds.callFor, prepared.noteFailure) : null
+      },
       finish: async ({ finishReason, text, units, charged }) => {
         write('usage', { inputTokens: units.inputTokens, outputTokens: units.outputTokens })
         const checked = await screen(request, prepared.principal, 'reply', text, prepared.signal)
