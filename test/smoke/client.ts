@@ -40,6 +40,8 @@ export interface CallOptions {
   /** A body sent as it is (malformed JSON, say). */
   raw?: string
   form?: FormData
+  /** `manual`: a redirect is the answer (the OAuth callback's), not followed. */
+  redirect?: 'follow' | 'manual'
 }
 
 export const contract = Contract.committed()
@@ -55,7 +57,7 @@ export async function send (options: CallOptions): Promise<Sent> {
     body = JSON.stringify(options.body)
     headers['content-type'] ??= 'application/json'
   }
-  const response = await fetch(`${settings().baseUrl}${options.path}`, { method: options.method ?? 'GET', headers, body })
+  const response = await fetch(`${settings().baseUrl}${options.path}`, { method: options.method ?? 'GET', headers, body, redirect: options.redirect ?? 'follow' })
   const bytes = Buffer.from(await response.arrayBuffer())
   const contentType = response.headers.get('content-type') ?? ''
   const text = contentType.startsWith('image/') ? '' : bytes.toString('utf8')
