@@ -113,14 +113,20 @@ export function createIntegrations (opts: IntegrationsOptions) {
 
     /**
      * The browser's return from Google: the state is consumed (once, whatever happens next), the code exchanged
-     * with its verifier, the grant sealed and kept. Returns the user it connected, for the audit.
+     * with its verifier, the grant sealed and kept. `browserUser`: who the browser is signed in as (AUTH_COOKIE), when
+     * it says. Returns the user it connected, for the audit.
      */
-    async callback (query: { state?: string, code?: string, error?: string }) {
+    async callback (query: { state?: string, code?: string, error?: string }, browserUser: string | null = null) {
       if (query.state === undefined || query.state === '') throw refused('VALIDATION_ERROR', 'invalid_state', 'The callback has no state: start again with POST /v1/integrations/google-calendar/connect.', '/state')
       const { rows } = await db.query<StateRow>(`DELETE FROM ${STATES} WHERE state_hash = $1 RETURNING *`, [hashState(query.state)])
       const state = rows[0]
       if (state === undefined || state.expires_at.getTime() < Date.now()) {
         throw refused('VALIDATION_ERROR', 'invalid_state', 'The state is unknown, already used or expired: start again with POST /v1/integrations/google-calendar/connect.', '/state')
+      }
+      // The browser is signed in (AUTH_COOKIE) as someone else than who started the connect: a link sent to a victim to
+      // tie their calendar to the sender's account. Refused.
+      if (browserUser !== null && browserUser !== state.user_id) {
+        throw refused('VALIDATION_ERROR', 'invalid_state', 'This connect was started by another user than the one signed in here: start again from your own account.', '/state')
       }
       if (query.error !== undefined) {
         // Google's `error` is passed on only as one of our reasons, never as the text it sent.

@@ -1,4 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { Credential } from '../../../plugins/auth/index.js'
 import { AppError } from '../../../plugins/errors.js'
 import type { CallbackReason } from '../../../plugins/integrations.js'
 import { errorResponses } from '../../../schemas/errors.js'
@@ -21,6 +23,21 @@ const integrations: FastifyPluginAsyncTypebox = async (app) => {
     const url = new URL(returnUrl as string)
     for (const [name, value] of Object.entries({ integration: 'google-calendar', ...params })) url.searchParams.set(name, value)
     return url.toString()
+  }
+
+  /**
+   * Who the browser at the callback is signed in as, when AUTH_COOKIE is set and its cookie is there and valid; null
+   * otherwise (a missing or expired session says nothing either way: the state alone decides).
+   */
+  async function browserUser (request: FastifyRequest, reply: FastifyReply): Promise<string | null> {
+    const name = app.config.AUTH_COOKIE
+    if (name === undefined || typeof request.headers.cookie !== 'string' || app.parseCookie(request.headers.cookie)[name] === undefined) return null
+    try {
+      await app.authenticate(request, reply, 'credential')
+    } catch {
+      return null
+    }
+    return (request.credential as Credential).userId
   }
 
   app.get('', {
@@ -63,7 +80,7 @@ const integrations: FastifyPluginAsyncTypebox = async (app) => {
         'first use, whatever happens; the code is exchanged with its PKCE verifier and the refresh token kept encrypted. With ' +
         'INTEGRATIONS_RETURN_URL the browser is sent there (`302`, `?integration=google-calendar&status=connected`, or ' +
         '`&error=<reason>`); otherwise the answer is JSON. Reasons (also `details.reason` of the JSON errors): `invalid_state` ' +
-        '(missing, unknown, used or expired), `access_denied` (the user declined), `missing_code`, `code_refused` (Google refused ' +
+        '(missing, unknown, used or expired, or — with AUTH_COOKIE — the browser is signed in as another user than the one who started the connect), `access_denied` (the user declined), `missing_code`, `code_refused` (Google refused ' +
         'the code: expired, used, or not issued for this state\'s verifier), `scope_not_granted`, `google_unavailable`, `google_error`. ' +
         `At most ${CALLBACKS_PER_MINUTE} a minute per client address.`,
       tags: ['integrations'],
@@ -78,7 +95,7 @@ const integrations: FastifyPluginAsyncTypebox = async (app) => {
     // The URL carried a code and a state: no caching, no referrer to wherever the user goes next.
     reply.header('cache-control', 'no-store').header('referrer-policy', 'no-referrer')
     try {
-      const done = await app.integrations.callback(request.query)
+      const done = await app.integrations.callback(request.query, await browserUser(request, reply))
       await app.audit.record({ actor: `user:${done.userId}`, action: 'integration.connected', target: 'integration:google-calendar', outcome: 'ok', requestId: request.id, details: { mode: done.mode } })
       if (returnUrl !== undefined) return reply.redirect(back({ status: 'connected' }), 302)
       return { integration: done.integration }

@@ -1,3 +1,4 @@
+import { SignJWT } from 'jose'
 import t, { type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { CALENDAR_SCOPE } from '../../../schemas/integrations.js'
@@ -363,4 +364,25 @@ t.test('deleting a user\'s data: a sandbox connection goes, a grant Google canno
   google.state.revokeFailure = 'down'
   t.equal((await app.inject({ method: 'DELETE', url: '/v1/ai/me/data', headers: me.headers })).json().deleted.integrations, 1, 'deleted here whatever Google says')
   t.match(logs.text, 'could not revoke a Google grant being dropped')
+})
+
+t.test('with AUTH_COOKIE, a callback in a browser signed in as another user is refused (a link sent to a victim)', async (t) => {
+  const secret = 'idp-secret-for-the-cookie-test-0123456789'
+  const issuer = 'https://idp.example'
+  const { app, google, me, connect, returnTo } = await setup(t, {
+    IDENTITY_PROVIDERS: JSON.stringify([{ issuer, audience: 'web', secret }]),
+    AUTH_COOKIE: 'session'
+  })
+  const session = async (sub: string, exp: string | number = '5m') => `session=${await new SignJWT({ sub }).setProtectedHeader({ alg: 'HS256' }).setIssuer(issuer).setAudience('web').setExpirationTime(exp).sign(new TextEncoder().encode(secret))}`
+  const inBrowser = async (path: string, cookie: string) => app.inject({ url: path, headers: { cookie } })
+
+  const victim = await inBrowser(google.consent(await connect()).callback, await session('the-victim'))
+  t.equal(victim.statusCode, 400)
+  t.equal(reason(victim), 'invalid_state')
+  t.match((await app.inject({ url: '/v1/integrations', headers: me.headers })).json(), { data: [{ connected: false }] }, 'nothing tied to the sender')
+
+  t.equal((await inBrowser(google.consent(await connect()).callback, await session(me.userId))).statusCode, 200, 'the same user connects')
+  t.equal((await inBrowser(google.consent(await connect()).callback, await session(me.userId, Math.floor(Date.now() / 1000) - 60))).statusCode, 200, 'an expired session says nothing: the state decides')
+  t.equal((await inBrowser(google.consent(await connect()).callback, 'other=1')).statusCode, 200, 'no session cookie: the state decides')
+  t.equal((await returnTo(google.consent(await connect()).callback)).statusCode, 200)
 })
