@@ -52,7 +52,7 @@ t.test('every vendor gets the declared fields only, in its own API\'s shape, in 
   const { userId, key } = await userWithKey(app, { plan: 'pro', mode: 'live' })
   const { token } = await mint(app, key)
   const userHash = app.hash.user(userId)
-  t.same(FEATURES.chat.sends.map((s) => s.field), ['content', 'history'], 'the declared fields')
+  t.same(FEATURES.chat.sends.map((s) => s.field), ['content', 'history', 'tools'], 'the declared fields (tools: chats created with them, tested in chats-tools.test.ts)')
 
   for (const vendor of Object.keys(MODEL_OF) as VendorId[]) {
     const model = MODEL_OF[vendor]

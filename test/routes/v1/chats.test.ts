@@ -155,7 +155,7 @@ t.test('live: what goes to the vendor is the declared fields only; canaries reac
   t.match(res.json(), { content: 'CANARY-REPLY-91c2 answer', model: 'gpt-4o-mini', usage: { inputTokens: 1200, outputTokens: 300, totalTokens: 1500, costMicroUsd: cost, costCents: 0 } })
   await call(app, token, 'POST', `/v1/chats/${chat.id}/messages`, { content: 'CANARY-SECOND-77aa', model: 'gpt-4o-mini' })
 
-  t.same(FEATURES.chat.sends.map((s) => s.field), ['content', 'history'])
+  t.same(FEATURES.chat.sends.map((s) => s.field), ['content', 'history', 'tools'], 'tools only for chats created with them (chats-tools.test.ts)')
   const body = await seen[1]?.json() as Record<string, unknown>
   t.same(Object.keys(body).sort(), ['max_completion_tokens', 'messages', 'model', 'safety_identifier', 'store', 'stream'])
   t.same(body.messages, [

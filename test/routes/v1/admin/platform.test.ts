@@ -53,7 +53,7 @@ t.test('content rekey: the CLI re-encrypts stored secrets under the first key of
   const url = await app.listen({ port: 0, host: '127.0.0.1' })
   const human = await cli(['content', 'rekey', '--url', url])
   t.equal(human.stdout, 'Re-encrypted 2 rows under key test2 (webhook_endpoints 1, chat_sessions 1).\n')
-  t.same(JSON.parse((await cli(['content', 'rekey', '--json', '--url', url])).stdout), { keyId: 'test2', rekeyed: { webhook_endpoints: 0, chat_sessions: 0, chat_messages: 0, chat_feedback: 0, stagings: 0, risk_scans: 0 } })
+  t.same(JSON.parse((await cli(['content', 'rekey', '--json', '--url', url])).stdout), { keyId: 'test2', rekeyed: { webhook_endpoints: 0, chat_sessions: 0, chat_messages: 0, chat_feedback: 0, stagings: 0, risk_scans: 0, tasks: 0, integrations: 0, oauth_states: 0 } })
   t.equal((await cli(['content', 'rekey', '--url', url])).stdout, 'Re-encrypted 0 rows under key test2.\n')
   const { rows } = await store.query<{ key_id: string, secret_sealed: Uint8Array }>('SELECT key_id, secret_sealed FROM webhook_endpoints WHERE id = $1', [hook.id])
   const onlyNew = createContentCrypto(parseKeyRing(newKey) as KeyRing)
