@@ -9,7 +9,14 @@ export const MODERATION_URL = 'https://api.openai.com/v1/moderations'
 
 export interface FakeSuggestion { settingId: string, value: unknown, reason: string }
 
-export function completion (text: string, suggestions: FakeSuggestion[] = [], usage = { prompt_tokens: 900, completion_tokens: 40 }) {
+/** A function call of the model, as the fakes send it: its id, the function's name and its arguments (any JSON). */
+export interface FakeToolCall { id: string, name: string, arguments: unknown }
+
+const settingsCall = (suggestions: FakeSuggestion[]): FakeToolCall[] =>
+  suggestions.length === 0 ? [] : [{ id: 'call_1', name: 'suggest_settings', arguments: { suggestions } }]
+
+/** A chat.completion with text (null: none) and any function tool calls. */
+export function completionWith (text: string | null, toolCalls: FakeToolCall[] = [], usage = { prompt_tokens: 900, completion_tokens: 40 }) {
   return {
     id: 'chatcmpl-fake1',
     object: 'chat.completion',
@@ -21,35 +28,44 @@ export function completion (text: string, suggestions: FakeSuggestion[] = [], us
         role: 'assistant',
         content: text,
         refusal: null,
-        ...(suggestions.length === 0
+        ...(toolCalls.length === 0
           ? {}
-          : { tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'suggest_settings', arguments: JSON.stringify({ suggestions }) } }] })
+          : { tool_calls: toolCalls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: JSON.stringify(c.arguments) } })) })
       },
       logprobs: null,
-      finish_reason: suggestions.length === 0 ? 'stop' : 'tool_calls'
+      finish_reason: toolCalls.length === 0 ? 'stop' : 'tool_calls'
     }],
     usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens }
   }
+}
+
+export function completion (text: string, suggestions: FakeSuggestion[] = [], usage = { prompt_tokens: 900, completion_tokens: 40 }) {
+  return completionWith(text, settingsCall(suggestions), usage)
 }
 
 const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) => ({
   id: 'chatcmpl-fake2', object: 'chat.completion.chunk', created: 1_763_800_000, model: 'gpt-4o-mini-2024-07-18', system_fingerprint: 'fp_1', choices, ...extra
 })
 
-/** The `data:` payloads of a streamed reply: deltas, tool-call argument pieces, finish, then the usage chunk. */
-export function streamChunks (deltas: string[], suggestions: FakeSuggestion[] = [], usage: { prompt_tokens: number, completion_tokens: number } | null = { prompt_tokens: 900, completion_tokens: 40 }) {
+/** The `data:` payloads of a streamed reply: deltas, each tool call's arguments in two pieces, finish, then the usage chunk. */
+export function chunksWith (deltas: string[], toolCalls: FakeToolCall[] = [], usage: { prompt_tokens: number, completion_tokens: number } | null = { prompt_tokens: 900, completion_tokens: 40 }) {
   const out: unknown[] = [chunk([{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }])]
   for (const text of deltas) out.push(chunk([{ index: 0, delta: { content: text }, finish_reason: null }]))
-  if (suggestions.length > 0) {
-    const args = JSON.stringify({ suggestions })
+  for (const [index, call] of toolCalls.entries()) {
+    const args = JSON.stringify(call.arguments)
     const cut = Math.floor(args.length / 2)
-    out.push(chunk([{ index: 0, delta: { tool_calls: [{ index: 0, id: 'call_1', type: 'function', function: { name: 'suggest_settings', arguments: '' } }] }, finish_reason: null }]))
-    out.push(chunk([{ index: 0, delta: { tool_calls: [{ index: 0, function: { arguments: args.slice(0, cut) } }] }, finish_reason: null }]))
-    out.push(chunk([{ index: 0, delta: { tool_calls: [{ index: 0, function: { arguments: args.slice(cut) } }] }, finish_reason: null }]))
+    out.push(chunk([{ index: 0, delta: { tool_calls: [{ index, id: call.id, type: 'function', function: { name: call.name, arguments: '' } }] }, finish_reason: null }]))
+    out.push(chunk([{ index: 0, delta: { tool_calls: [{ index, function: { arguments: args.slice(0, cut) } }] }, finish_reason: null }]))
+    out.push(chunk([{ index: 0, delta: { tool_calls: [{ index, function: { arguments: args.slice(cut) } }] }, finish_reason: null }]))
   }
-  out.push(chunk([{ index: 0, delta: {}, finish_reason: suggestions.length > 0 ? 'tool_calls' : 'stop' }]))
+  out.push(chunk([{ index: 0, delta: {}, finish_reason: toolCalls.length > 0 ? 'tool_calls' : 'stop' }]))
   if (usage !== null) out.push(chunk([], { usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens } }))
   return out
+}
+
+/** The `data:` payloads of a streamed reply: deltas, tool-call argument pieces, finish, then the usage chunk. */
+export function streamChunks (deltas: string[], suggestions: FakeSuggestion[] = [], usage: { prompt_tokens: number, completion_tokens: number } | null = { prompt_tokens: 900, completion_tokens: 40 }) {
+  return chunksWith(deltas, settingsCall(suggestions), usage)
 }
 
 const encoder = new TextEncoder()

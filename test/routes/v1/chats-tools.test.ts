@@ -7,7 +7,7 @@ import { MAX_TOOL_ROUNDS } from '../../../plugins/assistant-tools.js'
 import { build, dumpAllTables, mint, userWithKey } from '../../helper.js'
 import { fakeGoogle, GOOGLE_ENV } from '../../google-fake.js'
 import { interceptNetwork } from '../../network.js'
-import { OPENAI_URL, openaiError, sseResponse } from '../../openai-fake.js'
+import { chunksWith, completionWith, OPENAI_URL, openaiError, sseResponse, type FakeToolCall } from '../../openai-fake.js'
 
 const LIVE_ENV = { ...GOOGLE_ENV, OPENAI_API_KEY: 'sk-canary-openai-0123456789' }
 const CANARY_TITLE = 'CANARY-board-meeting-5d1e'
@@ -21,54 +21,20 @@ function sse (body: string) {
   return events.map((e) => ({ event: e.event, data: JSON.parse(e.data) as Record<string, unknown> }))
 }
 
-/** A Chat Completions answer (OpenAI's documented shape) with text, or with function tool calls. */
-function answer (text: string | null, toolCalls: Array<{ id: string, name: string, arguments: unknown }> = [], usage = { prompt_tokens: 700, completion_tokens: 30 }) {
-  return {
-    id: 'chatcmpl-tools',
-    object: 'chat.completion',
-    created: 1_763_800_000,
-    model: 'gpt-4o-mini-2024-07-18',
-    choices: [{
-      index: 0,
-      message: {
-        role: 'assistant',
-        content: text,
-        refusal: null,
-        ...(toolCalls.length === 0 ? {} : { tool_calls: toolCalls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: JSON.stringify(c.arguments) } })) })
-      },
-      logprobs: null,
-      finish_reason: toolCalls.length === 0 ? 'stop' : 'tool_calls'
-    }],
-    usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens }
-  }
-}
-
-/** The same as stream chunks: text deltas, or a tool call's arguments in two pieces, then the usage chunk. */
-function answerChunks (text: string, toolCalls: Array<{ id: string, name: string, arguments: unknown }> = [], usage = { prompt_tokens: 700, completion_tokens: 30 }) {
-  const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) => ({ id: 'chatcmpl-tools-s', object: 'chat.completion.chunk', created: 1_763_800_000, model: 'gpt-4o-mini-2024-07-18', choices, ...extra })
-  const out: unknown[] = [chunk([{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }])]
-  if (text !== '') out.push(chunk([{ index: 0, delta: { content: text }, finish_reason: null }]))
-  for (const [index, c] of toolCalls.entries()) {
-    const args = JSON.stringify(c.arguments)
-    out.push(chunk([{ index: 0, delta: { tool_calls: [{ index, id: c.id, type: 'function', function: { name: c.name, arguments: args.slice(0, 5) } }] }, finish_reason: null }]))
-    out.push(chunk([{ index: 0, delta: { tool_calls: [{ index, function: { arguments: args.slice(5) } }] }, finish_reason: null }]))
-  }
-  out.push(chunk([{ index: 0, delta: {}, finish_reason: toolCalls.length > 0 ? 'tool_calls' : 'stop' }]))
-  out.push(chunk([], { usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens } }))
-  return out
-}
-
 interface SeenRequest { messages: Array<{ role: string, content: string | null, tool_calls?: unknown[], tool_call_id?: string }>, tools?: Array<{ function: { name: string } }>, tool_choice?: unknown, stream?: boolean }
 
 /** OpenAI answering each call of a reply in turn (JSON or streamed, as asked), keeping what it was sent. */
-function scriptedOpenAI (replies: Array<{ text: string, toolCalls?: Array<{ id: string, name: string, arguments: unknown }> } | 'fail'>) {
+const USAGE = { prompt_tokens: 700, completion_tokens: 30 }
+const answer = (text: string | null, toolCalls: FakeToolCall[] = []) => completionWith(text, toolCalls, USAGE)
+
+function scriptedOpenAI (replies: Array<{ text: string, toolCalls?: FakeToolCall[] } | 'fail'>) {
   const seen: SeenRequest[] = []
   const handler = http.post(OPENAI_URL, async ({ request }) => {
     const body = await request.json() as SeenRequest
     seen.push(body)
     const next = replies[Math.min(seen.length - 1, replies.length - 1)] as (typeof replies)[number]
     if (next === 'fail') return openaiError(500, 'The server had an error while processing your request.')
-    return body.stream === true ? sseResponse(answerChunks(next.text, next.toolCalls)) : HttpResponse.json(answer(next.text === '' ? null : next.text, next.toolCalls))
+    return body.stream === true ? sseResponse(chunksWith(next.text === '' ? [] : [next.text], next.toolCalls, USAGE)) : HttpResponse.json(answer(next.text === '' ? null : next.text, next.toolCalls))
   })
   return { handler, seen }
 }
