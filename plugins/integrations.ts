@@ -197,7 +197,8 @@ export function createIntegrations (opts: IntegrationsOptions) {
       if (row.status === 'needs-reconnect') throw new AppError('INTEGRATION_NOT_CONNECTED', 'Google no longer honours this calendar connection: connect Google Calendar again.')
       const range = { from, to, limit: query.limit }
       const refresh = openText(row, 'refresh_sealed')
-      if (row.mode === 'test' || refresh === null) return { ...sandboxEvents(range), from, to }
+      // A sandbox (test-mode) connection has no token: its events are the sandbox calendar's.
+      if (refresh === null) return { ...sandboxEvents(range), from, to }
       try {
         const accessToken = openText(row, 'access_sealed')
         const access = accessToken === null ? null : { accessToken, expiresAt: row.access_expires_at as Date }

@@ -4,8 +4,6 @@ import { AppError } from '../plugins/errors.js'
 import { CALENDAR_SCOPE, type CalendarEventValue } from '../schemas/integrations.js'
 import { ProviderError } from './provider-error.js'
 
-/** Google's consent page: the browser goes there, this service never calls it. */
-const AUTHORIZATION_URL = 'https://accounts.google.com/o/oauth2/v2/auth'
 /** Only these fields of an event are read from Google: nothing of descriptions, attendees or attachments. */
 const EVENT_FIELDS = 'items(id,summary,start,end,location,status),nextPageToken'
 
@@ -95,7 +93,7 @@ export function createGoogleCalendar (settings: GoogleSettings) {
       return { verifier: codeVerifier, challenge: codeChallenge as string }
     },
 
-    /** Google's consent page for this state: offline access (a refresh token), consent asked every time, one scope. */
+    /** Google's consent page for this state (the browser goes there; this service never calls it): offline access (a refresh token), consent asked every time, one scope. */
     authorizationUrl (state: string, challenge: string) {
       return client().generateAuthUrl({
         access_type: 'offline',
@@ -104,7 +102,7 @@ export function createGoogleCalendar (settings: GoogleSettings) {
         state,
         code_challenge_method: CodeChallengeMethod.S256,
         code_challenge: challenge
-      }).replace(/^https:\/\/accounts\.google\.com\/o\/oauth2\/v2\/auth/, AUTHORIZATION_URL)
+      })
     },
 
     /** Exchanges the code of the callback (with its verifier) for a grant. */

@@ -73,6 +73,15 @@ export function createSandboxChat (catalog: SettingsCatalogValue) {
   } satisfies ChatProvider
 }
 
+/** A tool result as the assistant tools write it; null for any other text (a caller's own tool of the same name). */
+function toolResult (content: string): { events?: Array<{ title: string, start: string }>, error?: string } | null {
+  try {
+    return JSON.parse(content) as { events?: Array<{ title: string, start: string }>, error?: string } | null
+  } catch {
+    return null
+  }
+}
+
 /** Deltas of a sandbox reply, a turn of the event loop apart (as a network stream has, so a client abort is seen). */
 async function * wordDeltas (text: string, signal: AbortSignal, cancelled: () => Error): AsyncGenerator<ChatEvent> {
   // A reply that is only a tool call has no text, and no delta.
@@ -153,8 +162,9 @@ function assistantAnswer (call: ChatCall, question: string): { text: string, too
   const parts = ['Test mode (sandbox, no AI model was called).']
   for (const m of call.messages) {
     if (m.role !== 'tool') continue
-    const result = JSON.parse(m.content) as { events?: Array<{ title: string, start: string }>, proposed?: boolean, error?: string }
-    if (result.error !== undefined) parts.push(`A tool answered: ${result.error}`)
+    const result = toolResult(m.content)
+    if (result === null) parts.push('A tool answered.')
+    else if (result.error !== undefined) parts.push(`A tool answered: ${result.error}`)
     else if (result.events !== undefined) parts.push(result.events.length === 0 ? 'Your calendar has no events in the next 7 days.' : `Your next events: ${result.events.map((e) => `${e.title} (${e.start})`).join('; ')}.`)
     else parts.push('I proposed a task: confirm it in the app to create it.')
   }

@@ -5,7 +5,7 @@ import { AppError, toEnvelope, type Envelope } from '../plugins/errors.js'
 import type { Verdict } from '../plugins/moderation.js'
 import type { MeteredCall } from '../plugins/metering.js'
 import type { FailureObserver, Models, ModelEntry, Route } from '../plugins/models.js'
-import { estimateTokens, type ChatCall, type ChatEvent, type ChatToolCall, type ChatUsage } from '../providers/chat.js'
+import { estimateTokens, messageText, type ChatCall, type ChatEvent, type ChatToolCall, type ChatUsage } from '../providers/chat.js'
 import type { FeatureId } from '../plugins/features.js'
 import type { Principal } from '../schemas/principal.js'
 
@@ -197,7 +197,7 @@ export function modelCalls (app: FastifyInstance, opts: ModelCallOptions) {
             end = event
           }
         }
-        done = addUnits(done, measured(call, model, (end as Extract<ChatEvent, { type: 'end' }>).usage, roundText + toolCalls.map((c) => c.name + c.arguments).join('')))
+        done = addUnits(done, measured(call, model, (end as Extract<ChatEvent, { type: 'end' }>).usage, messageText({ role: 'assistant', content: roundText, toolCalls })))
         const finishedText = roundText
         roundText = null
         current = toolCalls.length > 0 && handlers.toolRound !== undefined ? await handlers.toolRound(toolCalls, finishedText) : null

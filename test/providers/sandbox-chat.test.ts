@@ -104,6 +104,13 @@ t.test('the sandbox as the productivity assistant: reads the calendar, proposes 
     { role: 'tool', toolCallId: 'b', content: JSON.stringify({ error: 'Google Calendar is not connected' }) }
   ])
   t.match(answered.text, /no events in the next 7 days.*A tool answered: Google Calendar is not connected/)
+  // An OpenAI-compatible caller's own tool of the same name answers in plain text: no crash, a plain answer.
+  const foreign = await ask([
+    { role: 'user', content: 'What is on my calendar?' },
+    { role: 'assistant', content: '', toolCalls: [{ id: 'a', name: 'list_calendar_events', arguments: '{}' }] },
+    { role: 'tool', toolCallId: 'a', content: 'sunny, two meetings' }
+  ])
+  t.match(foreign.text, /Test mode .* A tool answered\.$/)
   const stream = models.stream({ ...base, messages: [{ role: 'user', content: 'Remind me to call Sam' }] })
   const events = []
   for await (const event of stream) events.push(event)

@@ -8,7 +8,7 @@ import { toCents } from '../../../plugins/money.js'
 import { AppError, toEnvelope } from '../../../plugins/errors.js'
 import type { ModelEntry } from '../../../plugins/models.js'
 import type { Verdict } from '../../../plugins/moderation.js'
-import { estimateTokens, type ChatCall, type ChatToolCall } from '../../../providers/chat.js'
+import { estimateTokens, messageText, type ChatCall, type ChatToolCall } from '../../../providers/chat.js'
 import {
   Chat, CHAT_STREAM_DESCRIPTION, ChatId, ChatListQuery, ChatMessage, ChatPage, CreateChatRequest, FeedbackRequest, MessageId,
   MessageListQuery, MessagePage, SendMessageRequest, UpdateChatRequest, type ModerationWarningValue, type TaskSuggestionValue
@@ -227,7 +227,7 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request, reply) => {
     const prepared = await prepare(request, reply)
     let done = await calls.complete(request, prepared)
-    const spoken = (result: typeof done.result) => result.text + result.toolCalls.map((c) => c.name + c.arguments).join('')
+    const spoken = (result: typeof done.result) => messageText({ role: 'assistant', content: result.text, toolCalls: result.toolCalls })
     let units = calls.measured(prepared, done.model, done.result.usage, spoken(done.result))
     const texts = [done.result.text]
     const rounds = toolRounds(prepared, done.model)
