@@ -157,6 +157,24 @@ export const FeedbackRequest = Type.Object({
   comment: Type.Optional(Type.String({ maxLength: 1000, description: 'Why (stored encrypted; never sent to a model).' }))
 }, { $id: 'FeedbackRequest', title: 'FeedbackRequest', additionalProperties: false, examples: [{ rating: 1 }] })
 
+export const ChatStreamUsage = Type.Object({
+  inputTokens: Type.Integer({ minimum: 0 }),
+  outputTokens: Type.Integer({ minimum: 0 })
+}, { $id: 'ChatStreamUsage', title: 'ChatStreamUsage', additionalProperties: false, description: 'A chat stream\'s `usage` event: the tokens of the whole reply, once at the end.' })
+
+export const ChatStreamTool = Type.Object({
+  name: Type.String({ description: 'The tool the service ran (e.g. `list_calendar_events`).' })
+}, { $id: 'ChatStreamTool', title: 'ChatStreamTool', additionalProperties: false, description: 'A chat stream\'s `tool` event: the service ran a tool the model called; the reply goes on after it.' })
+
+export const ChatStreamDone = Type.Object({
+  messageId: MessageId,
+  finishReason: FinishReason,
+  usage: ref(ChatUsage),
+  costCents: Type.Integer({ minimum: 0, description: 'What the reply cost, in cents.' }),
+  model: Type.String({ description: 'The model that wrote the reply.' }),
+  warning: Type.Optional(ref(ModerationWarning))
+}, { $id: 'ChatStreamDone', title: 'ChatStreamDone', additionalProperties: false, description: 'A chat stream\'s `done` event: the reply is stored as this message.' })
+
 export const CHAT_STREAM_DESCRIPTION = 'Server-sent events, the same framing as the Settings Assistant\'s stream: `delta` {text} as the reply ' +
   'is written; `usage` {inputTokens, outputTokens} once at the end; then `done` {messageId, finishReason, usage, costCents, model, warning?}; ' +
   'or `error` {error} (the error envelope) when the vendor fails after the first byte, or when moderation (MODERATION=openai) blocks ' +
@@ -164,4 +182,4 @@ export const CHAT_STREAM_DESCRIPTION = 'Server-sent events, the same framing as 
   'In a chat with tools also: `tool` {name} when the service runs a tool the model called (the reply goes on after it), and ' +
   '`suggestion` {type: "create_task", task} for each task the assistant proposes (the app asks the user, then POSTs the task).'
 
-export const chatSchemas = [CreateChatRequest, UpdateChatRequest, Chat, ChatPage, SendMessageRequest, ChatUsage, ModerationWarning, TaskSuggestion, ChatMessage, MessagePage, FeedbackRequest]
+export const chatSchemas = [CreateChatRequest, UpdateChatRequest, Chat, ChatPage, SendMessageRequest, ChatUsage, ModerationWarning, TaskSuggestion, ChatMessage, MessagePage, FeedbackRequest, ChatStreamUsage, ChatStreamTool, ChatStreamDone]

@@ -158,6 +158,32 @@ export const ChatCompletion = Type.Object({
 })
 export type ChatCompletionValue = Static<typeof ChatCompletion>
 
+export const ChatCompletionChunk = Type.Object({
+  id: Type.String({ description: 'chatcmpl- and the request id, the same on every chunk.' }),
+  object: Type.Literal('chat.completion.chunk'),
+  created: Type.Integer({ description: 'Unix seconds.' }),
+  model: Type.String({ description: 'The catalog model that serves the call.' }),
+  choices: Type.Array(Type.Object({
+    index: Type.Integer(),
+    delta: Type.Object({
+      role: Type.Optional(Type.Literal('assistant')),
+      content: Type.Optional(Type.String()),
+      tool_calls: Type.Optional(Type.Array(Type.Object({
+        index: Type.Integer(),
+        ...ToolCall.properties
+      }, { additionalProperties: false })))
+    }, { additionalProperties: false }),
+    logprobs: Type.Null(),
+    finish_reason: Type.Union([FinishReason, Type.Null()])
+  }, { additionalProperties: false }), { description: 'Empty on the last chunk of `stream_options.include_usage`.' }),
+  usage: Type.Optional(Type.Union([Usage, Type.Null()], { description: 'With `stream_options.include_usage`: null on every chunk but the last.' }))
+}, {
+  $id: 'OpenAIChatCompletionChunk',
+  title: 'OpenAIChatCompletionChunk',
+  additionalProperties: false,
+  description: 'OpenAI\'s chat.completion.chunk object: one `data:` event of a streamed completion. After the last one, `data: [DONE]`.'
+})
+
 export const OpenAIModel = Type.Object({
   id: Type.String(),
   object: Type.Literal('model'),
@@ -212,4 +238,4 @@ export function openaiErrorResponses (...codes: ErrorCodeName[]) {
   return out
 }
 
-export const openaiSchemas = [ChatCompletionRequest, ChatCompletion, OpenAIModel, OpenAIModelList, OpenAIErrorResponse]
+export const openaiSchemas = [ChatCompletionRequest, ChatCompletion, ChatCompletionChunk, OpenAIModel, OpenAIModelList, OpenAIErrorResponse]

@@ -5,6 +5,8 @@ import fp from 'fastify-plugin'
 /** Version of the HTTP contract (not of the package): bumped when the contract changes. */
 export const API_VERSION = '1.0.0'
 
+interface Parameter { in: string, required?: boolean, schema?: { default?: unknown } }
+
 /** The contract, generated from the route schemas; shared schemas keep their `$id` as component names. */
 export const swaggerOptions: FastifyDynamicSwaggerOptions = {
   openapi: {
@@ -48,6 +50,19 @@ export const swaggerOptions: FastifyDynamicSwaggerOptions = {
         }
       }
     }
+  },
+  // A query parameter with a default is the client's to leave out: the route's schema lists it as required only
+  // because validation fills it in before the handler runs.
+  transformObject: (document) => {
+    const openapiObject = (document as { openapiObject: { paths: Record<string, Record<string, { parameters?: Parameter[] }>> } }).openapiObject
+    for (const operations of Object.values(openapiObject.paths)) {
+      for (const operation of Object.values(operations)) {
+        for (const parameter of operation.parameters ?? []) {
+          if (parameter.in === 'query' && parameter.schema?.default !== undefined) parameter.required = false
+        }
+      }
+    }
+    return openapiObject as ReturnType<NonNullable<FastifyDynamicSwaggerOptions['transformObject']>>
   },
   refResolver: {
     buildLocalReference: (json, _baseUri, _fragment, i) => typeof json.$id === 'string' ? json.$id : `def-${i}`

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import SwaggerParser from '@apidevtools/swagger-parser'
 import t from 'tap'
+import { CLIENT_TYPES_FILE, generateClientTypes } from '../../scripts/client-types.js'
 import { ENV_DOC_FILE, generateEnvDoc, generateOpenApi, generatePrivacyDoc, OPENAPI_FILE, PRIVACY_DOC_FILE } from '../../scripts/contract.js'
 import { swaggerOptions } from '../../plugins/external/openapi.js'
 import { errorResponses } from '../../schemas/errors.js'
@@ -17,6 +18,34 @@ t.test('openapi/openapi.json is what the code generates (run `npm run openapi` a
   const generated = await generateOpenApi()
   t.ok(committed === generated,
     'openapi/openapi.json is stale: the route schemas changed. Run `npm run openapi` and commit openapi/openapi.json.')
+})
+
+t.test('the TypeScript client\'s types are what the committed contract generates (run `npm run openapi`)', async (t) => {
+  const committed = readFileSync(CLIENT_TYPES_FILE, 'utf8')
+  t.ok(committed === await generateClientTypes(readFileSync(OPENAPI_FILE, 'utf8')),
+    'clients/typescript/src/schema.ts is stale: run `npm run openapi` and commit it with openapi/openapi.json.')
+  t.match(committed, /streamChatMessage: \{\n {4}"delta": components\['schemas'\]\["AssistantDelta"\]/, 'the streamed events are typed from x-events')
+  t.match(committed, /image: Blob;/, 'an upload field is a Blob')
+})
+
+t.test('a query parameter with a default is optional in the contract; every streamed answer names its events', async (t) => {
+  const doc = JSON.parse(readFileSync(OPENAPI_FILE, 'utf8')) as OpenApiDoc & { paths: Record<string, Record<string, { parameters?: Array<{ name: string, in: string, required?: boolean, schema: { default?: unknown } }> }>> }
+  const limit = doc.paths['/v1/tasks']?.get?.parameters?.find((p) => p.name === 'limit')
+  t.equal(limit?.schema.default, 20)
+  t.equal(limit?.required, false)
+  for (const [path, operations] of Object.entries(doc.paths)) {
+    for (const [method, operation] of Object.entries(operations)) {
+      for (const parameter of operation.parameters ?? []) {
+        if (parameter.in === 'query' && parameter.schema.default !== undefined) t.not(parameter.required, true, `${method} ${path} ?${parameter.name}`)
+      }
+      for (const response of Object.values((operation as unknown as OpenApiDoc['paths'][string][string]).responses)) {
+        const stream = response.content?.['text/event-stream']?.schema as { 'x-events'?: Record<string, string> } | undefined
+        if (stream === undefined) continue
+        t.ok(Object.keys(stream['x-events'] ?? {}).length > 0, `${method} ${path} names its events`)
+        for (const component of Object.values(stream['x-events'] ?? {})) t.ok(doc.components.schemas[component], `${component} is a component`)
+      }
+    }
+  }
 })
 
 t.test('the committed contract is a valid OpenAPI 3.1 document', async (t) => {

@@ -47,6 +47,23 @@ t.test('a stream is checked event by event and in order', async (t) => {
   t.match(problems('data: {}\n\n'), /unknown event type message/, 'an event without a type is a plain message')
 })
 
+t.test('every streamed answer is checked against the events the contract names (x-events)', async (t) => {
+  const frame = (event: string, data: unknown) => `event: ${event}\ndata: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`
+  const usage = { inputTokens: 1, outputTokens: 2, totalTokens: 3, costMicroUsd: 10, costCents: 0 }
+  const done = { messageId: 'msg_0000000000000000', finishReason: 'stop', usage, costCents: 0, model: 'gpt-4.1-mini' }
+  const chat = (text: string) => contract.check('streamChatMessage', 200, 'text/event-stream', text)
+  t.same(chat(frame('delta', { text: 'Hi' }) + frame('tool', { name: 'list_calendar_events' }) + frame('usage', { inputTokens: 1, outputTokens: 2 }) + frame('done', done)), [])
+  t.match(chat(frame('thinking', {})).join('\n'), /event 0: thinking is not an event of the contract \(delta, tool, suggestion, usage, done, error\)/)
+  t.match(chat(frame('delta', 'not json')).join('\n'), /event 0 \(delta\): data is not JSON/)
+  t.match(chat(frame('done', { ...done, costCents: -1 })).join('\n'), /event 0 \(done\): ChatStreamDone: \/costCents must be >= 0/)
+  const chunk = { id: 'chatcmpl-1', object: 'chat.completion.chunk', created: 1, model: 'gpt-4.1-mini', choices: [{ index: 0, delta: { content: 'Hi' }, logprobs: null, finish_reason: null }] }
+  const openai = (text: string) => contract.check('openaiCreateChatCompletion', 200, 'text/event-stream', text)
+  t.same(openai(`data: ${JSON.stringify(chunk)}\n\ndata: [DONE]\n\n`), [], 'chunks, then [DONE]')
+  t.same(openai(`data: ${JSON.stringify({ error: { message: 'x', type: 'server_error', param: null, code: 'PROVIDER_ERROR' } })}\n\n`), [], 'an error in OpenAI\'s shape')
+  t.match(openai(`data: ${JSON.stringify({ ...chunk, object: 'chat.completion' })}\n\n`).join('\n'), /OpenAIChatCompletionChunk: \/object/)
+  t.equal(contract.streamEvents('createAiToken'), undefined, 'an operation that streams nothing')
+})
+
 t.test('smoke settings: a deployment address and a test-mode key are required', async (t) => {
   t.throws(() => settings({}), /BASE_URL must be the deployment's address.*SMOKE_API_KEY must be a test-mode key/)
   t.throws(() => settings({ BASE_URL: 'http://127.0.0.1:3000', SMOKE_API_KEY: 'pak_live_abc' }), /SMOKE_API_KEY must be a test-mode key/)

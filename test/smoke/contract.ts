@@ -9,7 +9,7 @@ import addFormatsModule from 'ajv-formats'
 export interface OpenApiOperation {
   operationId: string
   requestBody?: { content: Record<string, { schema: unknown }> }
-  responses: Record<string, { content?: Record<string, { schema: unknown }> }>
+  responses: Record<string, { content?: Record<string, { schema: { 'x-events'?: Record<string, string> } }> }>
 }
 export interface OpenApiDocument {
   paths: Record<string, Record<string, OpenApiOperation>>
@@ -66,8 +66,31 @@ export class Contract {
     const content = response.content ?? {}
     const documented = [mediaType, `${mediaType.split('/')[0] ?? ''}/*`, '*/*'].find((type) => content[type] !== undefined)
     if (documented === undefined) return [`${operationId} ${status}: content type ${mediaType || '(none)'} is not documented (documented: ${Object.keys(content).join(', ') || 'no body'})`]
-    return this.checkSchema(`#/${pointer('paths', path, method.toLowerCase(), 'responses', String(status), 'content', documented, 'schema')}`, body)
-      .map((problem) => `${operationId} ${status} ${mediaType}: ${problem}`)
+    return [
+      ...this.checkSchema(`#/${pointer('paths', path, method.toLowerCase(), 'responses', String(status), 'content', documented, 'schema')}`, body),
+      ...(documented === 'text/event-stream' ? this.checkEvents(operationId, String(body)) : [])
+    ].map((problem) => `${operationId} ${status} ${mediaType}: ${problem}`)
+  }
+
+  /** The component of each event of a streamed operation (the contract's `x-events`), or undefined when it streams nothing. */
+  streamEvents (operationId: string): Record<string, string> | undefined {
+    const responses = Object.values(this.operation(operationId).operation.responses)
+    return responses.map((r) => r.content?.['text/event-stream']?.schema['x-events']).find((events) => events !== undefined)
+  }
+
+  /** Problems of a stream's events: each one named in `x-events`, its data JSON conforming to its component (OpenAI's `[DONE]` aside). */
+  private checkEvents (operationId: string, text: string): string[] {
+    const components = this.streamEvents(operationId) ?? {}
+    return parseSse(text).flatMap(({ event, data }, i) => {
+      if (data === '[DONE]') return []
+      const component = components[event]
+      if (component === undefined) return [`event ${i}: ${event} is not an event of the contract (${Object.keys(components).join(', ')})`]
+      let value: unknown
+      try { value = JSON.parse(data) } catch { return [`event ${i} (${event}): data is not JSON`] }
+      // Under /v1/openai a failure is a `data: {"error": …}` event in OpenAI's error shape.
+      if (event === 'message' && typeof value === 'object' && value !== null && 'error' in value) return this.checkComponent('OpenAIErrorResponse', value)
+      return this.checkComponent(component, value).map((p) => `event ${i} (${event}): ${p}`)
+    })
   }
 
   /** Problems of a request body against what the operation accepts. */
@@ -113,24 +136,17 @@ export function parseSse (text: string): SseEvent[] {
   return events
 }
 
-/** The component each event of the assistant's stream carries (SPEC §5). */
-export const SSE_EVENT_COMPONENTS: Record<string, string> = {
-  delta: 'AssistantDelta',
-  suggestion: 'Suggestion',
-  done: 'AssistantDone',
-  error: 'ErrorResponse'
-}
-
 /**
  * Problems of a whole assistant stream: every event known and conforming, deltas first, then suggestions,
  * then exactly one closing `done` or `error` as the last event.
  */
 export function checkAssistantStream (contract: Contract, events: SseEvent[]): string[] {
   const problems: string[] = []
+  const components = contract.streamEvents('askSettingsAssistant') ?? {}
   const order = ['delta', 'suggestion', 'done']
   let stage = 0
   events.forEach(({ event, data }, i) => {
-    const component = SSE_EVENT_COMPONENTS[event]
+    const component = components[event]
     if (component === undefined) {
       problems.push(`event ${i}: unknown event type ${event}`)
       return

@@ -10,14 +10,16 @@ import type { ModelEntry } from '../../../plugins/models.js'
 import type { Verdict } from '../../../plugins/moderation.js'
 import { estimateTokens, messageText, type ChatCall, type ChatToolCall } from '../../../providers/chat.js'
 import {
-  Chat, CHAT_STREAM_DESCRIPTION, ChatId, ChatListQuery, ChatMessage, ChatPage, CreateChatRequest, FeedbackRequest, MessageId,
-  MessageListQuery, MessagePage, SendMessageRequest, UpdateChatRequest, type ModerationWarningValue, type TaskSuggestionValue
+  Chat, CHAT_STREAM_DESCRIPTION, ChatId, ChatListQuery, ChatMessage, ChatPage, ChatStreamDone, ChatStreamTool, ChatStreamUsage,
+  CreateChatRequest, FeedbackRequest, MessageId, MessageListQuery, MessagePage, SendMessageRequest, TaskSuggestion, UpdateChatRequest,
+  type ModerationWarningValue, type TaskSuggestionValue
 } from '../../../schemas/chats.js'
-import { errorResponses, type ErrorResponseBody } from '../../../schemas/errors.js'
+import { ErrorResponse, errorResponses, type ErrorResponseBody } from '../../../schemas/errors.js'
+import { AssistantDelta } from '../../../schemas/settings-assistant.js'
 import type { Principal } from '../../../schemas/principal.js'
 import { ref } from '../../../schemas/refs.js'
 import { addUnits, modelCalls, type Units } from '../../model-call.js'
-import { SSE_TYPE, sseFrame, sseHeaders } from '../../sse.js'
+import { SSE_TYPE, sseFrame, sseHeaders, sseSchema } from '../../sse.js'
 
 const config = { auth: 'ai-token' as const, feature: 'chat' as const }
 const common = { tags: ['chats'], security: [{ aiToken: [] }] }
@@ -273,7 +275,7 @@ const chats: FastifyPluginAsyncTypebox = async (app) => {
       params: byId,
       body: ref(SendMessageRequest),
       response: {
-        200: { description: 'The reply as server-sent events.', content: { [SSE_TYPE]: { schema: Type.String({ description: CHAT_STREAM_DESCRIPTION }) } } },
+        200: { description: 'The reply as server-sent events.', content: { [SSE_TYPE]: { schema: sseSchema(CHAT_STREAM_DESCRIPTION, { delta: AssistantDelta, tool: ChatStreamTool, suggestion: TaskSuggestion, usage: ChatStreamUsage, done: ChatStreamDone, error: ErrorResponse }) } } },
         ...errorResponses(...CALL_ERRORS)
       }
     }

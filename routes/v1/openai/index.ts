@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto'
 import { PassThrough } from 'node:stream'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
-import Type from 'typebox'
 import { chatReservation } from '../../../plugins/chats.js'
 import { AppError, invalidBody, logFailure, REQUEST_ID_HEADER, toEnvelope, type Envelope } from '../../../plugins/errors.js'
 import type { ModelEntry } from '../../../plugins/models.js'
@@ -11,13 +10,13 @@ import {
 } from '../../../plugins/openai-compatible.js'
 import type { ChatCall, ChatToolCall, FinishReason } from '../../../providers/chat.js'
 import {
-  ChatCompletion, ChatCompletionRequest, OPENAI_BODY_LIMIT, OPENAI_ERROR_TYPES, OpenAIModelList, openaiErrorResponses,
+  ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, OPENAI_BODY_LIMIT, OPENAI_ERROR_TYPES, OpenAIModelList, openaiErrorResponses,
   type ChatCompletionValue, type OpenAIErrorBody
 } from '../../../schemas/openai.js'
 import type { Principal } from '../../../schemas/principal.js'
 import { ref } from '../../../schemas/refs.js'
 import { modelCalls } from '../../model-call.js'
-import { SSE_TYPE, sseHeaders } from '../../sse.js'
+import { SSE_TYPE, sseHeaders, sseSchema } from '../../sse.js'
 
 const FEATURE = 'openai-compatible' as const
 const config = { auth: 'ai-token' as const, feature: FEATURE }
@@ -145,7 +144,7 @@ const openai: FastifyPluginAsyncTypebox = async (app) => {
       response: {
         200: {
           description: 'The completion (JSON), or its chunks as server-sent events with `stream: true`.',
-          content: { 'application/json': { schema: ref(ChatCompletion) }, [SSE_TYPE]: { schema: Type.String({ description: STREAM_DESCRIPTION }) } }
+          content: { 'application/json': { schema: ref(ChatCompletion) }, [SSE_TYPE]: { schema: sseSchema(STREAM_DESCRIPTION, { message: ChatCompletionChunk }) } }
         },
         ...openaiErrorResponses(...CALL_ERRORS)
       }

@@ -1,7 +1,6 @@
 import { PassThrough } from 'node:stream'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import Type from 'typebox'
 import { AppError, toEnvelope } from '../../../../plugins/errors.js'
 import { costMicroUsd } from '../../../../plugins/chats.js'
 import type { CallEstimate, MeteredCall } from '../../../../plugins/metering.js'
@@ -10,12 +9,13 @@ import { toCents } from '../../../../plugins/money.js'
 import type { OpenAIChat } from '../../../../providers/openai-chat.js'
 import { MAX_OUTPUT_TOKENS } from '../../../../plugins/settings-assistant.js'
 import { estimatePromptTokens, estimateTokens, type ChatCall, type ChatEvent, type ChatProvider, type ChatUsage } from '../../../../providers/chat.js'
-import { errorResponses, type ErrorResponseBody } from '../../../../schemas/errors.js'
+import { ErrorResponse, errorResponses, type ErrorResponseBody } from '../../../../schemas/errors.js'
 import type { Principal } from '../../../../schemas/principal.js'
-import { SSE_TYPE, sseFrame, sseHeaders, wantsStream } from '../../../sse.js'
+import { SSE_TYPE, sseFrame, sseHeaders, sseSchema, wantsStream } from '../../../sse.js'
 import { ref } from '../../../../schemas/refs.js'
 import {
-  ASSISTANT_STREAM_DESCRIPTION, AssistantReply, AssistantRequest, type AssistantReplyValue, type AssistantRequestValue
+  ASSISTANT_STREAM_DESCRIPTION, AssistantDelta, AssistantDone, AssistantReply, AssistantRequest, Suggestion,
+  type AssistantReplyValue, type AssistantRequestValue
 } from '../../../../schemas/settings-assistant.js'
 
 /**
@@ -182,7 +182,7 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
           description: 'The reply: JSON, or an SSE stream when asked for with `Accept: text/event-stream`.',
           content: {
             'application/json': { schema: ref(AssistantReply) },
-            [SSE_TYPE]: { schema: Type.String({ description: ASSISTANT_STREAM_DESCRIPTION }) }
+            [SSE_TYPE]: { schema: sseSchema(ASSISTANT_STREAM_DESCRIPTION, { delta: AssistantDelta, suggestion: Suggestion, done: AssistantDone, error: ErrorResponse }) }
           }
         },
         ...errorResponses('VALIDATION_ERROR', 'UNAUTHENTICATED', 'TOKEN_EXPIRED', 'NOT_ENTITLED', 'QUOTA_EXCEEDED', 'CONTENT_REJECTED',
