@@ -1,4 +1,4 @@
-import createClient, { type Client, type Middleware } from 'openapi-fetch'
+import createClient, { type Client, type FetchResponse, type MaybeOptionalInit, type Middleware } from 'openapi-fetch'
 import { PortalApiError } from './errors.js'
 import { retryingFetch, type Fetch, type RetryOptions } from './retry.js'
 import type { components, operations, paths } from './schema.js'
@@ -46,7 +46,26 @@ type PageOf<P extends PagedPath> = paths[P] extends { get: infer Op } ? Ok<Op> :
 export type PageItem<P extends PagedPath> = PageOf<P> extends { data: Array<infer I> } ? I : PageOf<P> extends { events: Array<infer I> } ? I : never
 type PageParams<P extends PagedPath> = paths[P] extends { get: { parameters: infer Params } } ? Params : never
 
-export interface PortalClient extends Client<paths, 'application/json'> {
+// A call's second argument, required when the operation has required params or a body (as openapi-fetch has it).
+type RequiredKeysOf<T> = { [K in keyof T]: {} extends Pick<T, K> ? never : K }[keyof T] extends infer R ? R extends undefined ? never : R : never
+type InitParam<Init> = RequiredKeysOf<Init> extends never ? [(Init & { [key: string]: unknown })?] : [Init & { [key: string]: unknown }]
+type HttpMethod = 'get' | 'put' | 'post' | 'delete' | 'patch'
+type PathsWith<M extends HttpMethod> = { [P in keyof paths]: paths[P] extends { [K in M]: {} } ? P : never }[keyof paths]
+
+/**
+ * openapi-fetch's method, answering `data` as the success body: an error never resolves (it rejects with
+ * PortalApiError), so there is no `error` branch to narrow first. A 204's `data` is undefined.
+ */
+export type PortalMethod<M extends HttpMethod> = <P extends PathsWith<M>, Init extends MaybeOptionalInit<paths[P], M>>(
+  url: P, ...init: InitParam<Init>
+) => Promise<{ data: paths[P][M] extends infer Op extends Record<string | number, any> ? NonNullable<FetchResponse<Op, Init, 'application/json'>['data']> : never, response: Response }>
+
+export interface PortalClient extends Omit<Client<paths, 'application/json'>, 'GET' | 'PUT' | 'POST' | 'DELETE' | 'PATCH'> {
+  GET: PortalMethod<'get'>
+  PUT: PortalMethod<'put'>
+  POST: PortalMethod<'post'>
+  DELETE: PortalMethod<'delete'>
+  PATCH: PortalMethod<'patch'>
   /** The token source given, to share with an OpenAI SDK (`apiKey: portal.token`) or to invalidate. */
   readonly token: PortalClientOptions['token']
   /**
@@ -123,7 +142,7 @@ export function createPortalClient (options: PortalClientOptions): PortalClient 
     return readEvents<Op>(response)
   }
 
-  return Object.assign(api, {
+  return Object.assign(api as unknown as Omit<PortalClient, 'token' | 'pages' | 'streamSettingsAssistant' | 'streamChatMessage' | 'streamChatCompletion'>, {
     token,
     pages,
     streamSettingsAssistant: async (body: Body<operations['askSettingsAssistant']>, init?: { signal?: AbortSignal }) =>
