@@ -96,7 +96,7 @@ async function runSmoke (t: Test, app: FastifyInstance, files: string[], adminTo
 
 t.test('the smoke suite passes against the service over HTTP, admin API and built-in accounts included', async (t) => {
   const { app } = await build(t, { env: { LOCAL_ACCOUNTS: 'on' } })
-  t.same(SMOKE_FILES, ['accounts.smoke.ts', 'admin.smoke.ts', 'background-removal.smoke.ts', 'chats.smoke.ts', 'health.smoke.ts', 'openai.smoke.ts', 'platform.smoke.ts', 'productivity.smoke.ts', 'scans.smoke.ts', 'settings-assistant.smoke.ts', 'staging.smoke.ts', 'tokens.smoke.ts'])
+  t.same(SMOKE_FILES, ['accounts.smoke.ts', 'admin.smoke.ts', 'background-removal.smoke.ts', 'chats.smoke.ts', 'client.smoke.ts', 'health.smoke.ts', 'openai.smoke.ts', 'platform.smoke.ts', 'productivity.smoke.ts', 'scans.smoke.ts', 'settings-assistant.smoke.ts', 'staging.smoke.ts', 'tokens.smoke.ts'])
   for (const { file, code, output } of await runSmoke(t, app, SMOKE_FILES, TEST_SECRETS.ADMIN_TOKEN)) {
     t.equal(code, 0, `${file} passes`)
     if (code !== 0) t.comment(output)
