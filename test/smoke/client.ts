@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { Test } from 'tap'
+import { aiTokenSource, type Fetch, type FeatureId, type TokenSource } from '../../clients/typescript/src/index.js'
 import { Contract } from './contract.js'
 
 /**
@@ -110,16 +111,54 @@ export async function mint (t: Test, key: string | undefined, expectedStatus = 2
   return check(t, 'createAiToken', expectedStatus, options, sent)
 }
 
-const tokens = new Map<string, string>()
-
-/** An AI token of the smoke key (optionally for some features only), minted once per test file. */
-export async function mintToken (t: Test, features?: string[]): Promise<string> {
-  const scope = features?.join(',') ?? '*'
-  let token = tokens.get(scope)
-  if (token === undefined) {
-    token = (await mint(t, settings().apiKey, 201, features === undefined ? undefined : { features })).json.token as string
-    tokens.set(scope, token)
+/** The operation of a request: its method, and its path matched against the contract's path templates. */
+export function operationOf (method: string, path: string): string | undefined {
+  for (const [id, located] of contract.operations) {
+    const pattern = new RegExp(`^${located.path.replace(/\{[^}]+\}/g, '[^/]+')}$`)
+    if (located.method === method && pattern.test(path)) return id
   }
+  return undefined
+}
+
+/** A fetch for the TypeScript client that holds every answer of an operation of the contract against it. */
+export function contractFetch (report: (problems: string[], what: string) => void): Fetch {
+  return async (request) => {
+    const response = await fetch(request)
+    const { pathname } = new URL(request.url)
+    const operationId = operationOf(request.method, pathname)
+    const contentType = response.headers.get('content-type') ?? ''
+    if (operationId === undefined || /^image\//.test(contentType)) return response
+    const text = await response.clone().text()
+    const body = /json/.test(contentType) ? JSON.parse(text) as unknown : text
+    report(contract.check(operationId, response.status, contentType, body), `${request.method} ${pathname} conforms (${operationId} ${response.status})`)
+    return response
+  }
+}
+
+const sources = new Map<string, TokenSource>()
+const mintProblems: string[] = []
+
+/**
+ * An AI token of the smoke key (optionally for some features only) from the TypeScript client's token source,
+ * minted once per test file and scope. On RATE_LIMITED the source waits as Retry-After says (at most
+ * MINT_WAIT_LIMIT_MS), so runs following each other within a minute still pass; every mint's answer is held
+ * against the contract.
+ */
+export async function mintToken (t: Test, features?: FeatureId[]): Promise<string> {
+  const scope = features?.join(',') ?? '*'
+  let source = sources.get(scope)
+  if (source === undefined) {
+    source = aiTokenSource({
+      baseUrl: settings().baseUrl,
+      credential: settings().apiKey,
+      ...(features === undefined ? {} : { features }),
+      fetch: contractFetch((problems) => mintProblems.push(...problems)),
+      retry: { retries: 2, maxDelayMs: MINT_WAIT_LIMIT_MS, onRetry: ({ delayMs }) => t.comment(`token minting is rate limited for this address: waiting ${delayMs / 1000} s as Retry-After says`) }
+    })
+    sources.set(scope, source)
+  }
+  const token = await source()
+  t.same(mintProblems.splice(0), [], 'the mint conforms to the contract')
   return token
 }
 
