@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto'
 import type { Test } from 'tap'
-import { aiTokenSource, type Fetch, type FeatureId, type TokenSource } from '../../clients/typescript/src/index.js'
+import {
+  aiTokenSource, createPortalClient, PortalApiError, type ErrorCode, type Fetch, type FeatureId, type PortalClient, type TokenSource
+} from '../../clients/typescript/src/index.js'
 import { Contract } from './contract.js'
 
 /**
@@ -84,10 +86,30 @@ export async function call (t: Test, operationId: string | null, expectedStatus:
   return check(t, operationId, expectedStatus, options, await send(options))
 }
 
-/** Asserts the error envelope's code, and that the request id in it is the header's. */
-export function expectError (t: Test, sent: Sent, code: string) {
-  t.equal(sent.json?.error?.code, code, `error code ${code}`)
-  t.equal(sent.json?.error?.requestId, sent.headers.get('x-request-id'), 'the envelope echoes X-Request-Id')
+/** Asserts the error envelope's code, read by the client's error class, and that its request id is the header's. */
+export function expectError (t: Test, sent: Sent, code: ErrorCode) {
+  const error = new PortalApiError(sent.status, sent.json, sent.headers)
+  t.equal(error.code, code, `error code ${code}`)
+  t.equal(error.requestId, sent.headers.get('x-request-id'), 'the envelope echoes X-Request-Id')
+}
+
+/** The TypeScript client on the deployment (optionally with a bearer token), every answer it receives held against the contract. */
+export function smokeClient (t: Test, token?: string): PortalClient {
+  const fetch = contractFetch((problems, what) => t.same(problems, [], what))
+  return createPortalClient({ baseUrl: settings().baseUrl, fetch, ...(token === undefined ? {} : { token }) })
+}
+
+/** Asserts that a client call rejects with a PortalApiError of this status and code, carrying a request id; answers it. */
+export async function refused (t: Test, pending: Promise<unknown>, status: number, code: ErrorCode): Promise<PortalApiError | undefined> {
+  const error = await pending.then(() => undefined, (e: unknown) => e)
+  if (!(error instanceof PortalApiError)) {
+    t.fail(`expected PortalApiError ${code}, got ${error === undefined ? 'an answer' : String(error)}`)
+    return undefined
+  }
+  t.equal(error.status, status, `answers ${status}`)
+  t.equal(error.code, code, `error code ${code}`)
+  t.match(error.requestId, /\S/, 'with the request id')
+  return error
 }
 
 /** The longest the suite waits out the per-address limit of token minting (30 a minute) before it fails. */
