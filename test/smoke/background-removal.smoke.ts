@@ -1,6 +1,7 @@
 import sharp from 'sharp'
 import t from 'tap'
-import { call, expectError, mintToken } from './client.js'
+import { fileFrom } from '../../clients/typescript/src/index.js'
+import { call, expectError, mintToken, refused, smokeClient } from './client.js'
 
 const REMOVE = { method: 'POST', path: '/v1/ai/background-removal' }
 
@@ -10,54 +11,57 @@ async function photo (format: 'png' | 'jpeg', width = 64, height = 48) {
   return sharp({ create: { width, height, channels: 3, background: '#ffffff' } }).composite([{ input: square, left: 22, top: 14 }]).toFormat(format).toBuffer()
 }
 
-function form (image: Buffer | string | null, fields: Record<string, string> = {}, type = 'image/png') {
-  const data = new FormData()
-  for (const [name, value] of Object.entries(fields)) data.append(name, value)
-  if (image !== null) data.append('image', new Blob([typeof image === 'string' ? image : new Uint8Array(image)], { type }), 'layer.png')
-  return data
-}
+const image = async (bytes: Buffer | string, type = 'image/png') => await fileFrom(Buffer.from(bytes), { filename: 'layer.png', type })
 
 t.test('a PNG comes back as a cut-out PNG of the same size, from the sandbox, with quota headers', async (t) => {
-  const token = await mintToken(t)
-  const sent = await call(t, 'removeBackground', 200, { ...REMOVE, token, form: form(await photo('png')) })
-  t.equal(sent.contentType, 'image/png')
-  t.equal(sent.headers.get('ai-provider'), 'sandbox')
-  t.match(sent.headers.get('x-quota-remaining'), /^[0-9]+$/)
-  const meta = await sharp(sent.bytes).metadata()
+  const portal = smokeClient(t, await mintToken(t))
+  const { data: cutOut, response } = await portal.POST('/v1/ai/background-removal', { body: { image: await image(await photo('png')) }, parseAs: 'arrayBuffer' })
+  t.equal(response.headers.get('content-type'), 'image/png')
+  t.equal(response.headers.get('ai-provider'), 'sandbox')
+  t.match(response.headers.get('x-quota-remaining'), /^[0-9]+$/)
+  const bytes = Buffer.from(cutOut)
+  const meta = await sharp(bytes).metadata()
   t.same([meta.width, meta.height, meta.channels], [64, 48, 4], 'same dimensions, with an alpha channel')
-  const { data, info } = await sharp(sent.bytes).raw().toBuffer({ resolveWithObject: true })
+  const { data, info } = await sharp(bytes).raw().toBuffer({ resolveWithObject: true })
   const alphaAt = (x: number, y: number) => data[(y * info.width + x) * info.channels + 3]
   t.equal(alphaAt(0, 0), 0, 'the background is transparent')
   t.equal(alphaAt(32, 24), 255, 'the subject is kept')
 })
 
 t.test('a JPEG asked for as a WebP mask', async (t) => {
-  const token = await mintToken(t)
-  const sent = await call(t, 'removeBackground', 200, { ...REMOVE, token, form: form(await photo('jpeg'), { output: 'mask', format: 'webp' }, 'image/jpeg') })
-  t.equal(sent.contentType, 'image/webp')
-  const meta = await sharp(sent.bytes).metadata()
+  const portal = smokeClient(t, await mintToken(t))
+  const { data: mask } = await portal.POST('/v1/ai/background-removal', { body: { image: await image(await photo('jpeg'), 'image/jpeg'), output: 'mask', format: 'webp' }, parseAs: 'blob' })
+  t.equal(mask.type, 'image/webp')
+  const meta = await sharp(Buffer.from(await mask.arrayBuffer())).metadata()
   t.same([meta.format, meta.width, meta.height], ['webp', 64, 48])
 })
 
 t.test('bad uploads get their documented codes', async (t) => {
-  const token = await mintToken(t)
-  expectError(t, await call(t, 'removeBackground', 415, { ...REMOVE, token, form: form('just some text, not an image', {}, 'text/plain') }), 'UNSUPPORTED_MEDIA_TYPE')
+  const portal = smokeClient(t, await mintToken(t))
+  const remove = async (file: File) => await portal.POST('/v1/ai/background-removal', { body: { image: file } })
+  await refused(t, remove(await image('just some text, not an image', 'text/plain')), 415, 'UNSUPPORTED_MEDIA_TYPE')
   const png = await photo('png')
-  expectError(t, await call(t, 'removeBackground', 422, { ...REMOVE, token, form: form(png.subarray(0, 60)) }), 'INVALID_IMAGE')
+  await refused(t, remove(await image(png.subarray(0, 60))), 422, 'INVALID_IMAGE')
   // 6,000 × 5,000 = 30 megapixels of one colour: a small file, refused from its header.
   const huge = await sharp({ create: { width: 6000, height: 5000, channels: 3, background: '#ffffff' } }).png({ compressionLevel: 9 }).toBuffer()
-  const tooLarge = await call(t, 'removeBackground', 422, { ...REMOVE, token, form: form(huge) })
-  expectError(t, tooLarge, 'IMAGE_TOO_LARGE')
-  const oversized = Buffer.concat([png, Buffer.alloc(12 * 1024 * 1024 + 1)])
-  expectError(t, await call(t, 'removeBackground', 413, { ...REMOVE, token, form: form(oversized) }), 'PAYLOAD_TOO_LARGE')
-  expectError(t, await call(t, 'removeBackground', 400, { ...REMOVE, token, form: form(null, { output: 'cutout' }) }), 'VALIDATION_ERROR')
-  expectError(t, await call(t, 'removeBackground', 400, { ...REMOVE, token, form: form(png, { output: 'sticker' }) }), 'VALIDATION_ERROR')
+  await refused(t, remove(await image(huge)), 422, 'IMAGE_TOO_LARGE')
+  await refused(t, remove(await image(Buffer.concat([png, Buffer.alloc(12 * 1024 * 1024 + 1)]))), 413, 'PAYLOAD_TOO_LARGE')
+  // What a typed client cannot send, raw: no image, an output the contract does not list, a JSON body.
+  const token = await mintToken(t)
+  const form = (fields: Record<string, string>, withImage: boolean) => {
+    const data = new FormData()
+    for (const [name, value] of Object.entries(fields)) data.append(name, value)
+    if (withImage) data.append('image', new Blob([new Uint8Array(png)], { type: 'image/png' }), 'layer.png')
+    return data
+  }
+  expectError(t, await call(t, 'removeBackground', 400, { ...REMOVE, token, form: form({ output: 'cutout' }, false) }), 'VALIDATION_ERROR')
+  expectError(t, await call(t, 'removeBackground', 400, { ...REMOVE, token, form: form({ output: 'sticker' }, true) }), 'VALIDATION_ERROR')
   expectError(t, await call(t, 'removeBackground', 415, { ...REMOVE, token, body: { image: 'not multipart' } }), 'UNSUPPORTED_MEDIA_TYPE')
 })
 
 t.test('no token, or a token without the feature', async (t) => {
-  const png = await photo('png')
-  expectError(t, await call(t, 'removeBackground', 401, { ...REMOVE, form: form(png) }), 'UNAUTHENTICATED')
-  const other = await mintToken(t, ['settings-assistant'])
-  expectError(t, await call(t, 'removeBackground', 403, { ...REMOVE, token: other, form: form(png) }), 'NOT_ENTITLED')
+  const png = await image(await photo('png'))
+  await refused(t, smokeClient(t).POST('/v1/ai/background-removal', { body: { image: png } }), 401, 'UNAUTHENTICATED')
+  const other = smokeClient(t, await mintToken(t, ['settings-assistant']))
+  await refused(t, other.POST('/v1/ai/background-removal', { body: { image: png } }), 403, 'NOT_ENTITLED')
 })

@@ -1,4 +1,4 @@
-import createClient, { type Client, type FetchResponse, type MaybeOptionalInit, type Middleware } from 'openapi-fetch'
+import createClient, { type Client, type MaybeOptionalInit, type Middleware } from 'openapi-fetch'
 import { PortalApiError } from './errors.js'
 import { retryingFetch, type Fetch, type RetryOptions } from './retry.js'
 import type { components, operations, paths } from './schema.js'
@@ -46,19 +46,31 @@ type PageOf<P extends PagedPath> = paths[P] extends { get: infer Op } ? Ok<Op> :
 export type PageItem<P extends PagedPath> = PageOf<P> extends { data: Array<infer I> } ? I : PageOf<P> extends { events: Array<infer I> } ? I : never
 type PageParams<P extends PagedPath> = paths[P] extends { get: { parameters: infer Params } } ? Params : never
 
-// A call's second argument, required when the operation has required params or a body (as openapi-fetch has it).
+// A call's second argument (its params, body, headers), required when the operation has required params or a body.
 type RequiredKeysOf<T> = { [K in keyof T]: {} extends Pick<T, K> ? never : K }[keyof T] extends infer R ? R extends undefined ? never : R : never
-type InitParam<Init> = RequiredKeysOf<Init> extends never ? [(Init & { [key: string]: unknown })?] : [Init & { [key: string]: unknown }]
 type HttpMethod = 'get' | 'put' | 'post' | 'delete' | 'patch'
 type PathsWith<M extends HttpMethod> = { [P in keyof paths]: paths[P] extends { [K in M]: {} } ? P : never }[keyof paths]
+type ParseAs = 'json' | 'text' | 'blob' | 'arrayBuffer' | 'stream'
+type InitOf<P extends keyof paths, M extends HttpMethod> = NonNullable<MaybeOptionalInit<paths[P], M>>
+type Init<P extends keyof paths, M extends HttpMethod, A extends ParseAs> = Omit<InitOf<P, M>, 'parseAs'> & { parseAs?: A }
+type InitArgs<P extends keyof paths, M extends HttpMethod, A extends ParseAs> = RequiredKeysOf<InitOf<P, M>> extends never ? [Init<P, M, A>?] : [Init<P, M, A>]
+
+/** The success body of an operation: its 200, 201 or 202 JSON (a 204 has none). */
+type SuccessJson<Op> = Op extends { responses: infer R } ? JsonOf<R[Extract<keyof R, 200 | 201 | 202>]> : never
+/** What `data` is: the success JSON, or what `parseAs` asked for (an image as a Blob, say). */
+type DataOf<Op, A extends ParseAs> = A extends 'blob' ? Blob
+  : A extends 'arrayBuffer' ? ArrayBuffer
+    : A extends 'text' ? string
+      : A extends 'stream' ? ReadableStream<Uint8Array> | null
+        : SuccessJson<Op>
 
 /**
  * openapi-fetch's method, answering `data` as the success body: an error never resolves (it rejects with
  * PortalApiError), so there is no `error` branch to narrow first. A 204's `data` is undefined.
  */
-export type PortalMethod<M extends HttpMethod> = <P extends PathsWith<M>, Init extends MaybeOptionalInit<paths[P], M>>(
-  url: P, ...init: InitParam<Init>
-) => Promise<{ data: paths[P][M] extends infer Op extends Record<string | number, any> ? NonNullable<FetchResponse<Op, Init, 'application/json'>['data']> : never, response: Response }>
+export type PortalMethod<M extends HttpMethod> = <P extends PathsWith<M>, const A extends ParseAs = 'json'>(
+  url: P, ...init: InitArgs<P, M, A>
+) => Promise<{ data: DataOf<paths[P][M], A>, response: Response }>
 
 export interface PortalClient extends Omit<Client<paths, 'application/json'>, 'GET' | 'PUT' | 'POST' | 'DELETE' | 'PATCH'> {
   GET: PortalMethod<'get'>
