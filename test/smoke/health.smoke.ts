@@ -1,12 +1,13 @@
 import t from 'tap'
-import { call, contract, expectError, settings } from './client.js'
+import { call, contract, expectError, settings, smokeClient } from './client.js'
 
 t.test('liveness and readiness', async (t) => {
-  const live = await call(t, 'getHealthLive', 200, { path: '/health/live' })
-  t.equal(live.json.status, 'ok')
-  const ready = await call(t, 'getHealthReady', 200, { path: '/health/ready' })
-  t.equal(ready.json.status, 'ready')
-  t.equal(ready.json.checks.database.status, 'ok', 'the database answers')
+  const anonymous = smokeClient(t)
+  const { data: live } = await anonymous.GET('/health/live')
+  t.equal(live.status, 'ok')
+  const { data: ready } = await anonymous.GET('/health/ready')
+  t.equal(ready.status, 'ready')
+  t.equal(ready.checks.database?.status, 'ok', 'the database answers')
 })
 
 t.test('the deployment serves exactly this contract, and Swagger UI over it', async (t) => {
@@ -20,10 +21,9 @@ t.test('the deployment serves exactly this contract, and Swagger UI over it', as
 })
 
 t.test('the feature catalog discloses every feature, with the sandbox for test mode', async (t) => {
-  const sent = await call(t, 'listFeatures', 200, { path: '/v1/ai/features' })
-  const ids = (sent.json.features as Array<{ id: string, providers: Array<{ id: string, mode: string }> }>).map((f) => f.id)
-  t.same(ids.sort(), ['background-removal', 'chat', 'openai-compatible', 'risk-scan', 'settings-assistant', 'virtual-staging'])
-  for (const feature of sent.json.features as Array<{ id: string, sends: unknown[], providers: Array<{ id: string, mode: string, configured: boolean }> }>) {
+  const { data: manifest } = await smokeClient(t).GET('/v1/ai/features')
+  t.same(manifest.features.map((f) => f.id).sort(), ['background-removal', 'chat', 'openai-compatible', 'risk-scan', 'settings-assistant', 'virtual-staging'])
+  for (const feature of manifest.features) {
     t.ok(feature.sends.length > 0, `${feature.id} declares what it sends`)
     t.ok(feature.providers.some((p) => p.id === 'sandbox' && p.mode === 'test' && p.configured), `${feature.id} has the test-mode sandbox`)
   }
