@@ -5,7 +5,7 @@ import ipaddr from 'ipaddr.js'
 import { Webhook as StandardWebhook } from 'standardwebhooks'
 import type { Agent } from 'undici'
 import type { WebhookBody, WebhookEventType } from '../schemas/webhooks.js'
-import { decodeCursor, pageOf } from '../schemas/pagination.js'
+import { cursorPosition, pageOf } from '../schemas/pagination.js'
 import type { ContentCrypto } from './content-crypto.js'
 import { AppError } from './errors.js'
 import type { Jobs } from './jobs.js'
@@ -310,10 +310,7 @@ export function createWebhooks (opts: WebhooksOptions) {
     },
 
     async list (userId: string, page: { cursor?: string, limit: number }) {
-      const after = page.cursor === undefined ? null : decodeCursor(page.cursor)
-      if (after === null && page.cursor !== undefined) {
-        throw new AppError('VALIDATION_ERROR', 'The cursor is not one this API gave out.', { fields: [{ location: 'querystring', path: '/cursor', message: 'is not a cursor of this list' }] })
-      }
+      const after = page.cursor === undefined ? null : cursorPosition(page.cursor)
       const { rows } = await db.query<EndpointRow>(
         `SELECT * FROM ${ENDPOINTS} WHERE user_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
          ORDER BY created_at DESC, id DESC LIMIT $4`, [userId, after?.createdAt ?? null, after?.id ?? '', page.limit + 1])
