@@ -60,7 +60,8 @@ export function post (agent: Agent, url: string, body: string | Buffer, headers:
   })
 }
 
-async function freePort (): Promise<number> {
+/** A port free on loopback now. */
+export async function freePort (): Promise<number> {
   const server = createServer().listen(0, '127.0.0.1')
   await once(server, 'listening')
   const { port } = server.address() as { port: number }
@@ -68,8 +69,9 @@ async function freePort (): Promise<number> {
   return port
 }
 
-async function waitFor (url: string, child: ChildProcess, name: string, logs: string) {
-  for (let i = 0; i < 600; i++) {
+/** Waits until `url` answers 2xx, failing when `child` exits first (its log is `<logs>/<name>.log`) or after `timeoutMs`. */
+export async function waitFor (url: string, child: ChildProcess, name: string, logs: string, timeoutMs = 60_000) {
+  for (let i = 0; i < timeoutMs / 100; i++) {
     if (child.exitCode !== null) throw new Error(`${name} exited (${child.exitCode}); see ${join(logs, `${name}.log`)}`)
     try {
       if ((await fetch(url)).ok) return

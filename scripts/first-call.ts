@@ -1,10 +1,10 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
+import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
+import { freePort, waitFor } from '../bench/harness.js'
 
 // `npm run first-call`: a new user's first five minutes, scripted and timed. From a fresh clone of this checkout's
 // HEAD: npm install, npm start on the embedded defaults, a test key with the CLI, then through the TypeScript client
@@ -38,16 +38,10 @@ function run (dir: string, command: string, args: string[], env: NodeJS.ProcessE
   })
 }
 
-const freePort = () => new Promise<number>((resolve) => {
-  const server = createServer().listen(0, '127.0.0.1', () => {
-    const { port } = server.address() as { port: number }
-    server.close(() => resolve(port))
-  })
-})
-
 const dir = values.here ? REPO : mkdtempSync(join(tmpdir(), 'portal-ai-first-call-'))
+// The server's output, kept where a failed start can be read (removed after a run that passed).
+const logs = mkdtempSync(join(tmpdir(), 'portal-ai-first-call-logs-'))
 let server: ChildProcess | undefined
-let serverLog = ''
 try {
   if (!values.here) {
     await step('git clone', () => { execFileSync('git', ['clone', '--quiet', REPO, dir]) })
@@ -59,15 +53,10 @@ try {
   for (const name of ['ADMIN_TOKEN', 'DATABASE_URL', 'REDIS_URL']) delete env[name]
   await step('npm start (build, then serve on the embedded defaults)', async () => {
     server = spawn('npm', ['start'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
-    server.stdout?.on('data', (chunk: Buffer) => { serverLog += chunk.toString() })
-    server.stderr?.on('data', (chunk: Buffer) => { serverLog += chunk.toString() })
-    for (let i = 0; i < 600; i++) {
-      if (server.exitCode !== null) throw new Error(`npm start exited:\n${serverLog}`)
-      const ready = await fetch(`${base}/health/ready`).then((r) => r.ok, () => false)
-      if (ready) return
-      await new Promise((resolve) => setTimeout(resolve, 500))
-    }
-    throw new Error(`not ready after 5 minutes:\n${serverLog}`)
+    const log = createWriteStream(join(logs, 'server.log'))
+    server.stdout?.pipe(log)
+    server.stderr?.pipe(log)
+    await waitFor(`${base}/health/ready`, server, 'server', logs, 300_000)
   })
   const key = await step('a test key (npm run cli -- licenses grant / keys create)', async () => {
     await run(dir, 'npm', ['run', '-s', 'cli', '--', 'licenses', 'grant', '--user', 'first-call', '--plan', 'pro', '--url', base], env)
@@ -121,6 +110,7 @@ try {
   }
   if (!values.here && !values.keep) rmSync(dir, { recursive: true, force: true })
 }
+rmSync(logs, { recursive: true, force: true })
 
 const total = (performance.now() - started) / 1000
 process.stdout.write('\nstep | seconds\n--- | ---\n')

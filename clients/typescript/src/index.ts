@@ -33,15 +33,13 @@ export interface PortalClientOptions {
 }
 
 type JsonOf<T> = T extends { content: { 'application/json': infer J } } ? J : never
-type Ok<Op> = Op extends { responses: infer R } ? JsonOf<R[Extract<keyof R, 200 | 201>]> : never
-type Body<Op> = Op extends { requestBody: { content: { 'application/json': infer B } } } ? B
-  : Op extends { requestBody?: { content: { 'application/json': infer B } } } ? B : never
+type Body<Op> = Op extends { requestBody?: { content: { 'application/json': infer B } } } ? B : never
 
 /** The GET operations answering cursor pages (`nextCursor`), by path. */
 type PagedPath = {
-  [P in keyof paths]: paths[P] extends { get: infer Op } ? Ok<Op> extends { nextCursor: string | null } ? P : never : never
+  [P in keyof paths]: paths[P] extends { get: infer Op } ? SuccessJson<Op> extends { nextCursor: string | null } ? P : never : never
 }[keyof paths]
-type PageOf<P extends PagedPath> = paths[P] extends { get: infer Op } ? Ok<Op> : never
+type PageOf<P extends PagedPath> = paths[P] extends { get: infer Op } ? SuccessJson<Op> : never
 /** The items of a page: `data`, or `events` in the usage and audit pages. */
 export type PageItem<P extends PagedPath> = PageOf<P> extends { data: Array<infer I> } ? I : PageOf<P> extends { events: Array<infer I> } ? I : never
 type PageParams<P extends PagedPath> = paths[P] extends { get: { parameters: infer Params } } ? Params : never
@@ -124,7 +122,7 @@ export function createPortalClient (options: PortalClientOptions): PortalClient 
       const value = await bearer()
       if (value === undefined) return undefined
       request.headers.set('authorization', `Bearer ${value}`)
-      fromSource.add(request)
+      if (source !== undefined) fromSource.add(request)
       return request
     },
     async onResponse ({ response }) {
