@@ -15,7 +15,10 @@ COPY package.json package-lock.json ./
 RUN npm install --omit=dev --no-audit --no-fund
 
 FROM ${NODE_IMAGE}
+# MALLOC_ARENA_MAX: glibc's allocator keeps a heap per thread (libvips, the worker threads) and holds on to freed
+# image buffers there; two arenas took 20 concurrent 10 MB background removals from +380 to +320 MB RSS.
 ENV NODE_ENV=production \
+    MALLOC_ARENA_MAX=2 \
     HOST=0.0.0.0 \
     PORT=3000 \
     DATA_DIR=/data

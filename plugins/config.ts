@@ -144,7 +144,7 @@ export const ConfigSchema = Type.Object({
     maximum: 256,
     default: 6,
     'x-group': 'Background removal',
-    description: 'Background removals under way at once on an instance (upload to result; each holds about two copies of its image). More wait with their upload unread, for at most BG_REMOVAL_TIMEOUT_MS (45 s at most), then get PROVIDER_UNAVAILABLE with Retry-After. Bounds memory: see docs/operations.md, Sizing.'
+    description: 'Background removals under way at once on an instance (from reading the upload until the result is sent; each holds about two copies of its image). More wait with their upload unread, for at most BG_REMOVAL_TIMEOUT_MS (45 s at most), then get PROVIDER_UNAVAILABLE with Retry-After. Bounds memory: see docs/operations.md, Sizing.'
   }),
 
   LOCAL_ACCOUNTS: oneOf(['on', 'off'] as const, 'off', { 'x-group': 'Built-in accounts', description: '`on`: the service is its own identity provider (POST /v1/auth/register, /login…), for deployments without a portal; its access tokens mint AI tokens like portal tokens. Off: /v1/auth/* answers NOT_FOUND.' }),

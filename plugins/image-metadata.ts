@@ -2,7 +2,8 @@
  * Metadata stripped without decoding: the image's own bytes are kept, every segment or chunk that is not needed to
  * draw it is dropped. An allowlist, not a blocklist: EXIF (with GPS and thumbnails), XMP, IPTC, comments, JFIF
  * thumbnails, maker trailers after the end of a JPEG and PNG text chunks all go, and so does anything nobody has named yet.
- * Null when the bytes are not a whole, well-formed file of the format (the caller decodes them instead, which tells).
+ * Each answers the parts kept, in order (views of the input, no copy), or null when the bytes are not a whole,
+ * well-formed file of the format (the caller decodes them instead, which tells); `joinParts` makes them one buffer.
  */
 
 /** JPEG markers kept as they are (with SOS): frame headers SOF0–15 but JPG, Huffman and arithmetic tables, DQT, DNL, DRI. */
@@ -34,8 +35,18 @@ function jfifWithoutThumbnail (segment: Buffer): Buffer | null {
 
 const startsWith = (segment: Buffer, id: Buffer | undefined) => id !== undefined && segment.subarray(4, 4 + id.length).equals(id)
 
+/** The parts kept as one buffer: the input itself when they are all of it, in place (nothing dropped, nothing copied). */
+export function joinParts (parts: Buffer[], whole: Buffer): Buffer {
+  let at = whole.byteOffset
+  for (const part of parts) {
+    if (part.buffer !== whole.buffer || part.byteOffset !== at) return Buffer.concat(parts)
+    at += part.length
+  }
+  return at === whole.byteOffset + whole.length ? whole : Buffer.concat(parts)
+}
+
 /** A JPEG with only what decoding needs, ending at its EOI (anything after it is cut); null if malformed or truncated. */
-export function stripJpeg (bytes: Buffer): Buffer<ArrayBuffer> | null {
+export function stripJpeg (bytes: Buffer): Buffer[] | null {
   if (bytes.length < 4 || bytes[0] !== 0xff || bytes[1] !== 0xd8) return null
   const kept: Buffer[] = [bytes.subarray(0, 2)]
   let at = 2
@@ -46,7 +57,7 @@ export function stripJpeg (bytes: Buffer): Buffer<ArrayBuffer> | null {
     const marker = bytes[at + 1] as number
     if (marker === EOI) {
       kept.push(bytes.subarray(at, at + 2))
-      return Buffer.concat(kept)
+      return kept
     }
     if (at + 4 > bytes.length) return null
     const end = at + 2 + bytes.readUInt16BE(at + 2)
@@ -82,7 +93,7 @@ export function stripJpeg (bytes: Buffer): Buffer<ArrayBuffer> | null {
 const PNG_KEPT = new Set(['IHDR', 'PLTE', 'IDAT', 'IEND', 'tRNS', 'cHRM', 'gAMA', 'iCCP', 'sBIT', 'sRGB', 'cICP', 'pHYs'])
 
 /** A PNG with only the chunks needed to draw it, ending at IEND; null if malformed or truncated. */
-export function stripPng (bytes: Buffer): Buffer<ArrayBuffer> | null {
+export function stripPng (bytes: Buffer): Buffer[] | null {
   const kept: Buffer[] = [bytes.subarray(0, 8)]
   let at = 8
   let first = true
@@ -94,7 +105,7 @@ export function stripPng (bytes: Buffer): Buffer<ArrayBuffer> | null {
     if (end > bytes.length || (first && type !== 'IHDR')) return null
     first = false
     if (PNG_KEPT.has(type)) kept.push(bytes.subarray(at, end))
-    if (type === 'IEND') return Buffer.concat(kept)
+    if (type === 'IEND') return kept
     at = end
   }
 }

@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import sharp, { type Metadata } from 'sharp'
 import { AppError } from './errors.js'
-import { stripJpeg, stripPng } from './image-metadata.js'
+import { joinParts, stripJpeg, stripPng } from './image-metadata.js'
 
 /** Intake limits (SPEC §5). */
 export const MAX_IMAGE_BYTES = 12 * 1024 * 1024
@@ -89,9 +89,10 @@ export async function prepareImage (bytes: Buffer): Promise<PreparedImage> {
       { width, height, maxPixels: MAX_IMAGE_PIXELS })
   }
   if ((meta.orientation ?? 1) === 1 && (meta.space === 'srgb' || meta.space === 'b-w') && type !== 'webp') {
-    const stripped = type === 'jpeg' ? stripJpeg(bytes) : stripPng(bytes)
-    // Not well-formed (truncated, say): the decode below says whether it can be read at all.
-    if (stripped !== null) return { blob: new Blob([stripped], { type: IMAGE_MIME[type] }), type, width, height }
+    const parts = type === 'jpeg' ? stripJpeg(bytes) : stripPng(bytes)
+    // Not well-formed (truncated, say): the decode below says whether it can be read at all. The Blob is the one copy.
+    // (An upload is never on shared memory; the Blob's typing only says so for its parts.)
+    if (parts !== null) return { blob: new Blob(parts as Array<Buffer<ArrayBuffer>>, { type: IMAGE_MIME[type] }), type, width, height }
   }
   try {
     // sharp writes no metadata unless asked to (withMetadata), so EXIF, XMP and GPS stay behind.
@@ -120,7 +121,7 @@ export async function finishImage (result: Buffer, target: { width: number, heig
     // What was asked for already (a PNG cut-out of the input's size): its own bytes, only without chunks that are not drawn.
     if (target.output === 'cutout' && target.format === 'png' && meta.format === 'png' && meta.hasAlpha && meta.width === target.width && meta.height === target.height) {
       const kept = stripPng(result)
-      if (kept !== null) return kept
+      if (kept !== null) return joinParts(kept, result)
     }
     let pipeline = sharp(result, { limitInputPixels: MAX_IMAGE_PIXELS })
     if (meta.width !== target.width || meta.height !== target.height) pipeline = pipeline.resize(target.width, target.height, { fit: 'fill' })
@@ -140,9 +141,9 @@ declare module 'fastify' {
     /** Runs image work with at most IMAGE_CONCURRENCY images decoded at once. */
     imageGate: ReturnType<typeof createGate>
     /**
-     * Runs one background removal, from its unread upload to its result, with at most BG_REMOVAL_MAX_IN_FLIGHT
-     * under way (each holds its prepared image and then the provider's answer); the rest wait with their upload
-     * unread in the socket.
+     * Runs one background removal, from its unread upload until its result has been sent, with at most
+     * BG_REMOVAL_MAX_IN_FLIGHT under way (each holds its prepared image, then the provider's answer, then the
+     * result until the client has it); the rest wait with their upload unread in the socket.
      */
     imagesInFlight: ReturnType<typeof createGate>
   }

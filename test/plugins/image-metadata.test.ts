@@ -1,7 +1,7 @@
 import { crc32 } from 'node:zlib'
 import sharp from 'sharp'
 import t from 'tap'
-import { stripJpeg, stripPng } from '../../plugins/image-metadata.js'
+import { joinParts, stripJpeg, stripPng } from '../../plugins/image-metadata.js'
 import { prepareImage } from '../../plugins/images.js'
 
 const CANARY = 'CANARY-META-5Y1K'
@@ -46,7 +46,7 @@ t.test('JPEG: EXIF with GPS, XMP, IPTC, comments, unknown APPs and a trailer aft
     const meta = await sharp(tampered).metadata()
     t.ok(meta.exif !== undefined && meta.xmp !== undefined && meta.icc !== undefined, 'the input has them all')
 
-    const stripped = stripJpeg(tampered) as Buffer
+    const stripped = joinParts(stripJpeg(tampered) as Buffer[], tampered)
     t.notOk(stripped.includes(CANARY), `progressive ${progressive}: no canary left`)
     const after = await sharp(stripped).metadata()
     t.same([after.exif, after.xmp, after.iptc, after.comments], [undefined, undefined, undefined, undefined])
@@ -61,7 +61,7 @@ t.test('JPEG: a scan with stuffed bytes, restart markers and fill keeps going to
   const sos = segment(0xda, Buffer.from([1, 1, 0, 0, 63, 0]))
   const scan = Buffer.from([0x12, 0xff, 0x00, 0x34, 0xff, 0xd0, 0x56, 0xff, 0xff, 0xd7, 0x78])
   const whole = Buffer.concat([Buffer.from([0xff, 0xd8]), segment(0xdb, Buffer.alloc(65)), segment(0xc0, Buffer.alloc(15)), sos, scan, Buffer.from([0xff, 0xd9])])
-  t.same(stripJpeg(whole), whole, 'kept whole: every part of it is needed')
+  t.equal(joinParts(stripJpeg(whole) as Buffer[], whole), whole, 'kept whole, the very buffer: every part of it is needed')
   t.equal(stripJpeg(whole.subarray(0, whole.length - 2)), null, 'no EOI: truncated')
   t.equal(stripJpeg(whole.subarray(0, whole.length - 1)), null, 'a lone 0xFF at the end')
   t.equal(stripJpeg(Buffer.concat([whole.subarray(0, 2), Buffer.from([0xff])])), null, 'a marker cut in two')
@@ -79,10 +79,16 @@ t.test('PNG: text, EXIF and time chunks and unknown ones go, colour and transpar
   const extra = Buffer.concat([chunk('tEXt', ascii(`Author\0${CANARY}`)), chunk('iTXt', ascii(`Comment\0\0\0\0\0${CANARY}`)), chunk('eXIf', ascii(`MM\0*${CANARY}`)),
     chunk('tIME', Buffer.alloc(7)), chunk('prVt', ascii(CANARY)), chunk('tRNS', Buffer.from([0, 1, 0, 2, 0, 3]))])
   const tampered = Buffer.concat([png.subarray(0, iend), extra, png.subarray(iend), ascii(`after IEND ${CANARY}`)])
-  const stripped = stripPng(tampered) as Buffer
+  const stripped = joinParts(stripPng(tampered) as Buffer[], tampered)
   t.notOk(stripped.includes(CANARY), 'no canary left')
   t.ok(stripped.includes(ascii('iCCP')) && stripped.includes(ascii('tRNS')), 'the profile and the transparency stay')
   t.same(await decoded(stripped), await decoded(tampered), 'the same pixels')
+  t.equal(joinParts(stripPng(png) as Buffer[], png), png, 'nothing to drop: the very buffer, not a copy')
+  const inPlace = Buffer.concat([ascii('before'), png]).subarray(6)
+  t.equal(joinParts(stripPng(inPlace) as Buffer[], inPlace), inPlace, 'also a view into a larger buffer')
+  t.same(joinParts(stripPng(tampered) as Buffer[], tampered).length, png.length + 12 + 6, 'dropped chunks: a copy of the rest (tRNS kept)')
+  const trailing = Buffer.concat([png, ascii(CANARY)])
+  t.same(joinParts(stripPng(trailing) as Buffer[], trailing), png, 'only bytes after IEND: the file without them')
   t.equal(stripPng(png.subarray(0, png.length - 4)), null, 'cut short')
   t.equal(stripPng(Buffer.concat([png.subarray(0, 8), chunk('IDAT', Buffer.alloc(4)), png.subarray(8)])), null, 'IHDR not first')
   const lying = Buffer.from(png)

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Multipart } from '@fastify/multipart'
+import { finished as sent } from 'node:stream'
 import Type from 'typebox'
 import { AppError, invalidBody } from '../../../plugins/errors.js'
 import { finishImage, IMAGE_MIME, MAX_IMAGE_BYTES, prepareImage, type Format, type Output } from '../../../plugins/images.js'
@@ -136,7 +137,11 @@ const backgroundRemoval: FastifyPluginAsyncTypebox = async (app) => {
     reply.header('ai-provider', used.name).header('ai-cost-micro-usd', String(charged)).header('ai-cost-cents', String(toCents(charged)))
       .type(IMAGE_MIME[upload.format])
     // The contract documents the binary body as a string (format: binary); the payload is the bytes.
-    return reply.send(finished as unknown as string)
+    reply.send(finished as unknown as string)
+    // The call keeps its turn until the result has gone out (or the client has gone): a client that reads slowly
+    // still holds the result in memory, and the bound is there for that memory.
+    await new Promise<void>((resolve) => { sent(reply.raw, () => { resolve() }) })
+    return reply
   }
 }
 

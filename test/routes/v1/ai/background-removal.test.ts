@@ -1,8 +1,9 @@
 import { readFileSync } from 'node:fs'
+import { request } from 'node:http'
 import type { FastifyInstance } from 'fastify'
 import { http, HttpResponse } from 'msw'
 import sharp from 'sharp'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { build, createTestStore, mint, multipart, pngHeader, TEST_SECRETS, JOBS_SCHEMA, userWithKey } from '../../../helper.js'
 import { interceptNetwork } from '../../../network.js'
 import { start } from '../../../server-process.js'
@@ -272,6 +273,64 @@ t.test('a call that gets no turn within BG_REMOVAL_TIMEOUT_MS → 503 PROVIDER_U
   busy.resolve()
   await holder
   t.equal((await upload(app, token, await jpegWithGps())).statusCode, 200, 'the next call runs once the turn is free')
+})
+
+/** An app whose answers to calls marked `x-test-hold` wait, before their last write, for the test: a client still reading. */
+async function holdingApp (t: Test, env: Record<string, string>) {
+  const held: Array<() => void> = []
+  const { app } = await build(t, {
+    env,
+    register: (app) => {
+      app.addHook('onRequest', async (request, reply) => {
+        if (request.headers['x-test-hold'] === undefined) return
+        const raw = reply.raw
+        const end = raw.end.bind(raw) as (...args: unknown[]) => void
+        raw.end = ((...args: unknown[]) => {
+          held.push(() => { end(...args) })
+          return raw
+        }) as typeof raw.end
+      })
+    }
+  })
+  return { app, held }
+}
+
+const until = async (ready: () => boolean) => { while (!ready()) await new Promise((resolve) => setTimeout(resolve, 10)) }
+
+t.test('a call keeps its turn until its answer has gone out: a client still reading holds it', async (t) => {
+  const { app, held } = await holdingApp(t, { BG_REMOVAL_MAX_IN_FLIGHT: '1', BG_REMOVAL_TIMEOUT_MS: '300' })
+  const { token } = await tokenFor(app, 'test')
+  const image = await jpegWithGps()
+  const body = multipart([{ name: 'image', value: image, filename: 'layer.jpg', type: 'image/jpeg' }])
+  const headers = { authorization: `Bearer ${token}`, 'content-type': body.contentType, 'x-test-hold': '1' }
+  const first = app.inject({ method: 'POST', url: '/v1/ai/background-removal', payload: body.payload, headers })
+  await until(() => held.length === 1)
+  const waiting = await upload(app, token, image)
+  t.equal(waiting.statusCode, 503, 'the result is made but not yet sent: the turn is still taken')
+  t.equal(waiting.json().error.code, 'PROVIDER_UNAVAILABLE')
+  held[0]?.()
+  t.equal((await first).statusCode, 200)
+  t.equal((await upload(app, token, image)).statusCode, 200, 'sent: the turn is free')
+})
+
+t.test('a client that leaves before its answer is sent frees the turn (over a real connection)', async (t) => {
+  const { app, held } = await holdingApp(t, { BG_REMOVAL_MAX_IN_FLIGHT: '1' })
+  const { token } = await tokenFor(app, 'test')
+  const image = await jpegWithGps()
+  const body = multipart([{ name: 'image', value: image, filename: 'layer.jpg', type: 'image/jpeg' }])
+  const address = await app.listen({ port: 0, host: '127.0.0.1' })
+  const req = request(`${address}/v1/ai/background-removal`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': body.contentType, 'x-test-hold': '1' }
+  })
+  const closed = new Promise((resolve) => req.on('error', resolve))
+  req.end(body.payload)
+  // The answer is made and about to be written when the client goes.
+  await until(() => held.length === 1)
+  req.destroy()
+  await closed
+  // A turn that was never given back would make this call wait out the 45 s and get 503.
+  t.equal((await upload(app, token, image)).statusCode, 200, 'the client went away: the turn is free')
 })
 
 t.test('a provider answer that is not an image → PROVIDER_ERROR, quota released', async (t) => {
