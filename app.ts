@@ -14,6 +14,7 @@ import images from './plugins/images.js'
 import backgroundRemoval from './providers/background-removal.js'
 import openapi from './plugins/external/openapi.js'
 import health from './plugins/health.js'
+import metrics from './plugins/metrics.js'
 import privacy from './plugins/privacy.js'
 import schemas from './plugins/schemas.js'
 import store, { type Store } from './plugins/store/index.js'
@@ -137,6 +138,7 @@ async function app (fastify: FastifyInstance, opts: AppOptions) {
   await server.register(errors)
   await server.register(privacy)
   await server.register(health)
+  await server.register(metrics)
   await server.register(schemas)
   // Hooks above are in place before any encapsulated third-party plugin (swagger-ui) registers routes.
   await server.register(openapi)

@@ -86,6 +86,12 @@ async function main () {
     await app.close()
     return fail(`cannot listen on ${config.HOST}:${config.PORT} (${String((err as NodeJS.ErrnoException).code)}): is another process using the port? Set PORT.`)
   }
+  try {
+    await app.metrics.listen()
+  } catch (err) {
+    await app.close()
+    return fail(`cannot open the metrics listener on ${config.METRICS_HOST}:${config.METRICS_PORT} (${String((err as NodeJS.ErrnoException).code)}): is another instance using the port? Set METRICS_PORT (0 turns it off).`)
+  }
   app.log.info(`API reference (Swagger UI) at ${address}/docs`)
 }
 

@@ -195,6 +195,8 @@ export async function startStack (options: StackOptions): Promise<Stack> {
       PATH: process.env.PATH,
       PORT: String(port),
       HOST: '127.0.0.1',
+      // The bench may run two servers at once; neither needs the metrics listener's port.
+      METRICS_PORT: '0',
       LOG_LEVEL: 'info',
       DATA_DIR: join(logs, 'data'),
       AI_TOKEN_SECRET: randomBytes(24).toString('base64url'),

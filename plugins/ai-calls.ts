@@ -139,5 +139,20 @@ declare module 'fastify' {
 
 /** The record of model calls behind GET /v1/admin/analytics/ai. */
 export default fp(async function aiCalls (app) {
-  app.decorate('aiCalls', createAiCalls(app.store))
-}, { name: 'ai-calls', fastify: '5.x', dependencies: ['store'] })
+  const calls = createAiCalls(app.store)
+  const record = calls.record
+  // Every recorded call is in the metrics too, whether or not the database takes its row.
+  calls.record = async (call) => {
+    app.metrics.providerCall({
+      feature: call.feature,
+      mode: call.mode,
+      vendor: call.vendor,
+      model: call.model,
+      outcome: call.outcome === 'completed' ? 'ok' : call.outcome === 'failed' ? call.errorCode ?? 'failed' : call.outcome,
+      ...(call.latencyMs === undefined ? {} : { seconds: call.latencyMs / 1000 }),
+      ...(call.ttftMs === undefined ? {} : { firstTokenSeconds: call.ttftMs / 1000 })
+    })
+    await record(call)
+  }
+  app.decorate('aiCalls', calls)
+}, { name: 'ai-calls', fastify: '5.x', dependencies: ['store', 'metrics'] })

@@ -30,6 +30,8 @@ export const ConfigSchema = Type.Object({
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000, 'x-group': 'Server', description: 'TCP port to listen on.' }),
   HOST: Type.String({ minLength: 1, default: '127.0.0.1', 'x-group': 'Server', description: 'Address to listen on (the container sets 0.0.0.0).' }),
   LOG_LEVEL: oneOf(LOG_LEVELS, 'info', { 'x-group': 'Server', description: 'pino log level.' }),
+  METRICS_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9464, 'x-group': 'Server', description: 'Port of the internal Prometheus listener (GET /metrics), never the public port; 0 turns it off.' }),
+  METRICS_HOST: Type.String({ minLength: 1, default: '127.0.0.1', 'x-group': 'Server', description: 'Address of the metrics listener: keep it off the public network (a private interface, or 0.0.0.0 inside a container whose port is not published).' }),
   TRUST_PROXY: Type.String({
     pattern: '^(true|false|[0-9]+|[0-9A-Fa-f.:/]+(,[0-9A-Fa-f.:/]+)*)$',
     default: 'false',

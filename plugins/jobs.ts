@@ -106,6 +106,8 @@ export interface JobsOptions {
   superviseSeconds: number
   log: FastifyBaseLogger
   stopTimeoutMs?: number
+  /** Told of each attempt that ended: its queue, completed or failed, and its seconds. */
+  observe?: (queue: string, outcome: 'completed' | 'failed', seconds: number) => void
 }
 
 /**
@@ -154,9 +156,14 @@ export function createJobs (opts: JobsOptions) {
         }, async ([job]) => {
           const j = job as NonNullable<typeof job>
           const jobLog = log.child({ job: j.id, queue: def.name, attempt: j.retryCount })
+          const started = performance.now()
+          const took = () => (performance.now() - started) / 1000
           try {
-            return await def.handler({ id: j.id, queue: def.name, data: j.data as never, retryCount: j.retryCount, signal: j.signal, log: jobLog })
+            const output = await def.handler({ id: j.id, queue: def.name, data: j.data as never, retryCount: j.retryCount, signal: j.signal, log: jobLog })
+            opts.observe?.(def.name, 'completed', took())
+            return output
           } catch (err) {
+            opts.observe?.(def.name, 'failed', took())
             jobLog.warn({ err }, 'job attempt failed')
             // pg-boss stores what is thrown; only a code goes in, never a message that might quote content.
             const code = typeof (err as { code?: unknown }).code === 'string' ? (err as { code: string }).code : 'JOB_FAILED'
@@ -259,11 +266,13 @@ export default fp(async function jobs (app) {
     schema: app.config.JOBS_SCHEMA,
     concurrency: app.config.JOB_CONCURRENCY,
     superviseSeconds: app.config.JOB_SUPERVISE_SECONDS,
-    log: app.log
+    log: app.log,
+    observe: (queue, outcome, seconds) => { app.metrics.job(queue, outcome, seconds) }
   })
   app.decorate('jobs', jobs)
+  app.metrics.sources.queues = async () => jobs.health()
   app.addHook('onReady', async () => { await jobs.start() })
   // preClose: before the store closes, so running jobs can still settle.
   app.addHook('preClose', async () => { await jobs.stop() })
   app.readiness.add('jobs', async () => ({ queues: await jobs.health() }))
-}, { name: 'jobs', fastify: '5.x', dependencies: ['config', 'store', 'health'] })
+}, { name: 'jobs', fastify: '5.x', dependencies: ['config', 'store', 'health', 'metrics'] })

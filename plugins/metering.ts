@@ -369,6 +369,19 @@ export default fp(async function metering (app) {
     }
   }
   app.decorate('pendingSettlements', () => pending.length)
+  app.metrics.sources.pendingSettlements = () => pending.length
+  /** A settled call in the metrics: tokens only for features counted in tokens, its cost at list price. */
+  const observe = (feature: FeatureId, settlement: Settlement) => {
+    const inTokens = FEATURES[feature].unit === 'tokens'
+    app.metrics.settlement({
+      feature,
+      vendor: settlement.provider,
+      model: settlement.model,
+      tokensIn: inTokens ? settlement.unitsIn ?? 0 : 0,
+      tokensOut: inTokens ? settlement.unitsOut ?? 0 : 0,
+      costMicroUsd: settlement.costMicroUsd ?? 0
+    })
+  }
 
   app.decorate('meter', async (request: FastifyRequest, reply: FastifyReply, units: number, estimate: CallEstimate, options: { holdMs?: number } = {}): Promise<MeteredCall> => {
     const principal = request.principal as Principal
@@ -404,6 +417,7 @@ export default fp(async function metering (app) {
         // Inside the caller's transaction the caller answers for a failure (its work rolls back with the charge).
         if (within !== undefined) {
           await metering.settle(reservation, settlement, within)
+          observe(reservation.feature, settlement)
           return charged
         }
         try {
@@ -413,6 +427,7 @@ export default fp(async function metering (app) {
           pending.push({ reservation, settlement })
           retryTimer ??= setTimeout(flush, SETTLE_RETRY_MS).unref()
         }
+        observe(reservation.feature, settlement)
         return charged
       },
       release: async () => {
@@ -440,4 +455,4 @@ export default fp(async function metering (app) {
         'settlement lost at shutdown: record it by hand')
     }
   })
-}, { name: 'metering', fastify: '5.x', dependencies: ['store', 'entitlements'] })
+}, { name: 'metering', fastify: '5.x', dependencies: ['store', 'entitlements', 'metrics'] })

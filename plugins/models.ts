@@ -351,6 +351,7 @@ export default fp(async function models (app) {
     log: app.log
   })
   app.decorate('models', models)
+  app.metrics.sources.breakers = () => models.health()
   app.readiness.add('models', async () => ({ vendors: models.health() }))
   app.addHook('onClose', async () => models.close())
-}, { name: 'models', fastify: '5.x', dependencies: ['config', 'health', 'entitlements'] })
+}, { name: 'models', fastify: '5.x', dependencies: ['config', 'health', 'entitlements', 'metrics'] })

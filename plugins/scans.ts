@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
 import { createAiServiceScanner, createLlmScanner, createSandboxScanner, llmScanTokens, type Risk, type RiskScanner, type ScanInput, type ScanOutput } from '../providers/risk-scan.js'
-import { firstThatServes } from '../providers/fallback.js'
+import { firstThatServes, type AttemptObserver } from '../providers/fallback.js'
 import type { PlansFileValue } from '../schemas/plans.js'
 import type { Mode } from '../schemas/principal.js'
 import { cursorPosition, pageOf } from '../schemas/pagination.js'
@@ -71,8 +71,8 @@ export function createScans (opts: { db: Store, crypto: ContentCrypto, live: Ris
       : { provider: scanner.name, units: 1, unitsIn: 1, unitsOut: 1 },
 
     /** The first scanner of the list that serves (see firstThatServes). */
-    async run (scanners: RiskScanner[], input: ScanInput, log: FastifyBaseLogger): Promise<{ result: ScanOutput, used: RiskScanner }> {
-      return firstThatServes(scanners, async (scanner) => scanner.scan(input), { signal: input.signal, log, what: 'risk-scan' })
+    async run (scanners: RiskScanner[], input: ScanInput, log: FastifyBaseLogger, observe: AttemptObserver): Promise<{ result: ScanOutput, used: RiskScanner }> {
+      return firstThatServes(scanners, async (scanner) => scanner.scan(input), { signal: input.signal, log, what: 'risk-scan', observe })
     },
 
     /** Stores a finished scan (its list and file name sealed) in the caller's transaction. */

@@ -332,6 +332,7 @@ export function createStagings (opts: StagingsOptions) {
           await advance(r.id, from + (to - from) * (1 - Math.exp(-(Date.now() - started) / 30_000)))
         }
         spent.push(staged.usage)
+        app.metrics.providerCall({ feature: 'virtual-staging', mode: r.mode, vendor: provider.name, model: provider.model, outcome: 'ok', seconds: (Date.now() - started) / 1000 })
         await advance(r.id, to)
         return staged
       }

@@ -120,7 +120,11 @@ export interface WebhooksOptions {
   now?: () => number
   /** Each attempt's limit; 10 s unless a test shortens it. */
   timeoutMs?: number
+  /** Told how each delivery attempt ended: delivered, failed (for good), retry, or disabled, refused, gone. */
+  observe?: (result: DeliveryAttemptResult) => void
 }
+
+export type DeliveryAttemptResult = 'delivered' | 'failed' | 'retry' | 'disabled' | 'refused' | 'gone'
 
 /** Webhook endpoints and deliveries (SPEC §11): signed per Standard Webhooks, delivered by the job queue. */
 export function createWebhooks (opts: WebhooksOptions) {
@@ -211,7 +215,7 @@ export function createWebhooks (opts: WebhooksOptions) {
   }
 
   /** One attempt of a delivery (the job handler). Throws to be retried later. */
-  async function deliver (deliveryId: string, attempt: number, signal: AbortSignal): Promise<string> {
+  async function deliver (deliveryId: string, attempt: number, signal: AbortSignal): Promise<Exclude<DeliveryAttemptResult, 'retry'>> {
     const { rows } = await db.query<DeliveryRow & { enabled: boolean, key_id: string, url_sealed: Uint8Array, secret_sealed: Uint8Array }>(
       `SELECT d.*, e.enabled, e.key_id, e.url_sealed, e.secret_sealed
        FROM webhook_deliveries d JOIN ${ENDPOINTS} e ON e.id = d.endpoint_id WHERE d.id = $1`, [deliveryId])
@@ -289,8 +293,17 @@ export function createWebhooks (opts: WebhooksOptions) {
       retryBackoff: true,
       retryDelayMaxSeconds: RETRY_MAX_DELAY_S,
       expireInSeconds: 60,
-      handler: async ({ data, retryCount, signal }: { data: { deliveryId: string }, retryCount: number, signal: AbortSignal }) =>
-        ({ outcome: await deliver(data.deliveryId, retryCount, signal) })
+      handler: async ({ data, retryCount, signal }: { data: { deliveryId: string }, retryCount: number, signal: AbortSignal }) => {
+        let outcome: Awaited<ReturnType<typeof deliver>>
+        try {
+          outcome = await deliver(data.deliveryId, retryCount, signal)
+        } catch (err) {
+          opts.observe?.('retry')
+          throw err
+        }
+        opts.observe?.(outcome)
+        return { outcome }
+      }
     },
 
     async create (userId: string, input: { url: string, events: WebhookEventType[], description?: string }) {
@@ -391,6 +404,7 @@ export default fp(async function webhooks (app) {
     crypto: app.contentCrypto,
     jobs: app.jobs,
     allowPrivate: app.config.WEBHOOK_ALLOW_PRIVATE === 'true',
+    observe: (result) => { app.metrics.webhookAttempt(result) },
     onDisabled: async (endpoint) => app.audit.record({
       actor: 'system',
       action: 'webhook.disabled',
@@ -405,4 +419,4 @@ export default fp(async function webhooks (app) {
   app.contentCrypto.registerTable({ table: ENDPOINTS, idColumn: 'id', userColumn: 'user_id', keyIdColumn: 'key_id', columns: [...SEALED_COLUMNS] })
   app.userData.register({ name: 'webhooks', export: webhooks.exportForUser, delete: webhooks.deleteForUser })
   app.addHook('onClose', async () => { await webhooks.close() })
-}, { name: 'webhooks', fastify: '5.x', dependencies: ['config', 'store', 'jobs', 'content-crypto', 'user-data', 'audit'] })
+}, { name: 'webhooks', fastify: '5.x', dependencies: ['config', 'store', 'jobs', 'content-crypto', 'user-data', 'audit', 'metrics'] })

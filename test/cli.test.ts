@@ -205,7 +205,7 @@ t.test('migrate applies the migrations once, and reports a bad configuration', a
 
 t.test('acceptance: while the embedded server runs, a test key made with the CLI in another process mints an AI token', async (t) => {
   const dataDir = mkdtempSync(join(tmpdir(), 'cli-e2e-'))
-  const env = { PATH: process.env.PATH, HOME: process.env.HOME, DATA_DIR: dataDir, PORT: '0' }
+  const env = { PATH: process.env.PATH, HOME: process.env.HOME, DATA_DIR: dataDir, PORT: '0', METRICS_PORT: '0' }
   const server = spawn(process.execPath, [...process.execArgv, 'server.ts'], { cwd: new URL('..', import.meta.url), env, stdio: ['ignore', 'pipe', 'pipe'] })
   t.teardown(() => { if (server.exitCode === null) server.kill('SIGKILL') })
   const lines: Array<Record<string, unknown>> = []

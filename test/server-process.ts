@@ -13,7 +13,8 @@ export const root = new URL('..', import.meta.url)
 
 export function baseEnv (extra: Record<string, string>): NodeJS.ProcessEnv {
   const { PATH, HOME } = process.env
-  return { PATH, HOME, DATA_DIR: mkdtempSync(join(tmpdir(), 'portal-ai-api-server-')), ...extra }
+  // No metrics listener unless a test asks for one: servers of parallel tests would share its default port.
+  return { PATH, HOME, DATA_DIR: mkdtempSync(join(tmpdir(), 'portal-ai-api-server-')), METRICS_PORT: '0', ...extra }
 }
 
 /** Starts the server on a free port and resolves with its address once it listens; `args` may pick another loader. */

@@ -1,15 +1,15 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import pino from 'pino'
 import t, { type Test } from 'tap'
-import { createJobs, type JobContext, type QueueDefinition } from '../../plugins/jobs.js'
+import { createJobs, type JobContext, type JobsOptions, type QueueDefinition } from '../../plugins/jobs.js'
 import type { Store } from '../../plugins/store/index.js'
 import { createTestStore, type Backend, JOBS_SCHEMA } from '../helper.js'
 
 const log = pino({ level: 'silent' })
 
 /** A job queue on `store`, stopped when the test ends. */
-function jobsOn (t: Test, store: Store, queues: Array<QueueDefinition<any>>, opts: { stopTimeoutMs?: number, schema?: string } = {}) {
-  const jobs = createJobs({ store, schema: opts.schema ?? JOBS_SCHEMA, concurrency: 2, superviseSeconds: 1, log, stopTimeoutMs: opts.stopTimeoutMs ?? 1000 })
+function jobsOn (t: Test, store: Store, queues: Array<QueueDefinition<any>>, opts: { stopTimeoutMs?: number, schema?: string, observe?: JobsOptions['observe'] } = {}) {
+  const jobs = createJobs({ store, schema: opts.schema ?? JOBS_SCHEMA, concurrency: 2, superviseSeconds: 1, log, stopTimeoutMs: opts.stopTimeoutMs ?? 1000, ...(opts.observe === undefined ? {} : { observe: opts.observe }) })
   for (const q of queues) jobs.define(q)
   t.teardown(() => jobs.stop())
   return jobs
@@ -32,6 +32,7 @@ for (const backend of ['embedded', 'postgres'] as Backend[]) {
     const { store, drop } = await createTestStore(backend)
     t.teardown(drop)
     const seen: Array<JobContext<{ n: number }>> = []
+    const attempts: string[] = []
     let fail = true
     const jobs = jobsOn(t, store, [
       { name: 'test.ok', handler: async (job: JobContext<{ n: number }>) => { seen.push(job); return { doubled: job.data.n * 2 } } },
@@ -41,7 +42,7 @@ for (const backend of ['embedded', 'postgres'] as Backend[]) {
         handler: async () => { if (fail) throw Object.assign(new Error('CANARY-job-secret text'), { code: 'PROVIDER_ERROR' }); return {} }
       },
       { name: 'test.plain-error', handler: async () => { throw new Error('no code') } }
-    ])
+    ], { observe: (queue, outcome, seconds) => { if (seconds >= 0) attempts.push(`${queue} ${outcome}`) } })
     await jobs.start()
     const ok = await jobs.send('test.ok', { n: 21 })
     await until('test.ok done', async () => (await stateOf(jobs, ok)) === 'completed')
@@ -58,6 +59,7 @@ for (const backend of ['embedded', 'postgres'] as Backend[]) {
     t.match(await until('plain failed', async () => (await jobs.list({ id: plain, state: 'failed', limit: 1 }))[0]), { errorCode: 'JOB_FAILED' })
     const { rows } = await store.query<{ output: unknown }>(`SELECT output FROM ${JOBS_SCHEMA}.job WHERE id = $1`, [flaky])
     t.notMatch(JSON.stringify(rows), /CANARY/, 'the message of a failure is not stored')
+    t.same(attempts.sort(), ['test.flaky failed', 'test.flaky failed', 'test.ok completed', 'test.plain-error failed'], 'each attempt is told to the observer')
 
     const health = await jobs.health()
     t.match(health['test.ok'], { queued: 0, active: 0, failedLastHour: 0 })

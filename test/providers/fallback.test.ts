@@ -23,3 +23,20 @@ t.test('the first provider that serves; a failure worth a fallback hands over, a
   t.equal(calls, 1, 'a client that left gets no fallback')
   await t.rejects(firstThatServes([], async () => 'x', { signal: never, log, what: 'test' }), /no test provider to try/)
 })
+
+t.test('each attempt is told to the observer: the provider, ok or what ended it, and its seconds', async (t) => {
+  const seen: Array<[string, string]> = []
+  const observe = (provider: string, outcome: string, seconds: number) => { t.ok(seconds >= 0); seen.push([provider, outcome]) }
+  const attempt = async (p: { name: string }) => {
+    if (p.name === 'a') throw new ProviderError('PROVIDER_TIMEOUT', 'slow')
+    if (p.name === 'b') throw new Error('no code')
+    return 'served'
+  }
+  // A failure without a code is not one a fallback may take: it ends the call.
+  await t.rejects(firstThatServes([{ name: 'a' }, { name: 'b' }, { name: 'c' }], attempt, { signal: never, log, what: 'test', observe }), /no code/)
+  t.same(await firstThatServes([{ name: 'a' }, { name: 'c' }], attempt, { signal: never, log, what: 'test', observe }), { result: 'served', used: { name: 'c' } })
+  const left = new AbortController()
+  left.abort()
+  await t.rejects(firstThatServes([{ name: 'a' }], attempt, { signal: left.signal, log, what: 'test', observe }))
+  t.same(seen, [['a', 'PROVIDER_TIMEOUT'], ['b', 'failed'], ['a', 'PROVIDER_TIMEOUT'], ['c', 'ok'], ['a', 'client-aborted']])
+})

@@ -105,6 +105,7 @@ const backgroundRemoval: FastifyPluginAsyncTypebox = async (app) => {
 
   /** One call, from its unread upload to the result. */
   async function removeBackground (request: FastifyRequest, reply: FastifyReply, providers: BackgroundRemover[]) {
+    const principal = request.principal as Principal
     // Only the prepared image leaves this step: the upload's bytes are garbage once it is re-encoded.
     const { upload, image } = await app.imageGate(async () => {
       const { image: bytes, ...fields } = await readUpload(request.parts({ limits: MULTIPART_LIMITS }))
@@ -119,7 +120,8 @@ const backgroundRemoval: FastifyPluginAsyncTypebox = async (app) => {
     const signal = app.readiness.callSignal(reply.raw)
     let removed: { result: Buffer, used: BackgroundRemover }
     try {
-      removed = await firstThatServes(providers, async (p) => p.remove(image, { output: upload.output, signal }), { signal, log: request.log, what: 'background-removal' })
+      const observe = (vendor: string, outcome: string, seconds: number) => app.metrics.providerCall({ feature: 'background-removal', mode: principal.mode, vendor, outcome, seconds })
+      removed = await firstThatServes(providers, async (p) => p.remove(image, { output: upload.output, signal }), { signal, log: request.log, what: 'background-removal', observe })
     } catch (err) {
       await metered.release()
       throw app.readiness.failure(err as Error)

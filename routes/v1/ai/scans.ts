@@ -143,7 +143,7 @@ const scans: FastifyPluginAsyncTypebox = async (app) => {
         forceLlm: sent.forceLlm,
         user: app.hash.user(principal.userId),
         signal
-      }, request.log)
+      }, request.log, (vendor, outcome, seconds) => app.metrics.providerCall({ feature: 'risk-scan', mode: principal.mode, vendor, outcome, seconds }))
     } catch (err) {
       await metered.release()
       throw app.readiness.failure(err as Error)

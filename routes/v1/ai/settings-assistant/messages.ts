@@ -47,6 +47,21 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
   /** Why a call that reached the provider ended early: it was charged for the prompt either way. */
   const abortOutcome = () => stopping() ? 'shutdown' : 'client-aborted'
 
+  /** The provider call in the metrics: `ok` or what ended it, its seconds, and for a stream its first token's. */
+  function observe (request: FastifyRequest, provider: ChatProvider, outcome: string, started: number, firstAt?: number) {
+    app.metrics.providerCall({
+      feature: 'settings-assistant',
+      mode: (request.principal as Principal).mode,
+      vendor: provider.name,
+      model: provider.model,
+      outcome,
+      seconds: (performance.now() - started) / 1000,
+      ...(firstAt === undefined ? {} : { firstTokenSeconds: (firstAt - started) / 1000 })
+    })
+  }
+  /** What ended a call that failed: its client, the shutdown, or the provider's error code. */
+  const ended = (call: ChatCall, err: unknown) => call.signal.aborted ? abortOutcome() : String((err as { code?: unknown }).code ?? 'PROVIDER_ERROR')
+
   /** Units of a finished (or cut) call: the provider's counts, or ours (flagged) when it sent none. Never zero. */
   function measured (call: ChatCall, usage: ChatUsage | null, generated: string): { usage: ChatUsage, estimated: boolean } {
     if (usage !== null) return { usage, estimated: false }
@@ -92,14 +107,17 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
   /** The JSON reply: one provider call, suggestions checked, usage settled. */
   async function replyJson (request: FastifyRequest, provider: ChatProvider, call: ChatCall, metered: MeteredCall): Promise<AssistantReplyValue> {
     let result: Awaited<ReturnType<ChatProvider['complete']>>
+    const started = performance.now()
     try {
       result = await provider.complete(call)
     } catch (err) {
+      observe(request, provider, ended(call, err), started)
       // A call stopped (its client left, or the shutdown) has had its prompt sent: that is charged. Any other failure charged nothing.
       if (call.signal.aborted) await settle(request, metered, provider, measured(call, null, ''), abortOutcome())
       else await metered.release()
       throw app.readiness.failure(err as Error)
     }
+    observe(request, provider, 'ok', started)
     const suggestions = checked(request, result.toolArguments)
     const units = measured(call, result.usage, result.text + result.toolArguments.join(''))
     const { quota, usage } = await settle(request, metered, provider, units, 'completed')
@@ -111,15 +129,18 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
    * response (and may still be retried upstream); after it, a failure ends the stream with an `error` event.
    */
   async function replyStream (request: FastifyRequest, reply: FastifyReply, provider: ChatProvider, call: ChatCall, metered: MeteredCall) {
+    const started = performance.now()
     const events = provider.stream(call)[Symbol.asyncIterator]()
     let first: IteratorResult<ChatEvent>
     try {
       first = await events.next()
     } catch (err) {
+      observe(request, provider, ended(call, err), started)
       if (call.signal.aborted) await settle(request, metered, provider, measured(call, null, ''), abortOutcome())
       else await metered.release()
       throw app.readiness.failure(err as Error)
     }
+    const firstAt = performance.now()
     const out = new PassThrough()
     const write = (event: string, data: unknown) => { if (!out.writableEnded && !out.destroyed) out.write(sseFrame(event, data)) }
 
@@ -142,10 +163,12 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
         const finished = end as Extract<ChatEvent, { type: 'end' }>
         for (const suggestion of checked(request, tools)) write('suggestion', suggestion)
         const units = measured(call, finished.usage, text + tools.join(''))
+        observe(request, provider, 'ok', started, firstAt)
         const { quota, usage } = await settle(request, metered, provider, units, 'completed')
         write('done', { id: request.id, finishReason: finished.finishReason, usage, quota })
       } catch (err) {
         const clientLeft = call.signal.aborted && !stopping()
+        observe(request, provider, ended(call, err), started, firstAt)
         await settle(request, metered, provider, measured(call, null, text + tools.join('')), call.signal.aborted ? abortOutcome() : 'provider-failed')
         if (!clientLeft) {
           const envelope = toEnvelope(app.readiness.failure(err as Error))
