@@ -15,6 +15,7 @@ import backgroundRemoval from './providers/background-removal.js'
 import openapi from './plugins/external/openapi.js'
 import health from './plugins/health.js'
 import metrics from './plugins/metrics.js'
+import type { Tracing } from './plugins/tracing.js'
 import privacy from './plugins/privacy.js'
 import schemas from './plugins/schemas.js'
 import store, { type Store } from './plugins/store/index.js'
@@ -129,11 +130,15 @@ export interface AppOptions {
   config: Config
   /** A store made by the caller (the tests share one per file); otherwise the app opens its own. */
   store?: Store
+  /** OpenTelemetry, when the process started it (server.ts): its request spans go in first. */
+  tracing?: Tracing | null
 }
 
 /** The whole service as one plugin: third-party configuration, then our plugins, then routes. */
 async function app (fastify: FastifyInstance, opts: AppOptions) {
   const server = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  // Before anything that defines a route or a hook, so that every request has its span.
+  if (opts.tracing != null) await server.register(opts.tracing.fastifyPlugin)
   await server.register(configPlugin, { config: opts.config })
   await server.register(errors)
   await server.register(privacy)
@@ -192,8 +197,8 @@ const appPlugin = fp(app, { name: 'app', fastify: '5.x' })
 export default appPlugin
 
 /** A ready-to-register Fastify instance with the whole app; `extra` adds process options (https, timeouts). */
-export async function buildApp (config: Config, loggerInstance: Logger, extra: Partial<FastifyServerOptions> = {}, store?: Store) {
+export async function buildApp (config: Config, loggerInstance: Logger, extra: Partial<FastifyServerOptions> = {}, store?: Store, tracing?: Tracing | null) {
   const fastify = Fastify({ ...fastifyOptions(config, loggerInstance), ...extra })
-  await fastify.register(appPlugin, { config, store })
+  await fastify.register(appPlugin, { config, store, tracing })
   return fastify
 }

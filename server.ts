@@ -5,6 +5,7 @@ import pino from 'pino'
 import { buildApp } from './app.js'
 import { ConfigError, loadConfig, type Config } from './plugins/config.js'
 import { loggerOptions } from './plugins/privacy.js'
+import { startTracing } from './plugins/tracing.js'
 
 /** How long in-flight requests (streams included) get to finish after SIGTERM/SIGINT. */
 const SHUTDOWN_GRACE_MS = 10_000
@@ -52,6 +53,9 @@ async function main () {
   const destination = process.stdout.isTTY ? pino.transport({ target: 'pino-pretty' }) : pino.destination(1)
   const logger = pino(loggerOptions(config), destination)
 
+  // Before the app is built: its request spans, and the spans of its queries and outgoing calls, need the provider.
+  const tracing = await startTracing(config)
+  if (tracing !== null) logger.info('tracing: spans are exported over OTLP/HTTP')
   let app: Awaited<ReturnType<typeof buildApp>>
   try {
     app = await buildApp(config, logger, {
@@ -59,7 +63,7 @@ async function main () {
       connectionTimeout: CONNECTION_TIMEOUT_MS,
       requestTimeout: REQUEST_TIMEOUT_MS,
       keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS
-    })
+    }, undefined, tracing)
   } catch (err) {
     // A plans file with problems, or a database that cannot be reached or migrated: say so and stop.
     return fail((err as Error).name === 'ConfigError' ? (err as Error).message : `startup failed: ${(err as Error).message}`)
@@ -77,6 +81,8 @@ async function main () {
     await app.close()
     clearInterval(sweep)
     clearTimeout(stop)
+    // The spans of the last calls go out before the process ends.
+    await tracing?.shutdown()
   })
 
   let address: string

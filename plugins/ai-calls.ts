@@ -150,7 +150,9 @@ export default fp(async function aiCalls (app) {
       model: call.model,
       outcome: call.outcome === 'completed' ? 'ok' : call.outcome === 'failed' ? call.errorCode ?? 'failed' : call.outcome,
       ...(call.latencyMs === undefined ? {} : { seconds: call.latencyMs / 1000 }),
-      ...(call.ttftMs === undefined ? {} : { firstTokenSeconds: call.ttftMs / 1000 })
+      ...(call.ttftMs === undefined ? {} : { firstTokenSeconds: call.ttftMs / 1000 }),
+      ...(call.inputTokens === undefined ? {} : { tokensIn: call.inputTokens }),
+      ...(call.outputTokens === undefined ? {} : { tokensOut: call.outputTokens })
     })
     await record(call)
   }

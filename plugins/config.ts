@@ -31,6 +31,8 @@ export const ConfigSchema = Type.Object({
   HOST: Type.String({ minLength: 1, default: '127.0.0.1', 'x-group': 'Server', description: 'Address to listen on (the container sets 0.0.0.0).' }),
   LOG_LEVEL: oneOf(LOG_LEVELS, 'info', { 'x-group': 'Server', description: 'pino log level.' }),
   METRICS_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9464, 'x-group': 'Server', description: 'Port of the internal Prometheus listener (GET /metrics), never the public port; 0 turns it off.' }),
+  OTEL_EXPORTER_OTLP_ENDPOINT: Type.Optional(url({ 'x-group': 'Server', description: 'OpenTelemetry collector (OTLP/HTTP, e.g. http://collector:4318): when set, traces are exported to it (`/v1/traces`). The other standard variables apply: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS, OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_SDK_DISABLED. Unset: no tracing, nothing of it loaded.' })),
+  OTEL_SERVICE_NAME: Type.String({ minLength: 1, maxLength: 100, default: 'portal-ai-api', 'x-group': 'Server', description: 'The service name of the exported traces.' }),
   METRICS_HOST: Type.String({ minLength: 1, default: '127.0.0.1', 'x-group': 'Server', description: 'Address of the metrics listener: keep it off the public network (a private interface, or 0.0.0.0 inside a container whose port is not published).' }),
   TRUST_PROXY: Type.String({
     pattern: '^(true|false|[0-9]+|[0-9A-Fa-f.:/]+(,[0-9A-Fa-f.:/]+)*)$',

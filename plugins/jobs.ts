@@ -3,6 +3,7 @@ import fp from 'fastify-plugin'
 import type { FastifyBaseLogger } from 'fastify'
 import { PgBoss, fromPglite, type Db, type SendOptions } from 'pg-boss'
 import type { Queryable, Store } from './store/index.js'
+import { inJobSpan, traceCarrier } from './tracing.js'
 
 /** A job that takes longer than this is taken from its worker and handed to another (or failed). */
 const DEFAULT_EXPIRE_S = 15 * 60
@@ -13,6 +14,8 @@ export const DEFAULT_STOP_TIMEOUT_MS = 6_000
 /** Finished jobs are kept this long for `jobs list` and the readiness figures. */
 const KEEP_FINISHED_S = 7 * 86_400
 const QUEUE_NAME = /^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)*$/
+/** Where a job's data keeps the trace context of its sender (W3C traceparent). */
+const TRACE_KEY = '_trace'
 export const JOB_STATES = ['created', 'retry', 'active', 'completed', 'cancelled', 'failed'] as const
 export type JobState = typeof JOB_STATES[number]
 
@@ -158,8 +161,11 @@ export function createJobs (opts: JobsOptions) {
           const jobLog = log.child({ job: j.id, queue: def.name, attempt: j.retryCount })
           const started = performance.now()
           const took = () => (performance.now() - started) / 1000
+          // The trace of the request that queued the job (ids only) is not the handler's.
+          const { [TRACE_KEY]: carrier, ...data } = j.data as Record<string, unknown> & { [TRACE_KEY]?: Record<string, string> }
           try {
-            const output = await def.handler({ id: j.id, queue: def.name, data: j.data as never, retryCount: j.retryCount, signal: j.signal, log: jobLog })
+            const output = await inJobSpan(def.name, { 'portal.job.attempt': j.retryCount }, carrier,
+              async () => def.handler({ id: j.id, queue: def.name, data: data as never, retryCount: j.retryCount, signal: j.signal, log: jobLog }))
             opts.observe?.(def.name, 'completed', took())
             return output
           } catch (err) {
@@ -187,8 +193,11 @@ export function createJobs (opts: JobsOptions) {
         ...(options.startAfter === undefined ? {} : { startAfter: options.startAfter }),
         ...(options.tx === undefined ? {} : { db: asPgBossDb(options.tx) })
       }
+      // With tracing on, the job continues the sender's trace.
+      const carrier = traceCarrier()
+      const sent = Object.keys(carrier).length === 0 ? data : { ...data, [TRACE_KEY]: carrier }
       // A job with this id exists already: pg-boss answers null, and the id is the one the caller gets.
-      return await boss.send(queue, data, send) ?? send.id as string
+      return await boss.send(queue, sent, send) ?? send.id as string
     },
 
     /** Per queue: waiting, running, failed in the last hour, and the mean run time of the last 100 completed. */

@@ -5,6 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { SANDBOX_CHAT_MODEL } from '../providers/sandbox-chat.js'
 import { FEATURES } from './features.js'
+import { recordSpan } from './tracing.js'
 
 /** Buckets of call and request durations, in seconds: from a cached answer to a long document scan. */
 const SECONDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
@@ -44,6 +45,9 @@ export interface ProviderCallObservation {
   outcome: string
   seconds?: number
   firstTokenSeconds?: number
+  /** Tokens of a model call, where the vendor said (for its span). */
+  tokensIn?: number
+  tokensOut?: number
 }
 
 /** A settled call: its units, tokens and cost. */
@@ -127,6 +131,16 @@ export function createMetrics (opts: { knownModel: (id: string) => boolean }) {
     providerCall (c: ProviderCallObservation) {
       const labels = { feature: feature(c.feature), mode: c.mode === 'test' ? 'test' : 'live', vendor: name(c.vendor), model: model(c.model) }
       providerCalls.inc({ ...labels, outcome: name(c.outcome) })
+      // The same call as a span of the request (or job) it served, when tracing is on.
+      recordSpan('provider.call', c.seconds ?? 0, {
+        'portal.feature': labels.feature,
+        'portal.mode': labels.mode,
+        'gen_ai.system': labels.vendor,
+        'gen_ai.request.model': labels.model,
+        'portal.outcome': name(c.outcome),
+        ...(c.tokensIn === undefined ? {} : { 'gen_ai.usage.input_tokens': c.tokensIn }),
+        ...(c.tokensOut === undefined ? {} : { 'gen_ai.usage.output_tokens': c.tokensOut })
+      }, c.outcome !== 'ok')
       if (c.seconds !== undefined) providerSeconds.observe(labels, c.seconds)
       if (c.firstTokenSeconds !== undefined) firstToken.observe(labels, c.firstTokenSeconds)
     },

@@ -5,6 +5,7 @@ import { Redis } from 'ioredis'
 import type { FeaturePlanValue } from '../schemas/plans.js'
 import type { Principal } from '../schemas/principal.js'
 import { AppError } from './errors.js'
+import { activeTracer, traceRedis } from './tracing.js'
 
 const MINUTE_MS = 60_000
 /** Minting tokens, per client address, before authentication: slows down key guessing. */
@@ -67,6 +68,8 @@ export default fp(async function rateLimits (app) {
     })
     // ioredis reconnects by itself; the error is logged without the URL (it may hold a password).
     redis.on('error', (err: Error & { code?: string }) => app.log.warn({ code: err.code }, 'redis connection error'))
+    const active = activeTracer()
+    if (active !== null) traceRedis(redis as unknown as Parameters<typeof traceRedis>[0], active)
     const client = redis
     // Start counting from the first request: wait for the connection, or its first failure (then fail open).
     await new Promise((resolve) => {

@@ -3,6 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { once } from 'node:events'
+import { createServer as createHttpServer } from 'node:http'
 import { createServer } from 'node:net'
 import t from 'tap'
 import { TEST_SECRETS } from './helper.js'
@@ -74,6 +75,25 @@ t.test('a metrics port in use stops startup naming METRICS_PORT; a free one serv
   t.equal(metrics.status, 200)
   t.match(await metrics.text(), /http_requests_total\{route="\/health\/live",feature="none",method="GET",status_code="200"\} 1/)
   t.equal((await fetch(`${address}/metrics`)).status, 404)
+})
+
+t.test('with OTEL_EXPORTER_OTLP_ENDPOINT the real server exports its spans, the last ones at shutdown', async (t) => {
+  const bodies: string[] = []
+  const collector = createHttpServer((req, res) => {
+    let body = ''
+    req.setEncoding('utf8').on('data', (chunk: string) => { body += chunk }).on('end', () => { bodies.push(body); res.writeHead(200).end('{}') })
+  }).listen(0, '127.0.0.1')
+  await once(collector, 'listening')
+  t.teardown(() => collector.close())
+  const endpoint = `http://127.0.0.1:${(collector.address() as { port: number }).port}/`
+  const { child, lines, address } = await start(t, { ...TEST_SECRETS, OTEL_EXPORTER_OTLP_ENDPOINT: endpoint })
+  t.ok(lines.some((l) => l.msg === 'tracing: spans are exported over OTLP/HTTP'))
+  const res = await fetch(`${address}/health/live`)
+  child.kill('SIGTERM')
+  await once(child, 'exit')
+  const exported = bodies.join('\n')
+  t.match(exported, /"name":"GET \/health\/live"/)
+  t.ok(exported.includes(String(res.headers.get('x-request-id'))), 'the span carries the request id')
 })
 
 t.test('the server starts, serves readiness and /docs, and shuts down cleanly on SIGTERM', async (t) => {

@@ -5,6 +5,7 @@ import fp from 'fastify-plugin'
 import pg from 'pg'
 import type { Config } from '../config.js'
 import { MIGRATIONS, type Migration } from './migrations.js'
+import { activeTracer, tracedStore } from '../tracing.js'
 
 /** What the rest of the app needs from a database: parameterised queries and transactions. */
 export interface Queryable {
@@ -156,6 +157,8 @@ export default fp<StorePluginOptions>(async function store (app, opts) {
   if (owned) app.addHook('onClose', async () => store.close())
   const applied = await migrate(store)
   if (applied.length > 0) app.log.info({ migrations: applied, store: store.kind }, 'database migrated')
-  app.decorate('store', store)
+  // With tracing on, every query is a span of the request (or job) it serves.
+  const active = activeTracer()
+  app.decorate('store', active === null ? store : tracedStore(store, active))
   app.readiness.add('database', async () => { await store.query('SELECT 1') })
 }, { name: 'store', fastify: '5.x', dependencies: ['config', 'health'] })
