@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import autocannon from 'autocannon'
 import sharp from 'sharp'
 import { percentile, post, ROOT, round, rssMb, startStack, type Sent, type Stack } from './harness.js'
+import { PORTKEY_VERSION, startPortkey, type Peer } from './peer.js'
 
 /**
  * `npm run bench`: the service with its whole policy path (AI token, entitlement, rate limit, quota reservation
@@ -21,6 +22,8 @@ const USERS = 20
 /** BENCH_ONLY=1,2 runs some scenarios only (docs/performance.md is rewritten only by a run of all six). */
 const SCENARIOS = ['1', '2', '3', '4', '5', '6']
 const ONLY = new Set((process.env.BENCH_ONLY ?? SCENARIOS.join(',')).split(','))
+/** BENCH_PEER=0 leaves Portkey's gateway out (the figures are then against the direct upstream only). */
+const WITH_PEER = process.env.BENCH_PEER !== '0'
 /** Chats of scenario 5, spread over the users; each gets the same number of turns, so its history is bounded. */
 const CHATS = 100
 const STREAMS_HELD = 1000
@@ -77,20 +80,43 @@ async function main () {
   const upstreamChat = `${upstreamUrl}/v1/chat/completions`
   const upstreamHeaders = { ...json, authorization: 'Bearer bench-openai-key' }
   const results: Record<string, unknown> = { machine, store, limits }
+  // The peer gets the very body the service sent upstream, like the direct calls.
+  let peer: Peer | null = null
+  if (WITH_PEER && (ONLY.has('1') || ONLY.has('2'))) {
+    peer = await startPortkey(upstreamUrl, stack.logs)
+    peer0 = peer
+    expectOk(await post(new Agent({ keepAlive: false }), peer.chatUrl, upstreamBody, peer.headers), 'warm-up call through Portkey')
+    results.peer = { name: 'Portkey AI gateway', version: PORTKEY_VERSION }
+  }
 
   // 1. Chat JSON at concurrency 1: added latency, from interleaved service and direct calls.
   if (ONLY.has('1')) {
     const rounds = Math.round(2000 * SCALE)
     const viaService: number[] = []
     const direct: number[] = []
+    const viaPeer: number[] = []
+    const peerDirect: number[] = []
+    const agentPeer = new Agent({ keepAlive: true, maxSockets: 1 })
     for (let i = 0; i < rounds + 100; i++) {
       const s = await post(agentService, `${service}/v1/ai/settings-assistant/messages`, question, asUser(i))
       const d = await post(agentDirect, upstreamChat, upstreamBody, upstreamHeaders)
       expectOk(s, 'chat via the service')
       expectOk(d, 'chat direct')
       if (i >= 100) { viaService.push(s.ms); direct.push(d.ms) }
+      if (peer !== null) {
+        // Interleaved too, each with a direct call of its own moment, so that both gateways meet the same noise.
+        const k = await post(agentPeer, peer.chatUrl, upstreamBody, peer.headers)
+        const kd = await post(agentDirect, upstreamChat, upstreamBody, upstreamHeaders)
+        expectOk(k, 'chat via Portkey')
+        if (i >= 100) { viaPeer.push(k.ms); peerDirect.push(kd.ms) }
+      }
     }
-    results.chatLatency = addedLatency(rounds, viaService, direct)
+    const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length
+    results.chatLatency = {
+      ...addedLatency(rounds, viaService, direct),
+      addedMean: round(mean(viaService) - mean(direct)),
+      ...(peer === null ? {} : { peer: { ...addedLatency(rounds, viaPeer, peerDirect), addedMean: round(mean(viaPeer) - mean(peerDirect)) } })
+    }
   }
 
   // 2. Chat JSON at concurrency 50: throughput through the service and direct.
@@ -108,6 +134,12 @@ async function main () {
     const viaService = await serviceRun(duration)
     await directRun(2)
     const direct = await directRun(duration)
+    const peerRun = (seconds: number) => cannon({ url: (peer as Peer).chatUrl, connections: 50, duration: seconds, method: 'POST', headers: (peer as Peer).headers, body: upstreamBody })
+    let viaPeer: autocannon.Result | null = null
+    if (peer !== null) {
+      await peerRun(2)
+      viaPeer = await peerRun(duration)
+    }
     const summary = (r: autocannon.Result) => ({ requestsPerSecond: round(r.requests.average, 0), p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors + r.timeouts })
     // Ceilings on this machine for reference: the cheapest route, and an authenticated one without database or upstream.
     const live = await cannon({ url: `${service}/health/live`, connections: 50, duration })
@@ -117,9 +149,14 @@ async function main () {
       service: summary(viaService),
       direct: summary(direct),
       ratio: round(viaService.requests.average / direct.requests.average),
+      ...(viaPeer === null ? {} : { peer: summary(viaPeer), ratioToPeer: round(viaService.requests.average / viaPeer.requests.average) }),
       reference: { healthLive: summary(live), entitlements: summary(entitlements) }
     }
   }
+
+  // The peer is measured on JSON calls only (its streaming answers fail on Node here: Portkey-AI/gateway#1389, #1550).
+  await peer?.close()
+  peer0 = undefined
 
   // 3. SSE: time to the first delta minus the upstream's time to its first content chunk; then 1,000 streams held open.
   if (ONLY.has('3')) {
@@ -344,11 +381,19 @@ function writeReport (results: Record<string, any>) {
   const r = results
   const rows: Array<[string, string, string, boolean | null]> = []
   if (r.chatLatency !== undefined) {
-    rows.push(['Chat JSON, concurrency 1: added latency p50', `${r.chatLatency.addedP50} ms (service ${r.chatLatency.service.p50}, direct ${r.chatLatency.direct.p50})`, '≤ 1 ms', r.chatLatency.addedP50 <= 1])
-    rows.push(['Chat JSON, concurrency 1: added latency p99', `${r.chatLatency.addedP99} ms (service ${r.chatLatency.service.p99}, direct ${r.chatLatency.direct.p99})`, '≤ 5 ms', r.chatLatency.addedP99 <= 5])
+    const l = r.chatLatency
+    if (l.peer !== undefined) {
+      rows.push(['Chat JSON, concurrency 1: added mean latency, against Portkey', `${l.addedMean} ms (Portkey ${l.peer.addedMean} ms)`, '≤ Portkey', l.addedMean <= l.peer.addedMean])
+    }
+    rows.push(['Chat JSON, concurrency 1: added latency p50', `${l.addedP50} ms (service ${l.service.p50}, direct ${l.direct.p50}${l.peer === undefined ? '' : `; Portkey adds ${l.peer.addedP50}`})`, '≤ 1 ms', l.addedP50 <= 1])
+    rows.push(['Chat JSON, concurrency 1: added latency p99', `${l.addedP99} ms (service ${l.service.p99}, direct ${l.direct.p99}${l.peer === undefined ? '' : `; Portkey adds ${l.peer.addedP99}`})`, '≤ 5 ms', l.addedP99 <= 5])
   }
   if (r.chatThroughput !== undefined) {
-    rows.push(['Chat JSON, concurrency 50: requests/s through the service', `${r.chatThroughput.service.requestsPerSecond} (direct ${r.chatThroughput.direct.requestsPerSecond})`, '≥ 4,500', r.chatThroughput.service.requestsPerSecond >= 4500])
+    const c = r.chatThroughput
+    if (c.peer !== undefined) {
+      rows.push(['Chat JSON, concurrency 50: requests/s, against Portkey', `${c.service.requestsPerSecond} (Portkey ${c.peer.requestsPerSecond}; ${c.ratioToPeer}×)`, '≥ 2× Portkey', c.ratioToPeer >= 2])
+    }
+    rows.push(['Chat JSON, concurrency 50: requests/s through the service', `${c.service.requestsPerSecond} (direct ${c.direct.requestsPerSecond})`, '≥ 4,500', c.service.requestsPerSecond >= 4500])
     rows.push(['Reference, concurrency 50: GET /health/live; GET /v1/ai/entitlements (AI token + Redis rate limit, no database, no upstream)', `${r.chatThroughput.reference.healthLive.requestsPerSecond}; ${r.chatThroughput.reference.entitlements.requestsPerSecond} requests/s`, '—', null])
   }
   if (r.sse !== undefined) {
@@ -379,8 +424,8 @@ function writeReport (results: Record<string, any>) {
   const doc = readFileSync(join(ROOT, 'docs', 'performance.md'), 'utf8')
   const generated = [
     '<!-- bench:start -->',
-    `Run of ${m.date.slice(0, 10)} on ${m.cores} × ${m.cpu}, ${m.memoryGiB} GiB, ${m.os}, Node ${m.node}; store: ${r.store}; rate limits: ${r.limits}.`,
-    'The load generator, the fake upstream, the service, PostgreSQL and Redis all share these cores.',
+    `Run of ${m.date.slice(0, 10)} on ${m.cores} × ${m.cpu}, ${m.memoryGiB} GiB, ${m.os}, Node ${m.node}; store: ${r.store}; rate limits: ${r.limits}${r.peer === undefined ? '' : `; peer: ${r.peer.name} ${r.peer.version as string}`}.`,
+    'The load generator, the fake upstream, the service, the peer, PostgreSQL and Redis all share these cores.',
     '',
     table,
     '',
@@ -393,8 +438,10 @@ function writeReport (results: Record<string, any>) {
 }
 
 let stack0: Stack | undefined
+let peer0: Peer | undefined
 try {
   await main()
 } finally {
+  await peer0?.close()
   await stack0?.close()
 }

@@ -10,6 +10,7 @@ import { newId } from './chats.js'
 import type { ContentCrypto } from './content-crypto.js'
 import { AppError } from './errors.js'
 import type { Queryable } from './store/index.js'
+import { errorOutcome } from './metrics.js'
 
 const INTEGRATIONS = 'integrations'
 const STATES = 'oauth_states'
@@ -46,6 +47,8 @@ export interface IntegrationsOptions {
   /** null when GOOGLE_CLIENT_ID and the rest are not set: live connections are then PROVIDER_NOT_CONFIGURED. */
   google: GoogleCalendar | null
   log: { warn: (obj: object, msg: string) => void }
+  /** Told of each read of Google's calendar: `ok` or its error code, and its seconds. */
+  observe: (outcome: string, seconds: number) => void
 }
 
 /**
@@ -202,7 +205,12 @@ export function createIntegrations (opts: IntegrationsOptions) {
       try {
         const accessToken = openText(row, 'access_sealed')
         const access = accessToken === null ? null : { accessToken, expiresAt: row.access_expires_at as Date }
-        const page = await liveGoogle().events(refresh, access, range)
+        const started = performance.now()
+        const page = await liveGoogle().events(refresh, access, range).catch((err: unknown) => {
+          opts.observe(errorOutcome(err), (performance.now() - started) / 1000)
+          throw err
+        })
+        opts.observe('ok', (performance.now() - started) / 1000)
         if (page.refreshed !== null) {
           // Under the row's key, like its refresh token: one key id covers the row.
           const sealed = crypto.seal(page.refreshed.accessToken, bind('access_sealed', row), row.key_id)
@@ -254,9 +262,11 @@ export default fp(async function integrations (app) {
       calendarBaseUrl: c.GOOGLE_CALENDAR_BASE_URL.replace(/\/+$/, ''),
       timeoutMs: c.GOOGLE_TIMEOUT_MS
     })
-  const integrations = createIntegrations({ db: app.store, crypto: app.contentCrypto, google, log: app.log })
+  // Calendar reads serve the productivity assistant's tools and the events route; in the metrics as vendor google.
+  const observe = (outcome: string, seconds: number) => app.metrics.providerCall({ feature: 'none', mode: 'live', vendor: 'google', outcome, seconds })
+  const integrations = createIntegrations({ db: app.store, crypto: app.contentCrypto, google, log: app.log, observe })
   app.decorate('integrations', integrations)
   app.contentCrypto.registerTable({ table: INTEGRATIONS, idColumn: 'id', userColumn: 'user_id', keyIdColumn: 'key_id', columns: ['refresh_sealed', 'access_sealed'] })
   app.contentCrypto.registerTable({ table: STATES, idColumn: 'state_hash', userColumn: 'user_id', keyIdColumn: 'key_id', columns: ['verifier_sealed'] })
   app.userData.register({ name: 'integrations', export: integrations.exportForUser, delete: integrations.deleteForUser })
-}, { name: 'integrations', fastify: '5.x', dependencies: ['config', 'store', 'content-crypto', 'user-data'] })
+}, { name: 'integrations', fastify: '5.x', dependencies: ['config', 'store', 'content-crypto', 'user-data', 'metrics'] })

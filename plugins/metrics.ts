@@ -35,6 +35,12 @@ function processMetrics (): Registry {
   return processRegistry
 }
 
+/** The outcome label of a failure: its error code, or `failed` when it has none. */
+export const errorOutcome = (err: unknown): string => {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : 'failed'
+}
+
 /** One provider call as the metrics see it. `model` only for calls to a model of the catalog. */
 export interface ProviderCallObservation {
   feature: string

@@ -4,7 +4,7 @@ import type { FastifyInstance, InjectOptions } from 'fastify'
 import { http, passthrough } from 'msw'
 import sharp from 'sharp'
 import t from 'tap'
-import { createMetrics } from '../../plugins/metrics.js'
+import { createMetrics, errorOutcome } from '../../plugins/metrics.js'
 import { adminHeaders, build, mint, multipart } from '../helper.js'
 import { interceptNetwork } from '../network.js'
 import { completion, OPENAI_URL, sseResponse, streamChunks } from '../openai-fake.js'
@@ -178,4 +178,6 @@ t.test('labels: a value that is not a bounded name becomes other; a feature outs
   t.notMatch(text, /portal_refusals_total\{feature="none"/, 'a validation error is not a refusal')
   t.match(text, /portal_refusals_total\{feature="background-removal",code="RATE_LIMITED"\} 1/)
   t.match(text, /portal_settlements_pending 0/, 'no source yet: nothing waits')
+  t.same([errorOutcome(Object.assign(new Error('x'), { code: 'PROVIDER_TIMEOUT' })), errorOutcome(new Error('no code')), errorOutcome(null), errorOutcome({ code: 7 })],
+    ['PROVIDER_TIMEOUT', 'failed', 'failed', 'failed'], 'a failure\'s outcome is its code, or failed')
 })

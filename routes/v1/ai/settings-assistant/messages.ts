@@ -13,6 +13,7 @@ import { ErrorResponse, errorResponses, type ErrorResponseBody } from '../../../
 import type { Principal } from '../../../../schemas/principal.js'
 import { SSE_TYPE, sseFrame, sseHeaders, sseSchema, wantsStream } from '../../../sse.js'
 import { ref } from '../../../../schemas/refs.js'
+import { errorOutcome } from '../../../../plugins/metrics.js'
 import {
   ASSISTANT_STREAM_DESCRIPTION, AssistantDelta, AssistantDone, AssistantReply, AssistantRequest, Suggestion,
   type AssistantReplyValue, type AssistantRequestValue
@@ -60,7 +61,7 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
     })
   }
   /** What ended a call that failed: its client, the shutdown, or the provider's error code. */
-  const ended = (call: ChatCall, err: unknown) => call.signal.aborted ? abortOutcome() : String((err as { code?: unknown }).code ?? 'PROVIDER_ERROR')
+  const ended = (call: ChatCall, err: unknown) => call.signal.aborted ? abortOutcome() : errorOutcome(err)
 
   /** Units of a finished (or cut) call: the provider's counts, or ours (flagged) when it sent none. Never zero. */
   function measured (call: ChatCall, usage: ChatUsage | null, generated: string): { usage: ChatUsage, estimated: boolean } {
