@@ -3,6 +3,7 @@ import type { AiAnalyticsValue } from '../schemas/analytics.js'
 import type { Mode } from '../schemas/principal.js'
 import { toCents } from './money.js'
 import type { Store } from './store/index.js'
+import { callOutcome } from './metrics.js'
 
 const TABLE = 'ai_calls'
 const DAY_MS = 86_400_000
@@ -148,7 +149,7 @@ export default fp(async function aiCalls (app) {
       mode: call.mode,
       vendor: call.vendor,
       model: call.model,
-      outcome: call.outcome === 'completed' ? 'ok' : call.outcome === 'failed' ? call.errorCode ?? 'failed' : call.outcome,
+      outcome: callOutcome(call.outcome, call.errorCode),
       ...(call.latencyMs === undefined ? {} : { seconds: call.latencyMs / 1000 }),
       ...(call.ttftMs === undefined ? {} : { firstTokenSeconds: call.ttftMs / 1000 }),
       ...(call.inputTokens === undefined ? {} : { tokensIn: call.inputTokens }),

@@ -377,9 +377,8 @@ export default fp(async function metering (app) {
       feature,
       vendor: settlement.provider,
       model: settlement.model,
-      tokensIn: inTokens ? settlement.unitsIn ?? 0 : 0,
-      tokensOut: inTokens ? settlement.unitsOut ?? 0 : 0,
-      costMicroUsd: settlement.costMicroUsd ?? 0
+      ...(inTokens ? { tokensIn: settlement.unitsIn, tokensOut: settlement.unitsOut } : {}),
+      costMicroUsd: settlement.costMicroUsd
     })
   }
 

@@ -41,6 +41,9 @@ export const errorOutcome = (err: unknown): string => {
   return typeof code === 'string' ? code : 'failed'
 }
 
+/** The outcome label of a recorded model call: `ok`, its error code, or how it ended (client-aborted, shutdown, blocked). */
+export const callOutcome = (outcome: string, errorCode: string | undefined): string => outcome === 'completed' ? 'ok' : errorCode ?? outcome
+
 /** One provider call as the metrics see it. `model` only for calls to a model of the catalog. */
 export interface ProviderCallObservation {
   feature: string
@@ -61,9 +64,10 @@ export interface SettlementObservation {
   feature: string
   vendor: string
   model?: string | null
-  tokensIn: number
-  tokensOut: number
-  costMicroUsd: number
+  /** Tokens, for features counted in tokens. */
+  tokensIn?: number | undefined
+  tokensOut?: number | undefined
+  costMicroUsd?: number | undefined
 }
 
 /**
@@ -154,9 +158,12 @@ export function createMetrics (opts: { knownModel: (id: string) => boolean }) {
     settlement (s: SettlementObservation) {
       const labels = { feature: feature(s.feature), vendor: name(s.vendor), model: model(s.model) }
       settled.inc({ feature: labels.feature, vendor: labels.vendor })
-      if (s.tokensIn > 0) tokens.inc({ ...labels, direction: 'input' }, s.tokensIn)
-      if (s.tokensOut > 0) tokens.inc({ ...labels, direction: 'output' }, s.tokensOut)
-      if (s.costMicroUsd > 0) cost.inc(labels, s.costMicroUsd)
+      const add = (counter: Counter, extra: Record<string, string>, value: number | undefined) => {
+        if (value !== undefined && value > 0) counter.inc({ ...labels, ...extra }, value)
+      }
+      add(tokens, { direction: 'input' }, s.tokensIn)
+      add(tokens, { direction: 'output' }, s.tokensOut)
+      add(cost, {}, s.costMicroUsd)
     },
 
     job (queue: string, outcome: 'completed' | 'failed', seconds: number) {

@@ -4,7 +4,7 @@ import type { FastifyInstance, InjectOptions } from 'fastify'
 import { http, passthrough } from 'msw'
 import sharp from 'sharp'
 import t from 'tap'
-import { createMetrics, errorOutcome } from '../../plugins/metrics.js'
+import { callOutcome, createMetrics, errorOutcome } from '../../plugins/metrics.js'
 import { adminHeaders, build, mint, multipart } from '../helper.js'
 import { interceptNetwork } from '../network.js'
 import { completion, OPENAI_URL, sseResponse, streamChunks } from '../openai-fake.js'
@@ -166,6 +166,7 @@ t.test('labels: a value that is not a bounded name becomes other; a feature outs
   metrics.providerCall({ feature: `${CANARY} feature`, mode: 'live', vendor: `vendor ${CANARY}`, model: `model-${CANARY}`, outcome: 'a/b c' })
   metrics.providerCall({ feature: 'chat', mode: 'test', vendor: 'openai', model: 'known-model', outcome: 'ok' })
   metrics.settlement({ feature: 'chat', vendor: 'openai', model: null, tokensIn: 0, tokensOut: 0, costMicroUsd: 0 })
+  metrics.settlement({ feature: 'background-removal', vendor: 'removebg' })
   metrics.request({ route: undefined, method: 'BREW', status: 418, seconds: 0.001, errorCode: 'VALIDATION_ERROR', feature: undefined })
   metrics.request({ route: '/v1/ai/background-removal', method: 'POST', status: 429, seconds: 0.001, errorCode: 'RATE_LIMITED', feature: 'background-removal' })
   const text = await metrics.scrape()
@@ -180,4 +181,7 @@ t.test('labels: a value that is not a bounded name becomes other; a feature outs
   t.match(text, /portal_settlements_pending 0/, 'no source yet: nothing waits')
   t.same([errorOutcome(Object.assign(new Error('x'), { code: 'PROVIDER_TIMEOUT' })), errorOutcome(new Error('no code')), errorOutcome(null), errorOutcome({ code: 7 })],
     ['PROVIDER_TIMEOUT', 'failed', 'failed', 'failed'], 'a failure\'s outcome is its code, or failed')
+  t.same([callOutcome('completed', undefined), callOutcome('failed', 'PROVIDER_ERROR'), callOutcome('client-aborted', undefined), callOutcome('blocked', 'CONTENT_REJECTED')],
+    ['ok', 'PROVIDER_ERROR', 'client-aborted', 'CONTENT_REJECTED'], 'a recorded call\'s outcome')
+  t.match(text, /portal_settled_calls_total\{feature="background-removal",vendor="removebg"\} 1/, 'a settlement without tokens or cost is counted')
 })
