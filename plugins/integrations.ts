@@ -10,7 +10,7 @@ import { newId } from './chats.js'
 import type { ContentCrypto } from './content-crypto.js'
 import { AppError } from './errors.js'
 import type { Queryable } from './store/index.js'
-import { errorOutcome } from './metrics.js'
+import { errorOutcome } from '../providers/provider-error.js'
 
 const INTEGRATIONS = 'integrations'
 const STATES = 'oauth_states'

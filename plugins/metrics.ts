@@ -35,12 +35,6 @@ function processMetrics (): Registry {
   return processRegistry
 }
 
-/** The outcome label of a failure: its error code, or `failed` when it has none. */
-export const errorOutcome = (err: unknown): string => {
-  const code = (err as { code?: unknown } | null)?.code
-  return typeof code === 'string' ? code : 'failed'
-}
-
 /** The outcome label of a recorded model call: `ok`, its error code, or how it ended (client-aborted, shutdown, blocked). */
 export const callOutcome = (outcome: string, errorCode: string | undefined): string => outcome === 'completed' ? 'ok' : errorCode ?? outcome
 

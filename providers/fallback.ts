@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { ProviderError } from './provider-error.js'
+import { errorOutcome, type ProviderError } from './provider-error.js'
 
 /** Failures of one provider that the next one of a fallback list may not have. */
 export const FALLBACK_CODES = new Set(['PROVIDER_UNAVAILABLE', 'PROVIDER_ERROR', 'PROVIDER_TIMEOUT'])
@@ -25,7 +25,7 @@ export async function firstThatServes<P extends { name: string }, T> (
       opts.observe?.(provider.name, 'ok', took())
       return { result, used: provider }
     } catch (err) {
-      opts.observe?.(provider.name, opts.signal.aborted ? 'client-aborted' : String((err as ProviderError).code ?? 'failed'), took())
+      opts.observe?.(provider.name, opts.signal.aborted ? 'client-aborted' : errorOutcome(err), took())
       opts.log.warn({ provider: provider.name, code: (err as ProviderError).code }, `${opts.what} provider failed`)
       if (i === last || !FALLBACK_CODES.has((err as ProviderError).code) || opts.signal.aborted) throw err
     }

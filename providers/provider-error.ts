@@ -16,3 +16,9 @@ export class ProviderError extends AppError {
     this.refusal = refusal
   }
 }
+
+/** What ended a failed call, for metrics and spans: its error code, or `failed` when it has none. */
+export const errorOutcome = (err: unknown): string => {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : 'failed'
+}

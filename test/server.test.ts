@@ -3,10 +3,10 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { once } from 'node:events'
-import { createServer as createHttpServer } from 'node:http'
 import { createServer } from 'node:net'
 import t from 'tap'
 import { TEST_SECRETS } from './helper.js'
+import { otlpCollector } from './otlp-collector.js'
 import { baseEnv, root, SERVER, start } from './server-process.js'
 
 t.test('PORT=abc stops startup with exit code 1 and names PORT', async (t) => {
@@ -78,15 +78,9 @@ t.test('a metrics port in use stops startup naming METRICS_PORT; a free one serv
 })
 
 t.test('with OTEL_EXPORTER_OTLP_ENDPOINT the real server exports its spans, the last ones at shutdown', async (t) => {
-  const bodies: string[] = []
-  const collector = createHttpServer((req, res) => {
-    let body = ''
-    req.setEncoding('utf8').on('data', (chunk: string) => { body += chunk }).on('end', () => { bodies.push(body); res.writeHead(200).end('{}') })
-  }).listen(0, '127.0.0.1')
-  await once(collector, 'listening')
-  t.teardown(() => collector.close())
-  const endpoint = `http://127.0.0.1:${(collector.address() as { port: number }).port}/`
-  const { child, lines, address } = await start(t, { ...TEST_SECRETS, OTEL_EXPORTER_OTLP_ENDPOINT: endpoint })
+  const { endpoint, bodies } = await otlpCollector(t)
+  // A trailing slash, as operators write it: the traces path is added once.
+  const { child, lines, address } = await start(t, { ...TEST_SECRETS, OTEL_EXPORTER_OTLP_ENDPOINT: `${endpoint}/` })
   t.ok(lines.some((l) => l.msg === 'tracing: spans are exported over OTLP/HTTP'))
   const res = await fetch(`${address}/health/live`)
   child.kill('SIGTERM')

@@ -4,22 +4,16 @@ import type { FastifyInstance, InjectOptions } from 'fastify'
 import { http, passthrough } from 'msw'
 import sharp from 'sharp'
 import t from 'tap'
-import { callOutcome, createMetrics, errorOutcome } from '../../plugins/metrics.js'
-import { adminHeaders, build, mint, multipart } from '../helper.js'
+import { freePort } from '../../bench/harness.js'
+import { callOutcome, createMetrics } from '../../plugins/metrics.js'
+import { errorOutcome } from '../../providers/provider-error.js'
+import { loadConfig } from '../../plugins/config.js'
+import { adminHeaders, build, mint, multipart, TEST_SECRETS } from '../helper.js'
 import { interceptNetwork } from '../network.js'
 import { completion, OPENAI_URL, sseResponse, streamChunks } from '../openai-fake.js'
 
 const CANARY = 'CANARY-metrics-7f3a'
 const OPENAI_KEY = 'sk-canary-openai-key-0123456789abcdef'
-
-/** A free port on loopback, for the metrics listener. */
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 /** A licensed user whose id carries the canary, with a key of `mode`; its AI token. */
 async function userToken (app: FastifyInstance, userId: string, plan: string, mode: 'live' | 'test') {
@@ -125,6 +119,12 @@ t.test('the metrics listener: every family after real calls, bounded labels only
   const other = await fetch(`http://127.0.0.1:${port}/`)
   t.equal(other.status, 404, 'the listener serves GET /metrics only')
   t.equal((await fetch(url as string, { method: 'POST' })).status, 404)
+})
+
+t.test('bad values of the new variables stop startup naming them', async (t) => {
+  for (const [name, value] of [['METRICS_PORT', '70000'], ['METRICS_PORT', 'nine'], ['OTEL_EXPORTER_OTLP_ENDPOINT', 'ftp://collector'], ['OTEL_SERVICE_NAME', 'x'.repeat(101)]]) {
+    t.throws(() => loadConfig({ ...TEST_SECRETS, [name as string]: value as string }), new RegExp(name as string), `${name as string}=${JSON.stringify(value)}`)
+  }
 })
 
 t.test('METRICS_HOST may be an IPv6 address', async (t) => {

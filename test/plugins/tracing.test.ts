@@ -9,6 +9,7 @@ import { buildApp } from '../../app.js'
 import { loadConfig } from '../../plugins/config.js'
 import { activeTracer, scrubbingExporter, startTracing, traceCarrier, traceRedis, tracedStore } from '../../plugins/tracing.js'
 import { createFakeUpstream } from '../fake-upstream.js'
+import { otlpCollector } from '../otlp-collector.js'
 import { adminHeaders, createTestStore, JOBS_SCHEMA, mint, TEST_SECRETS } from '../helper.js'
 
 const CANARY = 'CANARY-trace-5d1c'
@@ -34,17 +35,7 @@ t.test('off without an endpoint, or with OTEL_SDK_DISABLED: nothing is started',
 })
 
 t.test('traces over OTLP/HTTP: a request, its queries, Redis, its provider call and the job it queued, with nothing of users', async (t) => {
-  // The collector: an OTLP/HTTP receiver on loopback that keeps what it is sent.
-  const bodies: string[] = []
-  const collector = createServer((req, res) => {
-    let body = ''
-    req.setEncoding('utf8').on('data', (chunk: string) => { body += chunk }).on('end', () => {
-      if (req.url === '/v1/traces') bodies.push(body)
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{}')
-    })
-  }).listen(0, '127.0.0.1')
-  await once(collector, 'listening')
-  t.teardown(() => collector.close())
+  const { endpoint, bodies } = await otlpCollector(t)
   const upstream = createFakeUpstream().listen(0, '127.0.0.1')
   await once(upstream, 'listening')
   t.teardown(() => { upstream.closeAllConnections(); upstream.close() })
@@ -57,7 +48,7 @@ t.test('traces over OTLP/HTTP: a request, its queries, Redis, its provider call 
   const config = loadConfig({
     ...TEST_SECRETS,
     JOBS_SCHEMA,
-    OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port(collector)}`,
+    OTEL_EXPORTER_OTLP_ENDPOINT: endpoint,
     OTEL_SERVICE_NAME: 'portal-ai-api-test',
     REDIS_URL: 'redis://127.0.0.1:6379/13',
     OPENAI_API_KEY: 'sk-trace-test',

@@ -100,12 +100,11 @@ const backgroundRemoval: FastifyPluginAsyncTypebox = async (app) => {
       throw new AppError('PROVIDER_NOT_CONFIGURED', 'Background removal is not set up on this server (no REMOVEBG_API_KEY or REMBG_URL): use a test-mode key, or ask the operator.')
     }
     // Reading waits for a slot too: an upload not yet read stays in the socket's buffers, not in memory.
-    return app.imagesInFlight(() => removeBackground(request, reply, providers))
+    return app.imagesInFlight(() => removeBackground(request, reply, principal, providers))
   })
 
   /** One call, from its unread upload to the result. */
-  async function removeBackground (request: FastifyRequest, reply: FastifyReply, providers: BackgroundRemover[]) {
-    const principal = request.principal as Principal
+  async function removeBackground (request: FastifyRequest, reply: FastifyReply, principal: Principal, providers: BackgroundRemover[]) {
     // Only the prepared image leaves this step: the upload's bytes are garbage once it is re-encoded.
     const { upload, image } = await app.imageGate(async () => {
       const { image: bytes, ...fields } = await readUpload(request.parts({ limits: MULTIPART_LIMITS }))

@@ -13,7 +13,7 @@ import { ErrorResponse, errorResponses, type ErrorResponseBody } from '../../../
 import type { Principal } from '../../../../schemas/principal.js'
 import { SSE_TYPE, sseFrame, sseHeaders, sseSchema, wantsStream } from '../../../sse.js'
 import { ref } from '../../../../schemas/refs.js'
-import { errorOutcome } from '../../../../plugins/metrics.js'
+import { errorOutcome } from '../../../../providers/provider-error.js'
 import {
   ASSISTANT_STREAM_DESCRIPTION, AssistantDelta, AssistantDone, AssistantReply, AssistantRequest, Suggestion,
   type AssistantReplyValue, type AssistantRequestValue
