@@ -3,7 +3,6 @@ import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { type Agent, request as httpRequest, type IncomingHttpHeaders } from 'node:http'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -11,6 +10,9 @@ import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import { Redis } from 'ioredis'
 import defaultPlans from '../defaults/plans.json' with { type: 'json' }
+import { freePort } from '../test/free-port.js'
+
+export { freePort }
 
 /**
  * What the benchmark (`npm run bench`) and the soak (`npm run soak`) share: the built server with its whole
@@ -61,14 +63,6 @@ export function post (agent: Agent, url: string, body: string | Buffer, headers:
 }
 
 /** A port free on loopback now. */
-export async function freePort (): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as { port: number }
-  server.close()
-  return port
-}
-
 /** Waits until `url` answers 2xx, failing when `child` exits first (its log is `<logs>/<name>.log`) or after `timeoutMs`. */
 export async function waitFor (url: string, child: ChildProcess, name: string, logs: string, timeoutMs = 60_000) {
   for (let i = 0; i < timeoutMs / 100; i++) {
