@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
+import { readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs'
 import { Agent } from 'node:http'
 import { cpus, totalmem, platform, release } from 'node:os'
 import { join } from 'node:path'
@@ -8,6 +8,7 @@ import autocannon from 'autocannon'
 import sharp from 'sharp'
 import { percentile, post, ROOT, round, rssMb, startStack, type Sent, type Stack } from './harness.js'
 import { PORTKEY_VERSION, startPortkey, type Peer } from './peer.js'
+import { profileMarkdown, profileTable, readProfile } from './profile.js'
 
 /**
  * `npm run bench`: the service with its whole policy path (AI token, entitlement, rate limit, quota reservation
@@ -27,6 +28,10 @@ const WITH_PEER = process.env.BENCH_PEER !== '0'
 /** Chats of scenario 5, spread over the users; each gets the same number of turns, so its history is bounded. */
 const CHATS = 100
 const STREAMS_HELD = 1000
+const PROFILE = process.env.BENCH_PROFILE === '1'
+const PROFILE_DIR = join(ROOT, 'bench', '.profile')
+/** The monotonic clock in µs, the clock of a V8 CPU profile's timestamps. */
+const nowUs = () => Number(process.hrtime.bigint() / 1000n)
 
 /** Timings through the service beside the same calls made directly, and what the service adds (p50, p99). */
 function addedLatency (rounds: number, viaService: number[], direct: number[]) {
@@ -50,6 +55,8 @@ async function cannon (opts: autocannon.Options): Promise<autocannon.Result> {
   })
 }
 
+let profileWindow: { fromUs: number, toUs: number, calls: number } | null = null
+
 async function main () {
   const machine = {
     cpu: cpus()[0]?.model ?? 'unknown',
@@ -59,11 +66,13 @@ async function main () {
     node: process.version,
     date: new Date().toISOString()
   }
-  // BENCH_PROFILE=1 writes the server's CPU profile (.cpuprofile, for Chrome DevTools) into the kept log folder.
+  // BENCH_PROFILE=1 writes the server's CPU profile (.cpuprofile, for Chrome DevTools) into bench/.profile/ and
+  // prints where the CPU of a chat call goes in the measured run of scenario 2.
+  rmSync(PROFILE_DIR, { recursive: true, force: true })
   const stack = await startStack({
     name: 'bench',
     users: USERS,
-    nodeFlags: (logs) => process.env.BENCH_PROFILE === '1' ? ['--cpu-prof', `--cpu-prof-dir=${join(logs, 'profile')}`] : []
+    nodeFlags: () => PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : []
   })
   stack0 = stack
   const { service, upstreamUrl, control, pid, tokens, store, limits } = stack
@@ -131,7 +140,9 @@ async function main () {
     })
     const directRun = (seconds: number) => cannon({ url: upstreamChat, connections: 50, duration: seconds, method: 'POST', headers: upstreamHeaders, body: upstreamBody })
     await serviceRun(2)
+    const from = nowUs()
     const viaService = await serviceRun(duration)
+    profileWindow = { fromUs: from, toUs: nowUs(), calls: viaService.requests.total }
     await directRun(2)
     const direct = await directRun(duration)
     const peerRun = (seconds: number) => cannon({ url: (peer as Peer).chatUrl, connections: 50, duration: seconds, method: 'POST', headers: (peer as Peer).headers, body: upstreamBody })
@@ -364,6 +375,15 @@ async function main () {
     }
   }
 
+  if (PROFILE && profileWindow !== null) {
+    // The profile is written when the server exits.
+    await stack.close()
+    stack0 = undefined
+    const file = readdirSync(PROFILE_DIR).find((name) => name.endsWith('.cpuprofile'))
+    if (file === undefined) throw new Error(`no CPU profile in ${PROFILE_DIR}`)
+    results.profile = profileTable(readProfile(join(PROFILE_DIR, file)), profileWindow.calls, profileWindow.fromUs, profileWindow.toUs)
+    process.stdout.write(`\nScenario 2 (chat JSON, concurrency 50), ${join('bench', '.profile', file)}:\n${profileMarkdown(results.profile as ReturnType<typeof profileTable>)}\n`)
+  }
   writeReport(results)
 }
 

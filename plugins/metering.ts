@@ -9,6 +9,7 @@ import { createCredits, planCreditTerms, type CreditAsk, type CreditHold, type C
 import { FEATURES } from './features.js'
 import { withMarkup } from './money.js'
 import type { Queryable, Store } from './store/index.js'
+import { groupCommit } from './store/group-commit.js'
 
 /** A reservation not settled within this is taken for a crashed process and released by the sweep. */
 export const RESERVATION_TTL_MS = 5 * 60_000
@@ -58,6 +59,7 @@ export function quotaPeriod (period: 'day' | 'month', now: Date): { start: Date,
 }
 
 interface CounterRow { used: string, reserved: string }
+interface ReserveItem { key: QuotaKey, start: Date, units: number, limit: number, id: string, requestId: string | null, expiresAt: Date }
 
 /**
  * Reserves $5 units: creates the period's counter row or adds to it, only while used + reserved stays within the
@@ -94,6 +96,73 @@ const SETTLE = `WITH ledger AS (
     WHERE user_id = $2 AND mode = $3 AND feature = $4 AND period_start = $5 AND EXISTS (SELECT 1 FROM ledger)
   )
   SELECT (SELECT count(*) FROM reservation)::int AS found, (SELECT count(*) FROM ledger)::int AS recorded`
+
+/**
+ * Many reservations in one statement (group commit; arrays in $1…$9, one element per call). The units asked of one
+ * counter row are summed and taken only if all of them fit: the row is written once, in key order (so that two
+ * batches lock rows in the same order). Each call reads the counter as it stands after its own reservation, as if
+ * they had run one after the other in order. No counter columns back: the row's sum did not fit, and the calls
+ * are reserved one by one (RESERVE) so that those that fit still do.
+ */
+const RESERVE_MANY = `WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::timestamptz[])
+      WITH ORDINALITY AS i(user_id, mode, feature, period_start, units, quota_limit, id, request_id, expires_at, n)
+  ), wanted AS (
+    SELECT user_id, mode, feature, period_start, sum(units) AS units, min(quota_limit) AS quota_limit FROM input GROUP BY 1, 2, 3, 4
+  ), counter AS (
+    INSERT INTO quota_usage (user_id, mode, feature, period_start, reserved)
+    SELECT user_id, mode, feature, period_start, units FROM wanted WHERE units <= quota_limit ORDER BY 1, 2, 3, 4
+    ON CONFLICT (user_id, mode, feature, period_start) DO UPDATE SET reserved = quota_usage.reserved + EXCLUDED.reserved
+      WHERE quota_usage.used + quota_usage.reserved + EXCLUDED.reserved <= (SELECT w.quota_limit FROM wanted w
+        WHERE w.user_id = EXCLUDED.user_id AND w.mode = EXCLUDED.mode AND w.feature = EXCLUDED.feature AND w.period_start = EXCLUDED.period_start)
+    RETURNING user_id, mode, feature, period_start, used, reserved
+  ), reservation AS (
+    INSERT INTO quota_reservations (id, user_id, mode, feature, period_start, units, request_id, expires_at)
+    SELECT i.id, i.user_id, i.mode, i.feature, i.period_start, i.units, i.request_id, i.expires_at FROM input i
+    JOIN counter c USING (user_id, mode, feature, period_start)
+  )
+  SELECT c.used, c.reserved - (sum(i.units) OVER whole - sum(i.units) OVER upto) AS reserved,
+    count(*) OVER whole AS together
+  FROM input i LEFT JOIN counter c USING (user_id, mode, feature, period_start)
+  WINDOW whole AS (PARTITION BY i.user_id, i.mode, i.feature, i.period_start),
+    upto AS (PARTITION BY i.user_id, i.mode, i.feature, i.period_start ORDER BY i.n)
+  ORDER BY i.n`
+
+/**
+ * Many settlements of unbilled calls in one statement (group commit; arrays in $1…$17, one element per call), each
+ * as SETTLE does it: its ledger row (keyed by the reservation), its reservation gone, its units moved. The counter
+ * rows are locked in key order first (the uncorrelated sub-select runs once, before any row is written), then
+ * written once each. `found` per call, in order.
+ */
+const SETTLE_MANY = `WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::bigint[], $7::text[], $8::text[],
+      $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::boolean[], $14::bigint[], $15::bigint[], $16::bigint[], $17::text[])
+      WITH ORDINALITY AS i(reservation_id, user_id, mode, feature, period_start, units, provider, model, units_in, units_out,
+        cost_micro_usd, request_id, estimated, price_in, price_out, price_per_call, session_id, n)
+  ), ledger AS (
+    INSERT INTO usage_ledger (user_id, mode, feature, provider, model, units_in, units_out, units, cost_micro_usd, request_id, estimated, reservation_id,
+      charged_micro_usd, billed, price_in_micro_usd_per_1m, price_out_micro_usd_per_1m, price_per_call_micro_usd, session_id)
+    SELECT user_id, mode, feature, provider, model, units_in, units_out, units, cost_micro_usd, request_id, estimated, reservation_id,
+      0, false, price_in, price_out, price_per_call, session_id FROM input ORDER BY n
+    ON CONFLICT (reservation_id) DO NOTHING
+    RETURNING reservation_id
+  ), reservation AS (
+    DELETE FROM quota_reservations r USING ledger l WHERE r.id = l.reservation_id RETURNING r.id, r.units
+  ), moved AS (
+    SELECT i.user_id, i.mode, i.feature, i.period_start, sum(COALESCE(r.units, 0)) AS released, sum(i.units) AS used
+    FROM input i JOIN ledger l ON l.reservation_id = i.reservation_id LEFT JOIN reservation r ON r.id = i.reservation_id
+    GROUP BY 1, 2, 3, 4
+  ), locked AS (
+    SELECT q.user_id, q.mode, q.feature, q.period_start FROM quota_usage q JOIN moved m USING (user_id, mode, feature, period_start)
+    ORDER BY 1, 2, 3, 4 FOR UPDATE OF q
+  ), counter AS (
+    UPDATE quota_usage q SET reserved = q.reserved - m.released, used = q.used + m.used FROM moved m
+    WHERE (SELECT count(*) FROM locked) >= 0 AND q.user_id = m.user_id AND q.mode = m.mode AND q.feature = m.feature AND q.period_start = m.period_start
+  )
+  SELECT r.id IS NOT NULL AS found FROM input i LEFT JOIN reservation r ON r.id = i.reservation_id ORDER BY i.n`
+
+/** The most calls one group-commit statement takes. */
+export const GROUP_COMMIT_MAX = 64
 
 /** A settlement found its ledger row already there: the transaction that charged credits again is rolled back. */
 class AlreadySettled extends Error {}
@@ -140,20 +209,43 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
     return { used: Number(rows[0]?.used ?? 0), reserved: Number(rows[0]?.reserved ?? 0), resetsAt: end }
   }
 
-  /** The quota reservation statement on `db`; QUOTA_EXCEEDED when the quota cannot cover `units`. */
-  async function reserveQuota (db: Queryable, key: QuotaKey, quota: QuotaLimit, units: number, id: string, requestId: string | null, now: Date, expiresAt: Date) {
+  /** QUOTA_EXCEEDED, with what is used and reserved of the period. */
+  async function exceeded (db: Queryable, key: QuotaKey, quota: QuotaLimit, now: Date, end: Date): Promise<never> {
+    const { used, reserved } = await usage(key, quota, db)
+    throw new AppError('QUOTA_EXCEEDED', `The ${PERIOD_ADJECTIVE[quota.period]} quota of ${key.feature} is used up.`, {
+      limit: quota.limit,
+      used: used + reserved,
+      resetsAt: end.toISOString()
+    }, { 'retry-after': String(Math.max(1, Math.ceil((end.getTime() - now.getTime()) / 1000))) })
+  }
+
+  /** The reservation statement of one call on `db`: the counters after it, or null when the quota cannot cover it. */
+  async function reserveOne (db: Queryable, item: ReserveItem): Promise<CounterRow | null> {
+    const { rows } = await db.query<CounterRow>(RESERVE, [item.key.userId, item.key.mode, item.key.feature, item.start, item.units, item.limit,
+      item.id, item.requestId, item.expiresAt])
+    return rows[0] ?? null
+  }
+
+  /** Reservations outside a transaction, grouped (RESERVE_MANY); a call whose row's sum did not fit with others is tried alone. */
+  const reserveGrouped = groupCommit(async (items: ReserveItem[]): Promise<Array<CounterRow | 'alone' | 'again'>> => {
+    const column = <T>(pick: (item: ReserveItem) => T) => items.map(pick)
+    const { rows } = await store.query<{ used: string | null, reserved: string | null, together: string }>(RESERVE_MANY, [
+      column((i) => i.key.userId), column((i) => i.key.mode), column((i) => i.key.feature), column((i) => i.start.toISOString()),
+      column((i) => i.units), column((i) => i.limit), column((i) => i.id), column((i) => i.requestId), column((i) => i.expiresAt.toISOString())])
+    return rows.map((row) => row.used !== null ? { used: row.used, reserved: row.reserved as string } : Number(row.together) === 1 ? 'alone' : 'again')
+  }, { maxBatch: GROUP_COMMIT_MAX })
+
+  /** The quota reservation on `db` (grouped with others' when on the store itself); QUOTA_EXCEEDED when the quota cannot cover it. */
+  async function reserveQuota (db: Queryable | null, key: QuotaKey, quota: QuotaLimit, units: number, id: string, requestId: string | null, now: Date, expiresAt: Date) {
     const { start, end } = quotaPeriod(quota.period, now)
-    const { rows } = await db.query<CounterRow>(RESERVE, [key.userId, key.mode, key.feature, start, units, quota.limit,
-      id, requestId, expiresAt])
-    const counters = rows[0]
-    if (counters === undefined) {
-      const { used, reserved } = await usage(key, quota, db)
-      throw new AppError('QUOTA_EXCEEDED', `The ${PERIOD_ADJECTIVE[quota.period]} quota of ${key.feature} is used up.`, {
-        limit: quota.limit,
-        used: used + reserved,
-        resetsAt: end.toISOString()
-      }, { 'retry-after': String(Math.max(1, Math.ceil((end.getTime() - now.getTime()) / 1000))) })
+    const item: ReserveItem = { key, start, units, limit: quota.limit, id, requestId, expiresAt }
+    let counters: CounterRow | null
+    if (db !== null) counters = await reserveOne(db, item)
+    else {
+      const grouped = await reserveGrouped(item)
+      counters = grouped === 'alone' ? null : grouped === 'again' ? await reserveOne(store, item) : grouped
     }
+    if (counters === null) return exceeded(db ?? store, key, quota, now, end)
     return { ...key, id, units, periodStart: start, resetsAt: end, spent: Number(counters.used) + Number(counters.reserved) }
   }
 
@@ -163,6 +255,22 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
     settlement.estimated ?? false, charged, reservation.billing !== undefined, reservation.billing?.terms.markupPercent ?? null,
     settlement.price?.inputMicroUsdPer1M ?? null, settlement.price?.outputMicroUsdPer1M ?? null, settlement.price?.perCallMicroUsd ?? null,
     settlement.sessionId ?? null]
+
+  /** Settlements of unbilled calls outside a transaction, grouped (SETTLE_MANY). A reservation twice in one group: the second finds it gone. */
+  const settleGrouped = groupCommit(async (items: Array<{ reservation: Reservation, settlement: Settlement }>): Promise<boolean[]> => {
+    const ids = new Set<string>()
+    const first = items.map(({ reservation }) => !ids.has(reservation.id) && ids.add(reservation.id) !== undefined)
+    const unique = items.filter((_, i) => first[i])
+    const column = <T>(pick: (r: Reservation, s: Settlement) => T) => unique.map(({ reservation, settlement }) => pick(reservation, settlement))
+    const { rows } = await store.query<{ found: boolean }>(SETTLE_MANY, [
+      column((r) => r.id), column((r) => r.userId), column((r) => r.mode), column((r) => r.feature), column((r) => r.periodStart.toISOString()),
+      column((_, s) => s.units), column((_, s) => s.provider), column((_, s) => s.model ?? null), column((_, s) => s.unitsIn ?? 0),
+      column((_, s) => s.unitsOut ?? 0), column((_, s) => s.costMicroUsd ?? 0), column((_, s) => s.requestId ?? null),
+      column((_, s) => s.estimated ?? false), column((_, s) => s.price?.inputMicroUsdPer1M ?? null), column((_, s) => s.price?.outputMicroUsdPer1M ?? null),
+      column((_, s) => s.price?.perCallMicroUsd ?? null), column((_, s) => s.sessionId ?? null)])
+    let at = 0
+    return items.map((_, i) => first[i] === true && (rows[at++] as { found: boolean }).found)
+  }, { maxBatch: GROUP_COMMIT_MAX })
 
   return {
     usage,
@@ -176,7 +284,7 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
       const now = clock()
       const id = randomUUID()
       const expiresAt = new Date(now.getTime() + holdMs)
-      if (billing === undefined) return reserveQuota(store, key, quota, units, id, requestId, now, expiresAt)
+      if (billing === undefined) return reserveQuota(null, key, quota, units, id, requestId, now, expiresAt)
       return store.transaction(async (tx) => {
         // The credits first: they lock the user's account row, which every credit path takes before the quota row.
         const hold = await credits.reserve(tx, key, billing.terms, id, billing.ask, expiresAt)
@@ -194,7 +302,8 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
     async settle (reservation: Reservation, settlement: Settlement, within?: Queryable): Promise<boolean> {
       const billing = reservation.billing
       if (billing === undefined) {
-        const { rows } = await (within ?? store).query<{ found: number }>(SETTLE, settleParams(reservation, settlement, 0))
+        if (within === undefined) return settleGrouped({ reservation, settlement })
+        const { rows } = await within.query<{ found: number }>(SETTLE, settleParams(reservation, settlement, 0))
         return rows[0]?.found === 1
       }
       const charge = withMarkup(settlement.costMicroUsd ?? 0, billing.terms.markupPercent)

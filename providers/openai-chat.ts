@@ -1,13 +1,13 @@
 import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
 import { APIConnectionError, APIError, OpenAI } from 'openai'
-import type { ChatCompletionChunk, ChatCompletionCreateParams, ChatCompletionMessageParam, ChatCompletionToolChoiceOption } from 'openai/resources/chat/completions'
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionCreateParams, ChatCompletionMessageParam, ChatCompletionToolChoiceOption } from 'openai/resources/chat/completions'
 import type { VendorId } from '../schemas/models.js'
 import { attemptControl, type StopReason } from './attempt.js'
 import { toFinishReason, type ChatCall, type ChatEvent, type ChatMessage, type ChatProvider, type ChatUsage, type FinishReason, type ToolChoice } from './chat.js'
 import { ProviderError } from './provider-error.js'
 import { DEFAULT_RETRY_POLICY, withRetry, type RetryPolicy } from './retry.js'
-import { VENDORS, vendorError } from './vendors.js'
+import { VENDORS, vendorError, type VendorErrorAnswer } from './vendors.js'
 
 /** The first streamed chunk, and every next one, must come within this (SPEC §9). */
 export const FIRST_BYTE_TIMEOUT_MS = 15_000
@@ -23,6 +23,31 @@ export function mapOpenAIError (err: unknown, stopped: StopReason | null, log: F
     return vendorError(vendor, { kind: 'http', answer, headers: err.headers }, log, model)
   }
   return vendorError(vendor, { kind: 'unreadable' }, log)
+}
+
+/**
+ * A failed answer of the Chat Completions API as the SDK reads one (`APIError`): the `error` object of a JSON body
+ * (or the body itself when it has none) gives code, type and message; a body that is not JSON is the message.
+ * The status leads the message either way.
+ */
+export function openaiErrorAnswer (status: number, body: string): VendorErrorAnswer {
+  let json: unknown
+  try {
+    json = JSON.parse(body)
+  } catch {}
+  // A JSON body without an `error` field (Gemini answers an array) is the error itself.
+  const wrapped = typeof json === 'object' && json !== null && (json as { error?: unknown }).error == null ? { error: json } : json
+  const error = (wrapped as { error?: unknown } | null | undefined)?.error as { message?: unknown, code?: unknown, type?: unknown } | string | undefined
+  const fields = typeof error === 'object' ? error : {}
+  const said = fields.message
+    ? typeof fields.message === 'string' ? fields.message : JSON.stringify(fields.message)
+    : error ? JSON.stringify(error) : json ? '' : body
+  return {
+    status,
+    code: typeof fields.code === 'string' ? fields.code : null,
+    type: typeof fields.type === 'string' ? fields.type : null,
+    message: said === '' ? `${status} status code (no body)` : `${status} ${said}`
+  }
 }
 
 /** A turn in the Chat Completions format: tool calls as `tool_calls`, a tool's answer with its `tool_call_id`. */
@@ -83,6 +108,40 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
       ? { safety_identifier: call.user, store: false, max_completion_tokens: call.maxOutputTokens }
       : { max_tokens: call.maxOutputTokens, ...(userField === 'user' ? { user: call.user } : {}) })
   })
+  /**
+   * A call answered all at once, straight over the global fetch with the Chat Completions API's documented request
+   * and answer (https://platform.openai.com/docs/api-reference/chat/create): the SDK's request machinery costs
+   * about as much CPU again as the HTTP call itself (docs/performance.md), and this is the hot path. Its failures
+   * are read as the SDK reads them (`openaiErrorAnswer`); a body that is not JSON comes back as its text.
+   */
+  const completionsUrl = `${opts.baseURL.replace(/\/+$/, '')}/chat/completions`
+  const jsonHeaders = { authorization: `Bearer ${opts.apiKey}`, 'content-type': 'application/json', accept: 'application/json' }
+  async function createCompletion (params: Omit<ChatCompletionCreateParams, 'stream'>, signal: AbortSignal): Promise<ChatCompletion> {
+    let res: Response
+    try {
+      res = await fetch(completionsUrl, { method: 'POST', headers: jsonHeaders, body: JSON.stringify({ ...params, stream: false }), signal })
+    } catch (err) {
+      // A stop of ours explains itself (the caller reads the attempt's reason); anything else is the network.
+      if (signal.aborted) throw err
+      throw vendorError(vendor, { kind: 'connection' }, log)
+    }
+    let text: string
+    try {
+      text = await res.text()
+    } catch (err) {
+      // Cut off in the middle of the answer: the vendor may have done (and charged) the work, so no retry.
+      if (signal.aborted) throw err
+      throw vendorError(vendor, { kind: 'unreadable' }, log)
+    }
+    if (!res.ok) throw vendorError(vendor, { kind: 'http', answer: openaiErrorAnswer(res.status, text), headers: res.headers }, log, params.model)
+    if (!(res.headers.get('content-type') ?? '').includes('json')) return text as unknown as ChatCompletion
+    try {
+      return JSON.parse(text) as ChatCompletion
+    } catch {
+      throw vendorError(vendor, { kind: 'unreadable' }, log)
+    }
+  }
+
   const mapError = (err: unknown, stopped: StopReason | null, call?: ChatCall) => mapOpenAIError(err, stopped, log, vendor, call?.model ?? opts.model)
 
   const retrying = <T>(signal: AbortSignal, attempt: () => Promise<T>) => withRetry(attempt, (err) => (err as ProviderError).retry, {
@@ -171,7 +230,7 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
     async complete (call: ChatCall) {
       const deadline = AbortSignal.timeout(opts.timeoutMs)
       const completion = await retrying(AbortSignal.any([call.signal, deadline]), async () =>
-        once(call.signal, deadline, (signal) => client.chat.completions.create({ ...body(call), stream: false }, { signal }), call))
+        once(call.signal, deadline, (signal) => createCompletion(body(call), signal), call))
       // A body that is not a chat completion (an HTML page from a proxy arrives as text) cannot be read.
       const shape = completion as unknown as { choices?: unknown }
       if (typeof shape !== 'object' || !Array.isArray(shape.choices)) throw new ProviderError('PROVIDER_ERROR', 'The chat provider sent a response that cannot be read.')

@@ -2,7 +2,8 @@ import { http, HttpResponse } from 'msw'
 import pino from 'pino'
 import t from 'tap'
 import type { ChatCall } from '../../providers/chat.js'
-import { createOpenAIChat, mapOpenAIError, openaiMessage } from '../../providers/openai-chat.js'
+import { APIError, OpenAI } from 'openai'
+import { createOpenAIChat, mapOpenAIError, openaiErrorAnswer, openaiMessage } from '../../providers/openai-chat.js'
 import { ProviderError } from '../../providers/provider-error.js'
 import { LogCapture } from '../helper.js'
 import { interceptNetwork } from '../network.js'
@@ -86,6 +87,7 @@ t.test('unreadable or empty answers are PROVIDER_ERROR; missing usage is null', 
     if (mode === 'garbage') return new HttpResponse('<html>oops</html>', { headers: { 'content-type': 'application/json' } })
     if (mode === 'empty') return HttpResponse.json({ ...completion('x'), choices: [] })
     if (mode === 'html') return new HttpResponse('<html>502 Bad Gateway</html>', { headers: { 'content-type': 'text/html' } })
+    if (mode === 'no-type') return new HttpResponse(null, { status: 200 })
     if (mode === 'no-message') return HttpResponse.json({ ...completion('x'), choices: [{ index: 0, finish_reason: 'stop' }] })
     if (mode === 'tool-only') {
       const body = completion('', [{ settingId: 'display.theme', value: 'dark', reason: 'r' }])
@@ -102,6 +104,8 @@ t.test('unreadable or empty answers are PROVIDER_ERROR; missing usage is null', 
   await t.rejects(provider.complete(call()), { code: 'PROVIDER_ERROR', message: /no answer/ })
   mode = 'html'
   await t.rejects(provider.complete(call()), { code: 'PROVIDER_ERROR', message: /cannot be read/ }, 'a 200 with an HTML page from a proxy')
+  mode = 'no-type'
+  await t.rejects(provider.complete(call()), { code: 'PROVIDER_ERROR', message: /cannot be read/ }, 'an empty 200 without a content type')
   mode = 'no-message'
   await t.rejects(provider.complete(call()), { code: 'PROVIDER_ERROR', message: /no answer/ })
   mode = 'tool-only'
@@ -133,9 +137,41 @@ t.test('tool rounds, tool_choice, temperature, stop and a non-strict schema in t
   t.match(body, { tool_choice: { type: 'function', function: { name: 'suggest_settings' } }, temperature: 0, stop: ['END'], response_format: { type: 'json_schema', json_schema: { name: 'r', strict: false } } })
 })
 
-t.test('mapOpenAIError keeps a ProviderError as it is', async (t) => {
+t.test('mapOpenAIError keeps a ProviderError as it is, and reads the SDK\'s errors (streams, moderation)', async (t) => {
   const err = new ProviderError('PROVIDER_TIMEOUT', 'x')
-  t.equal(mapOpenAIError(err, null, pino({ level: 'silent' })), err)
+  const silent = pino({ level: 'silent' })
+  t.equal(mapOpenAIError(err, null, silent), err)
+  t.match(mapOpenAIError(new APIError(429, { code: 'insufficient_quota', type: 'insufficient_quota', message: 'No credit.' }, undefined, new Headers()), null, silent),
+    { code: 'PROVIDER_UNAVAILABLE', retry: { retry: false } }, 'a refusal by its code')
+  t.match(mapOpenAIError(new APIError(503, { code: 503, message: 'Overloaded.' }, undefined, new Headers()), null, silent),
+    { code: 'PROVIDER_ERROR', retry: { retry: true } }, 'a 503 whose code is a number (no string code to read): retried')
+})
+
+t.test('a failed answer is read as the SDK reads it: code, type and message from any body', async (t) => {
+  // The SDK's own reading of a failed answer (client.js: safeJSON of the text, then makeStatusError), for the same bodies.
+  const client = new OpenAI({ apiKey: 'sk-unit' }) as unknown as { makeStatusError: (status: number, json: unknown, text: string | undefined, headers: Headers) => { code?: unknown, type?: unknown, message: string } }
+  const sdk = (status: number, body: string) => {
+    let json: unknown
+    try { json = JSON.parse(body) } catch {}
+    const err = client.makeStatusError(status, json, json ? undefined : body, new Headers())
+    return { status, code: typeof err.code === 'string' ? err.code : null, type: typeof err.type === 'string' ? err.type : null, message: err.message }
+  }
+  const bodies: Array<[number, string]> = [
+    [401, JSON.stringify({ error: { message: 'Incorrect API key provided.', type: 'invalid_request_error', param: null, code: 'invalid_api_key' } })],
+    [429, JSON.stringify({ error: { message: 'You exceeded your current quota.', type: 'insufficient_quota', code: 'insufficient_quota' } })],
+    [400, JSON.stringify([{ error: { code: 400, message: 'API key not valid. Please pass a valid API key.', status: 'INVALID_ARGUMENT' } }])],
+    [400, JSON.stringify({ error: { message: { detail: 'structured' }, code: 400 } })],
+    [400, JSON.stringify({ error: { message: '' } })],
+    [400, JSON.stringify({ error: 'a plain string' })],
+    [400, JSON.stringify({ code: 'Arrearage', message: 'Access denied, please make sure your account is in good standing.' })],
+    [500, 'null'],
+    [500, '42'],
+    [502, '<html><body>Bad gateway</body></html>'],
+    [503, '']
+  ]
+  for (const [status, body] of bodies) t.same(openaiErrorAnswer(status, body), sdk(status, body), body)
+  t.match(openaiErrorAnswer(502, '<html>x</html>'), { message: '502 <html>x</html>', code: null, type: null })
+  t.match(openaiErrorAnswer(503, ''), { message: '503 status code (no body)' })
 })
 
 t.test('moderation failures are provider errors (the message is then not sent on)', async (t) => {

@@ -72,7 +72,8 @@ t.test('JSON reply from OpenAI: checked suggestions, usage settled with its cost
   t.equal(sent.safety_identifier, app.hash.user(userId), 'the user is a keyed hash')
   t.notOk(JSON.stringify(sent).includes(userId))
   t.equal((seen[0] as Request).headers.get('authorization'), `Bearer ${OPENAI_KEY}`)
-  t.equal((seen[0] as Request).headers.get('x-stainless-retry-count'), '0')
+  t.equal((seen[0] as Request).headers.get('content-type'), 'application/json')
+  t.equal(sent.stream, false, 'one answer, as the Chat Completions API documents it')
 
   const rows = await ledger(app, userId)
   t.equal(rows.length, 1)
