@@ -62,7 +62,6 @@ export function post (agent: Agent, url: string, body: string | Buffer, headers:
   })
 }
 
-/** A port free on loopback now. */
 /** Waits until `url` answers 2xx, failing when `child` exits first (its log is `<logs>/<name>.log`) or after `timeoutMs`. */
 export async function waitFor (url: string, child: ChildProcess, name: string, logs: string, timeoutMs = 60_000) {
   for (let i = 0; i < timeoutMs / 100; i++) {

@@ -33,6 +33,8 @@ const PROFILE_DIR = join(ROOT, 'bench', '.profile')
 /** The monotonic clock in µs, the clock of a V8 CPU profile's timestamps. */
 const nowUs = () => Number(process.hrtime.bigint() / 1000n)
 
+const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length
+
 /** Timings through the service beside the same calls made directly, and what the service adds (p50, p99). */
 function addedLatency (rounds: number, viaService: number[], direct: number[]) {
   const p = (values: number[], q: number) => round(percentile(values, q))
@@ -120,7 +122,6 @@ async function main () {
         if (i >= 100) { viaPeer.push(k.ms); peerDirect.push(kd.ms) }
       }
     }
-    const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length
     results.chatLatency = {
       ...addedLatency(rounds, viaService, direct),
       addedMean: round(mean(viaService) - mean(direct)),
@@ -318,7 +319,6 @@ async function main () {
       if (s.status !== 200) throw new Error(`background removal: HTTP ${s.status} ${s.text.slice(0, 300)}`)
       if (i >= 3) { oneService.push(s.ms); oneDirect.push(d.ms) }
     }
-    const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length
     results.backgroundRemoval = {
       concurrency1: {
         imageMb: round(rgba.length / 2 ** 20),

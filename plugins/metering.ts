@@ -9,7 +9,7 @@ import { createCredits, planCreditTerms, type CreditAsk, type CreditHold, type C
 import { FEATURES } from './features.js'
 import { withMarkup } from './money.js'
 import type { Queryable, Store } from './store/index.js'
-import { groupCommit } from './store/group-commit.js'
+import { columnsOf, groupCommit } from './store/group-commit.js'
 
 /** A reservation not settled within this is taken for a crashed process and released by the sweep. */
 export const RESERVATION_TTL_MS = 5 * 60_000
@@ -98,7 +98,7 @@ const SETTLE = `WITH ledger AS (
   SELECT (SELECT count(*) FROM reservation)::int AS found, (SELECT count(*) FROM ledger)::int AS recorded`
 
 /**
- * Many reservations in one statement (group commit; arrays in $1…$9, one element per call). The units asked of one
+ * Many reservations in one statement (group commit; RESERVE's parameters as arrays, one element per call). The units asked of one
  * counter row are summed and taken only if all of them fit: the row is written once, in key order (so that two
  * batches lock rows in the same order). Each call reads the counter as it stands after its own reservation, as if
  * they had run one after the other in order. No counter columns back: the row's sum did not fit, and the calls
@@ -129,21 +129,22 @@ const RESERVE_MANY = `WITH input AS (
   ORDER BY i.n`
 
 /**
- * Many settlements of unbilled calls in one statement (group commit; arrays in $1…$17, one element per call), each
+ * Many settlements of unbilled calls in one statement (group commit; SETTLE's parameters as arrays, one element per call), each
  * as SETTLE does it: its ledger row (keyed by the reservation), its reservation gone, its units moved. The counter
  * rows are locked in key order first (the uncorrelated sub-select runs once, before any row is written), then
  * written once each. `found` per call, in order.
  */
 const SETTLE_MANY = `WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::bigint[], $7::text[], $8::text[],
-      $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::boolean[], $14::bigint[], $15::bigint[], $16::bigint[], $17::text[])
+      $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::boolean[], $14::bigint[], $15::boolean[], $16::integer[],
+      $17::bigint[], $18::bigint[], $19::bigint[], $20::text[])
       WITH ORDINALITY AS i(reservation_id, user_id, mode, feature, period_start, units, provider, model, units_in, units_out,
-        cost_micro_usd, request_id, estimated, price_in, price_out, price_per_call, session_id, n)
+        cost_micro_usd, request_id, estimated, charged, billed, markup_percent, price_in, price_out, price_per_call, session_id, n)
   ), ledger AS (
     INSERT INTO usage_ledger (user_id, mode, feature, provider, model, units_in, units_out, units, cost_micro_usd, request_id, estimated, reservation_id,
-      charged_micro_usd, billed, price_in_micro_usd_per_1m, price_out_micro_usd_per_1m, price_per_call_micro_usd, session_id)
+      charged_micro_usd, billed, markup_percent, price_in_micro_usd_per_1m, price_out_micro_usd_per_1m, price_per_call_micro_usd, session_id)
     SELECT user_id, mode, feature, provider, model, units_in, units_out, units, cost_micro_usd, request_id, estimated, reservation_id,
-      0, false, price_in, price_out, price_per_call, session_id FROM input ORDER BY n
+      charged, billed, markup_percent, price_in, price_out, price_per_call, session_id FROM input ORDER BY n
     ON CONFLICT (reservation_id) DO NOTHING
     RETURNING reservation_id
   ), reservation AS (
@@ -219,19 +220,19 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
     }, { 'retry-after': String(Math.max(1, Math.ceil((end.getTime() - now.getTime()) / 1000))) })
   }
 
+  /** RESERVE's parameters (RESERVE_MANY takes them as arrays). */
+  const reserveParams = (item: ReserveItem) => [item.key.userId, item.key.mode, item.key.feature, item.start, item.units, item.limit,
+    item.id, item.requestId, item.expiresAt]
+
   /** The reservation statement of one call on `db`: the counters after it, or null when the quota cannot cover it. */
   async function reserveOne (db: Queryable, item: ReserveItem): Promise<CounterRow | null> {
-    const { rows } = await db.query<CounterRow>(RESERVE, [item.key.userId, item.key.mode, item.key.feature, item.start, item.units, item.limit,
-      item.id, item.requestId, item.expiresAt])
+    const { rows } = await db.query<CounterRow>(RESERVE, reserveParams(item))
     return rows[0] ?? null
   }
 
   /** Reservations outside a transaction, grouped (RESERVE_MANY); a call whose row's sum did not fit with others is tried alone. */
   const reserveGrouped = groupCommit(async (items: ReserveItem[]): Promise<Array<CounterRow | 'alone' | 'again'>> => {
-    const column = <T>(pick: (item: ReserveItem) => T) => items.map(pick)
-    const { rows } = await store.query<{ used: string | null, reserved: string | null, together: string }>(RESERVE_MANY, [
-      column((i) => i.key.userId), column((i) => i.key.mode), column((i) => i.key.feature), column((i) => i.start.toISOString()),
-      column((i) => i.units), column((i) => i.limit), column((i) => i.id), column((i) => i.requestId), column((i) => i.expiresAt.toISOString())])
+    const { rows } = await store.query<{ used: string | null, reserved: string | null, together: string }>(RESERVE_MANY, columnsOf(items.map(reserveParams)))
     return rows.map((row) => row.used !== null ? { used: row.used, reserved: row.reserved as string } : Number(row.together) === 1 ? 'alone' : 'again')
   }, { maxBatch: GROUP_COMMIT_MAX })
 
@@ -256,18 +257,17 @@ export function createMetering (store: Store, clock: () => Date = () => new Date
     settlement.price?.inputMicroUsdPer1M ?? null, settlement.price?.outputMicroUsdPer1M ?? null, settlement.price?.perCallMicroUsd ?? null,
     settlement.sessionId ?? null]
 
-  /** Settlements of unbilled calls outside a transaction, grouped (SETTLE_MANY). A reservation twice in one group: the second finds it gone. */
+  /** Settlements of unbilled calls outside a transaction, grouped (SETTLE_MANY). */
   const settleGrouped = groupCommit(async (items: Array<{ reservation: Reservation, settlement: Settlement }>): Promise<boolean[]> => {
+    // A reservation twice in one group: the first settles it, the others find it gone.
     const ids = new Set<string>()
-    const first = items.map(({ reservation }) => !ids.has(reservation.id) && ids.add(reservation.id) !== undefined)
+    const first = items.map(({ reservation }) => {
+      if (ids.has(reservation.id)) return false
+      ids.add(reservation.id)
+      return true
+    })
     const unique = items.filter((_, i) => first[i])
-    const column = <T>(pick: (r: Reservation, s: Settlement) => T) => unique.map(({ reservation, settlement }) => pick(reservation, settlement))
-    const { rows } = await store.query<{ found: boolean }>(SETTLE_MANY, [
-      column((r) => r.id), column((r) => r.userId), column((r) => r.mode), column((r) => r.feature), column((r) => r.periodStart.toISOString()),
-      column((_, s) => s.units), column((_, s) => s.provider), column((_, s) => s.model ?? null), column((_, s) => s.unitsIn ?? 0),
-      column((_, s) => s.unitsOut ?? 0), column((_, s) => s.costMicroUsd ?? 0), column((_, s) => s.requestId ?? null),
-      column((_, s) => s.estimated ?? false), column((_, s) => s.price?.inputMicroUsdPer1M ?? null), column((_, s) => s.price?.outputMicroUsdPer1M ?? null),
-      column((_, s) => s.price?.perCallMicroUsd ?? null), column((_, s) => s.sessionId ?? null)])
+    const { rows } = await store.query<{ found: boolean }>(SETTLE_MANY, columnsOf(unique.map(({ reservation, settlement }) => settleParams(reservation, settlement, 0))))
     let at = 0
     return items.map((_, i) => first[i] === true && (rows[at++] as { found: boolean }).found)
   }, { maxBatch: GROUP_COMMIT_MAX })

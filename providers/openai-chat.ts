@@ -7,7 +7,7 @@ import { attemptControl, type StopReason } from './attempt.js'
 import { toFinishReason, type ChatCall, type ChatEvent, type ChatMessage, type ChatProvider, type ChatUsage, type FinishReason, type ToolChoice } from './chat.js'
 import { ProviderError } from './provider-error.js'
 import { DEFAULT_RETRY_POLICY, withRetry, type RetryPolicy } from './retry.js'
-import { VENDORS, vendorError, type VendorErrorAnswer } from './vendors.js'
+import { VENDORS, vendorError } from './vendors.js'
 
 /** The first streamed chunk, and every next one, must come within this (SPEC §9). */
 export const FIRST_BYTE_TIMEOUT_MS = 15_000
@@ -26,28 +26,17 @@ export function mapOpenAIError (err: unknown, stopped: StopReason | null, log: F
 }
 
 /**
- * A failed answer of the Chat Completions API as the SDK reads one (`APIError`): the `error` object of a JSON body
- * (or the body itself when it has none) gives code, type and message; a body that is not JSON is the message.
- * The status leads the message either way.
+ * A failed answer of the Chat Completions API as the SDK's error, built as the SDK builds it (`makeStatusError`):
+ * a JSON body without an `error` field is the error itself (Gemini answers an array), a body that is not JSON is the
+ * message. `mapOpenAIError` then reads it like any other.
  */
-export function openaiErrorAnswer (status: number, body: string): VendorErrorAnswer {
+export function openaiStatusError (status: number, body: string, headers: Headers): APIError {
   let json: unknown
   try {
     json = JSON.parse(body)
   } catch {}
-  // A JSON body without an `error` field (Gemini answers an array) is the error itself.
-  const wrapped = typeof json === 'object' && json !== null && (json as { error?: unknown }).error == null ? { error: json } : json
-  const error = (wrapped as { error?: unknown } | null | undefined)?.error as { message?: unknown, code?: unknown, type?: unknown } | string | undefined
-  const fields = typeof error === 'object' ? error : {}
-  const said = fields.message
-    ? typeof fields.message === 'string' ? fields.message : JSON.stringify(fields.message)
-    : error ? JSON.stringify(error) : json ? '' : body
-  return {
-    status,
-    code: typeof fields.code === 'string' ? fields.code : null,
-    type: typeof fields.type === 'string' ? fields.type : null,
-    message: said === '' ? `${status} status code (no body)` : `${status} ${said}`
-  }
+  const error = typeof json === 'object' && json !== null && (json as { error?: unknown }).error == null ? { error: json } : json
+  return APIError.generate(status, error as object | undefined, json ? undefined : body, headers)
 }
 
 /** A turn in the Chat Completions format: tool calls as `tool_calls`, a tool's answer with its `tool_call_id`. */
@@ -112,7 +101,7 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
    * A call answered all at once, straight over the global fetch with the Chat Completions API's documented request
    * and answer (https://platform.openai.com/docs/api-reference/chat/create): the SDK's request machinery costs
    * about as much CPU again as the HTTP call itself (docs/performance.md), and this is the hot path. Its failures
-   * are read as the SDK reads them (`openaiErrorAnswer`); a body that is not JSON comes back as its text.
+   * are the SDK's own errors (`openaiStatusError`); a body that is not JSON comes back as its text.
    */
   const completionsUrl = `${opts.baseURL.replace(/\/+$/, '')}/chat/completions`
   const jsonHeaders = { authorization: `Bearer ${opts.apiKey}`, 'content-type': 'application/json', accept: 'application/json' }
@@ -133,7 +122,7 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
       if (signal.aborted) throw err
       throw vendorError(vendor, { kind: 'unreadable' }, log)
     }
-    if (!res.ok) throw vendorError(vendor, { kind: 'http', answer: openaiErrorAnswer(res.status, text), headers: res.headers }, log, params.model)
+    if (!res.ok) throw mapOpenAIError(openaiStatusError(res.status, text, res.headers), null, log, vendor, params.model)
     if (!(res.headers.get('content-type') ?? '').includes('json')) return text as unknown as ChatCompletion
     try {
       return JSON.parse(text) as ChatCompletion

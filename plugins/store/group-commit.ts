@@ -45,3 +45,16 @@ export const DEADLOCK_RETRIES = 3
 
 /** PostgreSQL's deadlock_detected (40P01). */
 export const isDeadlock = (err: unknown) => (err as { code?: unknown } | null)?.code === '40P01'
+
+/**
+ * The parameters of one statement per call, turned into one array per parameter (for `unnest`): a grouped statement
+ * takes the very values its single-call statement does, in the same order. Dates go as ISO text, which both stores
+ * read into `timestamptz[]`.
+ */
+export function columnsOf (rows: unknown[][]): unknown[][] {
+  // A group has at least one call.
+  return (rows[0] as unknown[]).map((_, i) => rows.map((row) => {
+    const value = row[i]
+    return value instanceof Date ? value.toISOString() : value
+  }))
+}

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { DEADLOCK_RETRIES, groupCommit, isDeadlock } from '../../plugins/store/group-commit.js'
+import { columnsOf, DEADLOCK_RETRIES, groupCommit, isDeadlock } from '../../plugins/store/group-commit.js'
 
 /** A run whose statements the test finishes by hand. */
 function manual () {
@@ -72,4 +72,9 @@ t.test('a deadlock is run again, up to DEADLOCK_RETRIES times; other errors are 
 
   t.equal(isDeadlock(null), false)
   t.equal(isDeadlock(new Error('x')), false)
+})
+
+t.test('columnsOf turns the calls\' parameters into one array per parameter, dates as ISO text', async (t) => {
+  const at = new Date('2026-12-01T00:00:00.000Z')
+  t.same(columnsOf([['a', 1, at, null], ['b', 2, at, 'x']]), [['a', 'b'], [1, 2], [at.toISOString(), at.toISOString()], [null, 'x']])
 })

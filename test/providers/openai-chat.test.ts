@@ -2,8 +2,8 @@ import { http, HttpResponse } from 'msw'
 import pino from 'pino'
 import t from 'tap'
 import type { ChatCall } from '../../providers/chat.js'
-import { APIError, OpenAI } from 'openai'
-import { createOpenAIChat, mapOpenAIError, openaiErrorAnswer, openaiMessage } from '../../providers/openai-chat.js'
+import { APIError } from 'openai'
+import { createOpenAIChat, mapOpenAIError, openaiMessage, openaiStatusError } from '../../providers/openai-chat.js'
 import { ProviderError } from '../../providers/provider-error.js'
 import { LogCapture } from '../helper.js'
 import { interceptNetwork } from '../network.js'
@@ -147,31 +147,17 @@ t.test('mapOpenAIError keeps a ProviderError as it is, and reads the SDK\'s erro
     { code: 'PROVIDER_ERROR', retry: { retry: true } }, 'a 503 whose code is a number (no string code to read): retried')
 })
 
-t.test('a failed answer is read as the SDK reads it: code, type and message from any body', async (t) => {
-  // The SDK's own reading of a failed answer (client.js: safeJSON of the text, then makeStatusError), for the same bodies.
-  const client = new OpenAI({ apiKey: 'sk-unit' }) as unknown as { makeStatusError: (status: number, json: unknown, text: string | undefined, headers: Headers) => { code?: unknown, type?: unknown, message: string } }
-  const sdk = (status: number, body: string) => {
-    let json: unknown
-    try { json = JSON.parse(body) } catch {}
-    const err = client.makeStatusError(status, json, json ? undefined : body, new Headers())
-    return { status, code: typeof err.code === 'string' ? err.code : null, type: typeof err.type === 'string' ? err.type : null, message: err.message }
-  }
-  const bodies: Array<[number, string]> = [
-    [401, JSON.stringify({ error: { message: 'Incorrect API key provided.', type: 'invalid_request_error', param: null, code: 'invalid_api_key' } })],
-    [429, JSON.stringify({ error: { message: 'You exceeded your current quota.', type: 'insufficient_quota', code: 'insufficient_quota' } })],
-    [400, JSON.stringify([{ error: { code: 400, message: 'API key not valid. Please pass a valid API key.', status: 'INVALID_ARGUMENT' } }])],
-    [400, JSON.stringify({ error: { message: { detail: 'structured' }, code: 400 } })],
-    [400, JSON.stringify({ error: { message: '' } })],
-    [400, JSON.stringify({ error: 'a plain string' })],
-    [400, JSON.stringify({ code: 'Arrearage', message: 'Access denied, please make sure your account is in good standing.' })],
-    [500, 'null'],
-    [500, '42'],
-    [502, '<html><body>Bad gateway</body></html>'],
-    [503, '']
-  ]
-  for (const [status, body] of bodies) t.same(openaiErrorAnswer(status, body), sdk(status, body), body)
-  t.match(openaiErrorAnswer(502, '<html>x</html>'), { message: '502 <html>x</html>', code: null, type: null })
-  t.match(openaiErrorAnswer(503, ''), { message: '503 status code (no body)' })
+t.test('a failed answer of the JSON path becomes the SDK\'s error, whatever its body', async (t) => {
+  const headers = new Headers({ 'retry-after': '2' })
+  t.match(openaiStatusError(401, JSON.stringify({ error: { message: 'Incorrect API key provided.', type: 'invalid_request_error', param: null, code: 'invalid_api_key' } }), headers),
+    { status: 401, code: 'invalid_api_key', type: 'invalid_request_error', message: '401 Incorrect API key provided.', headers }, 'OpenAI\'s error object')
+  t.match(openaiStatusError(400, JSON.stringify([{ error: { code: 400, message: 'API key not valid. Please pass a valid API key.', status: 'INVALID_ARGUMENT' } }]), headers),
+    { status: 400, message: /^400 .*API key not valid/ }, 'Gemini\'s array is the error itself, so its message can be read')
+  t.match(openaiStatusError(400, JSON.stringify({ code: 'Arrearage', message: 'Access denied, please make sure your account is in good standing.' }), headers),
+    { code: 'Arrearage', message: '400 Access denied, please make sure your account is in good standing.' }, 'an error without the `error` wrapper (Qwen)')
+  t.match(openaiStatusError(502, '<html>Bad gateway</html>', headers), { status: 502, code: undefined, message: '502 <html>Bad gateway</html>' }, 'a body that is not JSON is the message')
+  t.match(openaiStatusError(503, '', headers), { status: 503, message: '503 status code (no body)' })
+  t.match(openaiStatusError(500, 'null', headers), { status: 500, message: '500 null' }, 'JSON null, read as the SDK reads it')
 })
 
 t.test('moderation failures are provider errors (the message is then not sent on)', async (t) => {
