@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
+import { round } from './harness.js'
 
 /**
  * Where the server's CPU goes per call, from a V8 CPU profile (`--cpu-prof`, written by `BENCH_PROFILE=1 npm run
@@ -85,9 +86,9 @@ export function profileTable (profile: CpuProfile, calls: number, fromUs = -Infi
     spent.set(part, (spent.get(part) ?? 0) + delta)
   }
   const rows = [...spent.entries()]
-    .map(([part, us]) => ({ part, msPerCall: Math.round((us / 1000 / calls) * 1000) / 1000, share: Math.round((us / busyUs) * 1000) / 10 }))
+    .map(([part, us]) => ({ part, msPerCall: round(us / 1000 / calls, 3), share: round((us / busyUs) * 100, 1) }))
     .sort((a, b) => b.msPerCall - a.msPerCall)
-  return { calls, cpuMsPerCall: Math.round((busyUs / 1000 / calls) * 1000) / 1000, busy: Math.round((busyUs / windowUs) * 100) / 100, rows }
+  return { calls, cpuMsPerCall: round(busyUs / 1000 / calls, 3), busy: round(busyUs / windowUs), rows }
 }
 
 /** The table in Markdown. */

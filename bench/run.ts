@@ -70,7 +70,7 @@ async function main () {
   }
   // BENCH_PROFILE=1 writes the server's CPU profile (.cpuprofile, for Chrome DevTools) into bench/.profile/ and
   // prints where the CPU of a chat call goes in the measured run of scenario 2.
-  rmSync(PROFILE_DIR, { recursive: true, force: true })
+  if (PROFILE) rmSync(PROFILE_DIR, { recursive: true, force: true })
   const stack = await startStack({
     name: 'bench',
     users: USERS,
