@@ -63,3 +63,30 @@ export async function startPortkey (upstreamUrl: string, logs: string): Promise<
     }
   }
 }
+
+/**
+ * Scenario 4's floor: `bench/image-pass-through.ts`, a bare pass-through of a background removal over the global
+ * fetch, started beside the service against the same fake upstream; its log goes to `<logs>/pass-through.log`.
+ */
+export async function startImagePassThrough (upstreamUrl: string, logs: string): Promise<{ url: string, close: () => Promise<void> }> {
+  const port = await freePort()
+  const log = createWriteStream(join(logs, 'pass-through.log'))
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'image-pass-through.ts')], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH, UPSTREAM: upstreamUrl, PORT: String(port) },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  child.stdout.pipe(log)
+  child.stderr.pipe(log)
+  const base = `http://127.0.0.1:${port}`
+  await waitFor(`${base}/health`, child, 'pass-through', logs)
+  return {
+    url: `${base}/remove`,
+    close: async () => {
+      if (child.exitCode !== null) return
+      const exited = new Promise((resolve) => child.once('exit', resolve))
+      child.kill('SIGTERM')
+      await exited
+    }
+  }
+}

@@ -20,6 +20,8 @@ const PARTS: Array<[string, RegExp]> = [
   ['job queue (pg-boss)', /node_modules\/pg-boss\//],
   ['Redis and rate limit', /node_modules\/(ioredis|@ioredis\/[^/]+|redis-[a-z]+|@fastify\/rate-limit)\//],
   ['AI token (JWT)', /node_modules\/(fast-jwt|@fastify\/jwt|jose)\//],
+  ['multipart parsing (busboy)', /node_modules\/(@fastify\/busboy|@fastify\/multipart|busboy)\//],
+  ['image checks (sharp)', /node_modules\/sharp\//],
   ['validation (ajv, TypeBox)', /node_modules\/(ajv|ajv-formats|typebox|@sinclair\/typebox|fast-uri|json-schema-traverse)\//],
   ['Fastify (routing, hooks, serialisation)', /node_modules\/(fastify|find-my-way|avvio|fast-json-stringify|@fastify\/[^/]+|fastify-plugin|light-my-request|toad-cache|rfdc|secure-json-parse|fast-querystring|process-warning|abstract-logging)\//],
   ['logging (pino)', /node_modules\/(pino|@pinojs\/[^/]+|sonic-boom|thread-stream|fast-redact|pino-std-serializers|quick-format-unescaped|on-exit-leak-free|atomic-sleep|safe-stable-stringify)\//],

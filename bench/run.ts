@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import autocannon from 'autocannon'
 import sharp from 'sharp'
 import { percentile, post, ROOT, round, rssMb, startStack, type Sent, type Stack } from './harness.js'
-import { PORTKEY_VERSION, startPortkey, type Peer } from './peer.js'
+import { PORTKEY_VERSION, startImagePassThrough, startPortkey, type Peer } from './peer.js'
 import { profileMarkdown, profileTable, readProfile } from './profile.js'
 
 /**
@@ -57,7 +57,21 @@ async function cannon (opts: autocannon.Options): Promise<autocannon.Result> {
   })
 }
 
-let profileWindow: { fromUs: number, toUs: number, calls: number } | null = null
+/** A measured window of a profiled server: its calls, on the monotonic clock. */
+interface ProfileWindow { fromUs: number, toUs: number, calls: number }
+let profileWindow: ProfileWindow | null = null
+/** The flags that make a server write its CPU profile into `bench/.profile/<name>/` when it exits. */
+const profileFlags = (name: string) => () => PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${join(PROFILE_DIR, name)}`] : []
+
+/** The table of a profiled server's window (after the server has exited), printed and kept in the results. */
+function profileOf (name: string, window: ProfileWindow, title: string) {
+  const dir = join(PROFILE_DIR, name)
+  const file = readdirSync(dir).find((entry) => entry.endsWith('.cpuprofile'))
+  if (file === undefined) throw new Error(`no CPU profile in ${dir}`)
+  const table = profileTable(readProfile(join(dir, file)), window.calls, window.fromUs, window.toUs)
+  process.stdout.write(`\n${title}, ${join('bench', '.profile', name, file)}:\n${profileMarkdown(table)}\n`)
+  return table
+}
 
 async function main () {
   const machine = {
@@ -68,13 +82,13 @@ async function main () {
     node: process.version,
     date: new Date().toISOString()
   }
-  // BENCH_PROFILE=1 writes the server's CPU profile (.cpuprofile, for Chrome DevTools) into bench/.profile/ and
-  // prints where the CPU of a chat call goes in the measured run of scenario 2.
+  // BENCH_PROFILE=1 writes each server's CPU profile (.cpuprofile, for Chrome DevTools) into bench/.profile/ and
+  // prints where the CPU of a call goes in the measured runs of scenario 2 (chat) and of scenario 4 at concurrency 1.
   if (PROFILE) rmSync(PROFILE_DIR, { recursive: true, force: true })
   const stack = await startStack({
     name: 'bench',
     users: USERS,
-    nodeFlags: () => PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : []
+    nodeFlags: profileFlags('chat')
   })
   stack0 = stack
   const { service, upstreamUrl, control, pid, tokens, store, limits } = stack
@@ -274,7 +288,7 @@ async function main () {
   if (ONLY.has('4')) {
     // On a server of its own: the 1,000 streams of scenario 3 leave V8's heap grown, which is not what uploads cost.
     await stack.close()
-    const own = await startStack({ name: 'bench', users: USERS })
+    const own = await startStack({ name: 'bench', users: USERS, nodeFlags: profileFlags('images') })
     stack0 = own
     const side = 1300
     const png = await sharp(randomBytes(side * side * 3), { raw: { width: side, height: side, channels: 3 } }).png().toBuffer()
@@ -310,20 +324,31 @@ async function main () {
     ])
     const oneService: number[] = []
     const oneDirect: number[] = []
+    // The floor: a bare pass-through over the global fetch (no policy at all), timed in the same rounds.
+    const passThrough = await startImagePassThrough(own.upstreamUrl, own.logs)
+    const onePassThrough: number[] = []
     const agentOne = new Agent({ keepAlive: true, maxSockets: 1 })
     const serviceBody = rgbaBody('image')
     const directBody = rgbaBody('image_file')
+    let from = 0
     for (let i = 0; i < Math.max(10, Math.round(40 * SCALE)) + 3; i++) {
+      if (i === 3) from = nowUs()
       const s = await post(agentOne, `${own.service}/v1/ai/background-removal`, serviceBody, { 'content-type': contentType, authorization: `Bearer ${own.tokens[i % USERS] as string}` }, undefined, 120_000)
       const d = await post(agentOne, `${own.upstreamUrl}/v1.0/removebg`, directBody, { 'content-type': contentType, 'x-api-key': 'bench-removebg-key' }, undefined, 120_000)
+      const bare = await post(agentOne, passThrough.url, serviceBody, { 'content-type': contentType }, undefined, 120_000)
       if (s.status !== 200) throw new Error(`background removal: HTTP ${s.status} ${s.text.slice(0, 300)}`)
-      if (i >= 3) { oneService.push(s.ms); oneDirect.push(d.ms) }
+      if (bare.status !== 200) throw new Error(`bare pass-through: HTTP ${bare.status}`)
+      if (i >= 3) { oneService.push(s.ms); oneDirect.push(d.ms); onePassThrough.push(bare.ms) }
     }
-    results.backgroundRemoval = {
+    await passThrough.close()
+    // The window holds the direct calls too, while the server idles: idle time is not counted.
+    const imagesWindow = { fromUs: from, toUs: nowUs(), calls: oneService.length }
+    const backgroundRemoval: Record<string, unknown> = {
       concurrency1: {
         imageMb: round(rgba.length / 2 ** 20),
         ...addedLatency(oneService.length, oneService, oneDirect),
-        addedMean: round(mean(oneService) - mean(oneDirect))
+        addedMean: round(mean(oneService) - mean(oneDirect)),
+        passThroughAddedMean: round(mean(onePassThrough) - mean(oneDirect))
       },
       imageMb: round(png.length / 2 ** 20),
       megapixels: round((side * side) / 1e6),
@@ -335,6 +360,13 @@ async function main () {
       peakRssMb: round(peakRss, 0),
       growthMb: round(peakRss - idleRss, 0)
     }
+    if (PROFILE) {
+      // The profile is written when the server exits.
+      await own.close()
+      stack0 = undefined
+      backgroundRemoval.profile = profileOf('images', imagesWindow, 'Scenario 4 (background removal of a 4.9 MB RGBA PNG, concurrency 1)')
+    }
+    results.backgroundRemoval = backgroundRemoval
   }
 
   // 6. Virtual staging: submit latency of 12 MB photos at concurrency 10, and jobs per minute on one instance
@@ -405,10 +437,7 @@ async function main () {
     // The profile is written when the server exits.
     await stack.close()
     stack0 = undefined
-    const file = readdirSync(PROFILE_DIR).find((name) => name.endsWith('.cpuprofile'))
-    if (file === undefined) throw new Error(`no CPU profile in ${PROFILE_DIR}`)
-    results.profile = profileTable(readProfile(join(PROFILE_DIR, file)), profileWindow.calls, profileWindow.fromUs, profileWindow.toUs)
-    process.stdout.write(`\nScenario 2 (chat JSON, concurrency 50), ${join('bench', '.profile', file)}:\n${profileMarkdown(results.profile as ReturnType<typeof profileTable>)}\n`)
+    results.profile = profileOf('chat', profileWindow, 'Scenario 2 (chat JSON, concurrency 50)')
   }
   writeReport(results)
 }
@@ -456,6 +485,9 @@ function writeReport (results: Record<string, any>) {
     if (r.backgroundRemoval.concurrency1 !== undefined) {
       const one = r.backgroundRemoval.concurrency1
       rows.push([`Background removal, ${one.imageMb} MB RGBA PNG (answered as remove.bg's cut-out), concurrency 1: added mean latency`, `${one.addedMean} ms (p50 ${one.addedP50}; service ${one.service.p50}, direct ${one.direct.p50})`, '≤ 50 ms', one.addedMean <= 50])
+      if (one.passThroughAddedMean !== undefined) {
+        rows.push(['Background removal, concurrency 1: added mean latency of a bare pass-through over fetch (the floor)', `${one.passThroughAddedMean} ms`, '(reported)', null])
+      }
     }
     rows.push(['Background removal, 5 MB PNG, concurrency 20: added latency p50', `${r.backgroundRemoval.addedP50} ms (service ${r.backgroundRemoval.service.p50}, direct ${r.backgroundRemoval.direct.p50})`, '(reported)', null])
   }
