@@ -434,9 +434,9 @@ async function main () {
   }
 
   if (PROFILE && profileWindow !== null) {
-    // The profile is written when the server exits.
+    // The profile is written when the server exits. A later scenario's server is closed at the end, as always.
     await stack.close()
-    stack0 = undefined
+    if (stack0 === stack) stack0 = undefined
     results.profile = profileOf('chat', profileWindow, 'Scenario 2 (chat JSON, concurrency 50)')
   }
   writeReport(results)
