@@ -28,6 +28,8 @@ export function attemptControl (signal: AbortSignal, deadline: AbortSignal, idle
   touch()
   return {
     signal: controller.signal,
+    /** The controller itself, for a reader that stops the attempt when it is done with it (the SDK's stream parser). */
+    controller,
     touch,
     /** `work`, or a rejection as soon as the attempt is stopped (a late rejection of `work` is then ignored). */
     race <T>(work: Promise<T>): Promise<T> {

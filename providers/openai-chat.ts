@@ -1,6 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
 import { APIConnectionError, APIError, OpenAI } from 'openai'
+import { Stream } from 'openai/streaming'
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionCreateParams, ChatCompletionMessageParam, ChatCompletionToolChoiceOption } from 'openai/resources/chat/completions'
 import type { VendorId } from '../schemas/models.js'
 import { attemptControl, type StopReason } from './attempt.js'
@@ -98,31 +99,44 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
       : { max_tokens: call.maxOutputTokens, ...(userField === 'user' ? { user: call.user } : {}) })
   })
   /**
-   * A call answered all at once, straight over the global fetch with the Chat Completions API's documented request
-   * and answer (https://platform.openai.com/docs/api-reference/chat/create): the SDK's request machinery costs
-   * about as much CPU again as the HTTP call itself (docs/performance.md), and this is the hot path. Its failures
-   * are the SDK's own errors (`openaiStatusError`); a body that is not JSON comes back as its text.
+   * Chat completions go straight over the global fetch with the Chat Completions API's documented request
+   * (https://platform.openai.com/docs/api-reference/chat/create): the SDK's request machinery costs about as much
+   * CPU again as the HTTP call itself (docs/performance.md), and this is the hot path. A failed answer is the SDK's
+   * own error (`openaiStatusError`); a stream is read by the SDK's own parser (`Stream.fromSSEResponse`).
    */
   const completionsUrl = `${opts.baseURL.replace(/\/+$/, '')}/chat/completions`
-  const jsonHeaders = { authorization: `Bearer ${opts.apiKey}`, 'content-type': 'application/json', accept: 'application/json' }
-  async function createCompletion (params: Omit<ChatCompletionCreateParams, 'stream'>, signal: AbortSignal): Promise<ChatCompletion> {
+  const headers = (accept: string) => ({ authorization: `Bearer ${opts.apiKey}`, 'content-type': 'application/json', accept })
+  const jsonHeaders = headers('application/json')
+  const streamHeaders = headers('text/event-stream')
+
+  /** The body of an answer; cut off in the middle, the vendor may have done (and charged) the work, so no retry. */
+  async function readText (res: Response, signal: AbortSignal): Promise<string> {
+    try {
+      return await res.text()
+    } catch (err) {
+      if (signal.aborted) throw err
+      throw vendorError(vendor, { kind: 'unreadable' }, log)
+    }
+  }
+
+  /** Posts a request; answers the response when it is a success, throws the contract's error when not. */
+  async function post (params: ChatCompletionCreateParams, signal: AbortSignal): Promise<Response> {
     let res: Response
     try {
-      res = await fetch(completionsUrl, { method: 'POST', headers: jsonHeaders, body: JSON.stringify({ ...params, stream: false }), signal })
+      res = await fetch(completionsUrl, { method: 'POST', headers: params.stream === true ? streamHeaders : jsonHeaders, body: JSON.stringify(params), signal })
     } catch (err) {
       // A stop of ours explains itself (the caller reads the attempt's reason); anything else is the network.
       if (signal.aborted) throw err
       throw vendorError(vendor, { kind: 'connection' }, log)
     }
-    let text: string
-    try {
-      text = await res.text()
-    } catch (err) {
-      // Cut off in the middle of the answer: the vendor may have done (and charged) the work, so no retry.
-      if (signal.aborted) throw err
-      throw vendorError(vendor, { kind: 'unreadable' }, log)
-    }
-    if (!res.ok) throw mapOpenAIError(openaiStatusError(res.status, text, res.headers), null, log, vendor, params.model)
+    if (res.ok) return res
+    throw mapOpenAIError(openaiStatusError(res.status, await readText(res, signal), res.headers), null, log, vendor, params.model)
+  }
+
+  /** A call answered all at once; a body that is not JSON comes back as its text. */
+  async function createCompletion (params: Omit<ChatCompletionCreateParams, 'stream'>, signal: AbortSignal): Promise<ChatCompletion> {
+    const res = await post({ ...params, stream: false }, signal)
+    const text = await readText(res, signal)
     if (!(res.headers.get('content-type') ?? '').includes('json')) return text as unknown as ChatCompletion
     try {
       return JSON.parse(text) as ChatCompletion
@@ -170,8 +184,8 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
       const opened = await retrying(retrySignal, async () => {
         const control = attemptControl(call.signal, deadline, idleMs)
         try {
-          const stream = await control.race(client.chat.completions.create({ ...body(call), stream: true, stream_options: { include_usage: true } }, { signal: control.signal }))
-          const chunks = stream[Symbol.asyncIterator]()
+          const res = await control.race(post({ ...body(call), stream: true, stream_options: { include_usage: true } }, control.signal))
+          const chunks = Stream.fromSSEResponse<ChatCompletionChunk>(res, control.controller)[Symbol.asyncIterator]()
           const first = await control.race(chunks.next())
           control.touch()
           return { control, chunks, first }

@@ -161,9 +161,25 @@ t.test('a failed answer of the JSON path becomes the SDK\'s error, whatever its 
 })
 
 t.test('moderation failures are provider errors (the message is then not sent on)', async (t) => {
-  interceptNetwork(t, http.post('https://api.openai.com/v1/moderations', () => openaiError(500, 'down')))
+  let mode = 'down'
+  interceptNetwork(t, http.post('https://api.openai.com/v1/moderations', () => mode === 'down' ? openaiError(500, 'down') : HttpResponse.error()))
   const { provider } = chat()
   await t.rejects(provider.flagged(['text'], new AbortController().signal), { code: 'PROVIDER_ERROR' })
+  mode = 'network'
+  await t.rejects(provider.flagged(['text'], new AbortController().signal), { code: 'PROVIDER_UNAVAILABLE', message: /cannot be reached/ }, 'the SDK\'s connection error')
+})
+
+t.test('streams over the global fetch: a connection error is retried, then PROVIDER_UNAVAILABLE; a failed answer is read as the JSON path reads it', async (t) => {
+  let mode = 'network'
+  const { seen } = interceptNetwork(t, http.post(OPENAI_URL, () => mode === 'network' ? HttpResponse.error() : openaiError(400, 'Bad request: messages')))
+  const { provider } = chat()
+  await t.rejects(drain(provider.stream(call())), { code: 'PROVIDER_UNAVAILABLE', message: /cannot be reached/ })
+  t.equal(seen.length, 3, 'retried before the first chunk')
+  t.equal(seen[0]?.headers.get('accept'), 'text/event-stream')
+  t.match(await (seen[0] as Request).json(), { stream: true, stream_options: { include_usage: true } })
+  mode = '400'
+  await t.rejects(drain(provider.stream(call())), { code: 'PROVIDER_ERROR', message: /HTTP 400/ })
+  t.equal(seen.length, 4, 'a refusal is not retried')
 })
 
 t.test('streams: nothing within the first-byte limit is PROVIDER_TIMEOUT; tool-call pieces without arguments are fine', async (t) => {
