@@ -177,7 +177,8 @@ export async function startStack (options: StackOptions): Promise<Stack> {
     // A plan without practical limits, so that the load measures the policy path rather than its refusals.
     const plansFile = join(logs, 'plans.json')
     const unlimited = { quota: { limit: 1e15, period: 'month' }, rateLimitPerMinute: 100_000 }
-    writeFileSync(plansFile, JSON.stringify({ plans: { bench: { name: 'Benchmark', features: { 'settings-assistant': unlimited, 'background-removal': unlimited, chat: unlimited, 'virtual-staging': unlimited } } }, prices: defaultPlans.prices }))
+    // The plan's own rateLimitPerMinute covers the read routes (entitlements, usage), which the reference run calls.
+    writeFileSync(plansFile, JSON.stringify({ plans: { bench: { name: 'Benchmark', rateLimitPerMinute: 100_000, features: { 'settings-assistant': unlimited, 'background-removal': unlimited, chat: unlimited, 'virtual-staging': unlimited } } }, prices: defaultPlans.prices }))
 
     const port = await freePort()
     const adminToken = randomBytes(24).toString('base64url')

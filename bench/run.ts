@@ -170,6 +170,10 @@ async function main () {
     // Ceilings on this machine for reference: the cheapest route, and an authenticated one without database or upstream.
     const live = await cannon({ url: `${service}/health/live`, connections: 50, duration })
     const entitlements = await cannon({ url: `${service}/v1/ai/entitlements`, connections: 50, duration, requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, headers: asUser(next++) }) }] })
+    // A throughput of refusals (429) or failures would measure the wrong thing: every run here must be all 2xx.
+    for (const [what, run] of [['chat through the service', viaService], ['chat direct', direct], ['GET /health/live', live], ['GET /v1/ai/entitlements', entitlements], ...(viaPeer === null ? [] : [['chat through Portkey', viaPeer] as const])] as const) {
+      if (run.non2xx > 0 || run.errors > 0) throw new Error(`scenario 2: ${what} answered ${run.non2xx} non-2xx and ${run.errors} errors in ${run.requests.total} requests`)
+    }
     results.chatThroughput = {
       seconds: duration,
       service: summary(viaService),

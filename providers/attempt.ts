@@ -26,6 +26,11 @@ export function attemptControl (signal: AbortSignal, deadline: AbortSignal, idle
   stopped.catch(() => {})
   if (signal.aborted) onClient()
   touch()
+  const release = () => {
+    clearTimeout(timer)
+    signal.removeEventListener('abort', onClient)
+    deadline.removeEventListener('abort', onDeadline)
+  }
   return {
     signal: controller.signal,
     /** The controller itself, for a reader that stops the attempt when it is done with it (the SDK's stream parser). */
@@ -37,12 +42,15 @@ export function attemptControl (signal: AbortSignal, deadline: AbortSignal, idle
       return Promise.race([work, stopped])
     },
     reason: () => reason,
-    /** The attempt is over: stop its timer and anything of it still open upstream. */
+    /**
+     * The attempt's answer was read whole: stop its timer. Nothing of it is open upstream, so it is not aborted (an
+     * abort makes a DOMException and an Error with their stack traces: a few per cent of a JSON call's CPU).
+     */
+    done: release,
+    /** The attempt is over early (failed, stopped, or its reader left): stop its timer and anything of it still open upstream. */
     end () {
-      clearTimeout(timer)
+      release()
       controller.abort()
-      signal.removeEventListener('abort', onClient)
-      deadline.removeEventListener('abort', onDeadline)
     }
   }
 }

@@ -158,7 +158,7 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
     const control = attemptControl(signal, deadline, null)
     try {
       const result = await control.race(work(control.signal))
-      control.end()
+      control.done()
       return result
     } catch (err) {
       control.end()
@@ -198,6 +198,7 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
       const tools: Array<{ id: string, name: string, arguments: string }> = []
       let finishReason: FinishReason | null = null
       let usage: ChatUsage | null = null
+      let whole = false
       try {
         for (let next = opened.first; next.done !== true; next = await control.race(chunks.next())) {
           control.touch()
@@ -216,10 +217,13 @@ export function createOpenAIChat (opts: OpenAIChatOptions) {
           const text = choice.delta?.content
           if (typeof text === 'string' && text !== '') yield { type: 'delta', text }
         }
+        whole = true
       } catch (err) {
         throw mapError(err, control.reason(), call)
       } finally {
-        control.end()
+        // A stream read to its end leaves nothing open; one left early (a failure, or a reader that stopped) is aborted.
+        if (whole) control.done()
+        else control.end()
       }
       if (finishReason === null) {
         // The SDK ends a stream quietly when it is aborted: a stop of ours then explains the early end.
