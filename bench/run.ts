@@ -60,6 +60,8 @@ async function cannon (opts: autocannon.Options): Promise<autocannon.Result> {
 /** A measured window of a profiled server: its calls, on the monotonic clock. */
 interface ProfileWindow { fromUs: number, toUs: number, calls: number }
 let profileWindow: ProfileWindow | null = null
+/** Scenario 5's whole streams at concurrency 20, in the same profile as scenario 2. */
+let sessionsWindow: ProfileWindow | null = null
 /** The flags that make a server write its CPU profile into `bench/.profile/<name>/` when it exits. */
 const profileFlags = (name: string) => () => PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${join(PROFILE_DIR, name)}`] : []
 
@@ -262,6 +264,7 @@ async function main () {
     const firstDelta = addedLatency(rounds, viaService, direct)
     // Whole streams at concurrency 20, a fixed number of turns (so every chat ends with the same history length).
     const amount = Math.max(200, Math.round(2000 * SCALE))
+    const sessionsFrom = nowUs()
     const streamed = await cannon({
       url: service,
       connections: 20,
@@ -274,6 +277,7 @@ async function main () {
         }
       }]
     })
+    sessionsWindow = { fromUs: sessionsFrom, toUs: nowUs(), calls: streamed.requests.total }
     const streamedDirect = await cannon({ url: upstreamChat, connections: 20, amount, method: 'POST', headers: upstreamHeaders, body: upstreamSessionBody })
     const historyTurns = Math.floor(next / CHATS)
     results.chatSessions = {
@@ -437,11 +441,12 @@ async function main () {
     }
   }
 
-  if (PROFILE && profileWindow !== null) {
+  if (PROFILE && (profileWindow !== null || sessionsWindow !== null)) {
     // The profile is written when the server exits. A later scenario's server is closed at the end, as always.
     await stack.close()
     if (stack0 === stack) stack0 = undefined
-    results.profile = profileOf('chat', profileWindow, 'Scenario 2 (chat JSON, concurrency 50)')
+    if (profileWindow !== null) results.profile = profileOf('chat', profileWindow, 'Scenario 2 (chat JSON, concurrency 50)')
+    if (sessionsWindow !== null) (results.chatSessions as Record<string, unknown>).profile = profileOf('chat', sessionsWindow, 'Scenario 5 (chat-session streams, concurrency 20)')
   }
   writeReport(results)
 }
