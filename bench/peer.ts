@@ -31,29 +31,20 @@ export interface Peer {
   close: () => Promise<void>
 }
 
-/** Installs (once) and starts Portkey's gateway, routing OpenAI calls to `upstreamUrl`; its log goes to `<logs>/portkey.log`. */
-export async function startPortkey (upstreamUrl: string, logs: string): Promise<Peer> {
-  install()
+/**
+ * Starts a server of the bench beside the service (`node ARGS`, on a free port that `args` receives), logging to
+ * `<logs>/<name>.log`, and waits until `health` (a path) answers 2xx.
+ */
+async function startServer (name: string, logs: string, args: (port: number) => string[], opts: { cwd: string, env: NodeJS.ProcessEnv, health: string }) {
   const port = await freePort()
-  const log = createWriteStream(join(logs, 'portkey.log'))
-  // --headless: no log UI; NODE_ENV=production: no dev routes. PORT would be ignored: the port is an argument.
-  const child = spawn(process.execPath, [join(GATEWAY, 'build', 'start-server.js'), `--port=${port}`, '--headless'], {
-    cwd: PEER_DIR,
-    env: { PATH: process.env.PATH, NODE_ENV: 'production' },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
+  const log = createWriteStream(join(logs, `${name}.log`))
+  const child = spawn(process.execPath, args(port), { cwd: opts.cwd, env: { PATH: process.env.PATH, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
   child.stdout.pipe(log)
   child.stderr.pipe(log)
   const base = `http://127.0.0.1:${port}`
-  await waitFor(`${base}/`, child, 'portkey', logs)
+  await waitFor(`${base}${opts.health}`, child, name, logs)
   return {
-    chatUrl: `${base}/v1/chat/completions`,
-    headers: {
-      'content-type': 'application/json',
-      authorization: 'Bearer bench-openai-key',
-      'x-portkey-provider': 'openai',
-      'x-portkey-custom-host': `${upstreamUrl}/v1`
-    },
+    base,
     pid: child.pid as number,
     close: async () => {
       if (child.exitCode !== null) return
@@ -64,29 +55,31 @@ export async function startPortkey (upstreamUrl: string, logs: string): Promise<
   }
 }
 
+/** Installs (once) and starts Portkey's gateway, routing OpenAI calls to `upstreamUrl`; its log goes to `<logs>/portkey.log`. */
+export async function startPortkey (upstreamUrl: string, logs: string): Promise<Peer> {
+  install()
+  // --headless: no log UI; NODE_ENV=production: no dev routes. PORT would be ignored: the port is an argument.
+  const { base, pid, close } = await startServer('portkey', logs, (port) => [join(GATEWAY, 'build', 'start-server.js'), `--port=${port}`, '--headless'],
+    { cwd: PEER_DIR, env: { NODE_ENV: 'production' }, health: '/' })
+  return {
+    chatUrl: `${base}/v1/chat/completions`,
+    headers: {
+      'content-type': 'application/json',
+      authorization: 'Bearer bench-openai-key',
+      'x-portkey-provider': 'openai',
+      'x-portkey-custom-host': `${upstreamUrl}/v1`
+    },
+    pid,
+    close
+  }
+}
+
 /**
  * Scenario 4's floor: `bench/image-pass-through.ts`, a bare pass-through of a background removal over the global
  * fetch, started beside the service against the same fake upstream; its log goes to `<logs>/pass-through.log`.
  */
 export async function startImagePassThrough (upstreamUrl: string, logs: string): Promise<{ url: string, close: () => Promise<void> }> {
-  const port = await freePort()
-  const log = createWriteStream(join(logs, 'pass-through.log'))
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'image-pass-through.ts')], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH, UPSTREAM: upstreamUrl, PORT: String(port) },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  child.stdout.pipe(log)
-  child.stderr.pipe(log)
-  const base = `http://127.0.0.1:${port}`
-  await waitFor(`${base}/health`, child, 'pass-through', logs)
-  return {
-    url: `${base}/remove`,
-    close: async () => {
-      if (child.exitCode !== null) return
-      const exited = new Promise((resolve) => child.once('exit', resolve))
-      child.kill('SIGTERM')
-      await exited
-    }
-  }
+  const { base, close } = await startServer('pass-through', logs, (port) => ['--import', 'tsx', join(ROOT, 'bench', 'image-pass-through.ts'), String(port)],
+    { cwd: ROOT, env: { UPSTREAM: upstreamUrl }, health: '/health' })
+  return { url: `${base}/remove`, close }
 }

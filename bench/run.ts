@@ -65,14 +65,21 @@ let sessionsWindow: ProfileWindow | null = null
 /** The flags that make a server write its CPU profile into `bench/.profile/<name>/` when it exits. */
 const profileFlags = (name: string) => () => PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${join(PROFILE_DIR, name)}`] : []
 
-/** The table of a profiled server's window (after the server has exited), printed and kept in the results. */
-function profileOf (name: string, window: ProfileWindow, title: string) {
+/**
+ * The tables of a profiled server's windows (after the server has exited), printed; its profile is read once. A
+ * window not measured (its scenario did not run) has no table.
+ */
+function profilesOf (name: string, windows: Array<{ window: ProfileWindow | null, title: string }>) {
   const dir = join(PROFILE_DIR, name)
   const file = readdirSync(dir).find((entry) => entry.endsWith('.cpuprofile'))
   if (file === undefined) throw new Error(`no CPU profile in ${dir}`)
-  const table = profileTable(readProfile(join(dir, file)), window.calls, window.fromUs, window.toUs)
-  process.stdout.write(`\n${title}, ${join('bench', '.profile', name, file)}:\n${profileMarkdown(table)}\n`)
-  return table
+  const profile = readProfile(join(dir, file))
+  return windows.map(({ window, title }) => {
+    if (window === null) return null
+    const table = profileTable(profile, window.calls, window.fromUs, window.toUs)
+    process.stdout.write(`\n${title}, ${join('bench', '.profile', name, file)}:\n${profileMarkdown(table)}\n`)
+    return table
+  })
 }
 
 async function main () {
@@ -173,7 +180,14 @@ async function main () {
     const live = await cannon({ url: `${service}/health/live`, connections: 50, duration })
     const entitlements = await cannon({ url: `${service}/v1/ai/entitlements`, connections: 50, duration, requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, headers: asUser(next++) }) }] })
     // A throughput of refusals (429) or failures would measure the wrong thing: every run here must be all 2xx.
-    for (const [what, run] of [['chat through the service', viaService], ['chat direct', direct], ['GET /health/live', live], ['GET /v1/ai/entitlements', entitlements], ...(viaPeer === null ? [] : [['chat through Portkey', viaPeer] as const])] as const) {
+    const runs: Record<string, autocannon.Result> = {
+      'chat through the service': viaService,
+      'chat direct': direct,
+      'GET /health/live': live,
+      'GET /v1/ai/entitlements': entitlements,
+      ...(viaPeer === null ? {} : { 'chat through Portkey': viaPeer })
+    }
+    for (const [what, run] of Object.entries(runs)) {
       if (run.non2xx > 0 || run.errors > 0) throw new Error(`scenario 2: ${what} answered ${run.non2xx} non-2xx and ${run.errors} errors in ${run.requests.total} requests`)
     }
     results.chatThroughput = {
@@ -372,7 +386,7 @@ async function main () {
       // The profile is written when the server exits.
       await own.close()
       stack0 = undefined
-      backgroundRemoval.profile = profileOf('images', imagesWindow, 'Scenario 4 (background removal of a 4.9 MB RGBA PNG, concurrency 1)')
+      backgroundRemoval.profile = profilesOf('images', [{ window: imagesWindow, title: 'Scenario 4 (background removal of a 4.9 MB RGBA PNG, concurrency 1)' }])[0]
     }
     results.backgroundRemoval = backgroundRemoval
   }
@@ -445,8 +459,12 @@ async function main () {
     // The profile is written when the server exits. A later scenario's server is closed at the end, as always.
     await stack.close()
     if (stack0 === stack) stack0 = undefined
-    if (profileWindow !== null) results.profile = profileOf('chat', profileWindow, 'Scenario 2 (chat JSON, concurrency 50)')
-    if (sessionsWindow !== null) (results.chatSessions as Record<string, unknown>).profile = profileOf('chat', sessionsWindow, 'Scenario 5 (chat-session streams, concurrency 20)')
+    const [json, sessions] = profilesOf('chat', [
+      { window: profileWindow, title: 'Scenario 2 (chat JSON, concurrency 50)' },
+      { window: sessionsWindow, title: 'Scenario 5 (chat-session streams, concurrency 20)' }
+    ])
+    if (json !== null) results.profile = json
+    if (sessions !== null) (results.chatSessions as Record<string, unknown>).profile = sessions
   }
   writeReport(results)
 }

@@ -130,6 +130,7 @@ export function createAnthropicChat (opts: AnthropicChatOptions) {
       let inputTokens: number | null = null
       let outputTokens: number | null = null
       let finishReason: FinishReason | null = null
+      let whole = false
       try {
         for (let next = opened.first; next.done !== true; next = await control.race(events.next())) {
           control.touch()
@@ -149,10 +150,13 @@ export function createAnthropicChat (opts: AnthropicChatOptions) {
             finishReason = toAnthropicFinish(event.delta.stop_reason)
           }
         }
+        whole = true
       } catch (err) {
         throw mapError(err, control.reason(), call)
       } finally {
-        control.end()
+        // A stream read to its end leaves nothing open; one left early (a failure, or a reader that stopped) is aborted.
+        if (whole) control.done()
+        else control.end()
       }
       if (finishReason === null) {
         throw mapError(new ProviderError('PROVIDER_ERROR', 'The chat provider ended the stream before the reply was complete.'), control.reason(), call)
@@ -168,7 +172,7 @@ export function createAnthropicChat (opts: AnthropicChatOptions) {
         const control = attemptControl(call.signal, deadline, null)
         try {
           const result = await control.race(client.messages.create({ ...anthropicRequest(call, opts.model), stream: false }, { signal: control.signal }))
-          control.end()
+          control.done()
           return result
         } catch (err) {
           control.end()

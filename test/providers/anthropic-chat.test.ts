@@ -219,3 +219,22 @@ t.test('mapAnthropicError keeps a ProviderError and reads anything else as unrea
   t.equal(mapAnthropicError(err, null, log), err)
   t.match(mapAnthropicError(new Error('odd'), null, log), { code: 'PROVIDER_ERROR', message: /cannot be read/ })
 })
+
+t.test('a call read whole is not aborted upstream; a stream its reader leaves early is', async (t) => {
+  const signals: AbortSignal[] = []
+  let stream = true
+  interceptNetwork(t, http.post(ANTHROPIC_URL, ({ request }) => {
+    signals.push(request.signal)
+    return stream ? anthropicStream(anthropicEvents(['a', 'b', 'c'])) : Response.json(anthropicMessage('whole'))
+  }))
+  const { provider } = chat()
+  t.match(await drain(provider.stream(call())), [{ type: 'delta', text: 'a' }, { type: 'delta', text: 'b' }, { type: 'delta', text: 'c' }, { type: 'end' }])
+  t.equal(signals[0]?.aborted, false, 'a stream read to its end (the SDK keeps its request apart from our controller once answered)')
+  const left = provider.stream(call())
+  t.match((await left.next()).value, { type: 'delta', text: 'a' })
+  await left.return(undefined)
+  t.equal(signals[1]?.aborted, true, 'left after the first delta: the request is aborted')
+  stream = false
+  t.match(await provider.complete(call()), { text: 'whole' })
+  t.equal(signals[2]?.aborted, false, 'an answer read whole')
+})

@@ -124,6 +124,21 @@ t.test('streams: the whole-call deadline, and a stop by the caller', async (t) =
   await t.rejects(drain(provider.stream(call(controller.signal))), { code: 'PROVIDER_ERROR', message: /cancelled/ })
 })
 
+t.test('streams: one read to its end is not aborted upstream; one its reader leaves early is', async (t) => {
+  const signals: AbortSignal[] = []
+  interceptNetwork(t, http.post(OPENAI_URL, ({ request }) => {
+    signals.push(request.signal)
+    return sseResponse(streamChunks(['a', 'b', 'c']))
+  }))
+  const { provider } = chat()
+  t.match(await drain(provider.stream(call())), [{ type: 'delta', text: 'a' }, { type: 'delta', text: 'b' }, { type: 'delta', text: 'c' }, { type: 'end' }])
+  t.equal(signals[0]?.aborted, false, 'read whole: nothing to abort')
+  const left = provider.stream(call())
+  t.match((await left.next()).value, { type: 'delta', text: 'a' })
+  await left.return(undefined)
+  t.equal(signals[1]?.aborted, true, 'left after the first delta: the request is aborted')
+})
+
 t.test('tool rounds, tool_choice, temperature, stop and a non-strict schema in the Chat Completions format', async (t) => {
   t.same(openaiMessage({ role: 'assistant', content: '', toolCalls: [{ id: 'call_a', name: 'f', arguments: '{}' }] }),
     { role: 'assistant', content: null, tool_calls: [{ id: 'call_a', type: 'function', function: { name: 'f', arguments: '{}' } }] }, 'no text: content null')
